@@ -1,0 +1,1 @@
+"""Export a trained VAE's encoder and decoder to ONNX (needs torch and onnx)."""

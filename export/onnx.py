@@ -1,0 +1,217 @@
+"""Export a checkpoint's encoder and decoder to ONNX, checked against PyTorch, with a manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from digitvae.runtime._version import __version__
+from digitvae.runtime.errors import ExportError, OutputError
+from digitvae.runtime.manifest import MANIFEST_NAME, Manifest, ModelFile
+from digitvae.train.checkpoint import Checkpoint, load_checkpoint
+from digitvae.train.config import to_dict
+from digitvae.train.loop import BEST
+from digitvae.train.model import VAE, Decoder, Encoder
+
+logger = logging.getLogger(__name__)
+
+#: Largest |onnxruntime - torch| / max(1, |torch|) accepted on any output at export time:
+#: an absolute 1e-5 for values in [-1, 1] (image, most means), and 1e-5 relative beyond,
+#: because logits reach |30| where one float32 ulp is already 1.9e-6 and torch's own float32
+#: result differs from its float64 result by about 1e-5.
+TOLERANCE = 1e-5
+PARITY_BATCHES = (1, 37)
+OPSET = 18
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the model went and how closely onnxruntime matched torch."""
+
+    directory: Path
+    manifest: Manifest
+    #: "encoder.mean" etc. -> {"max_abs_diff", "max_scaled_diff"} against torch.
+    parity: dict[str, dict[str, float]]
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """Accept a checkpoint file or a training folder (whose best.pt is used)."""
+    path = Path(path)
+    return path / BEST if path.is_dir() else path
+
+
+def _export(module: torch.nn.Module, example: torch.Tensor, input_name: str, output_names: list[str]) -> onnx.ModelProto:
+    batch = torch.export.Dim("N", min=1, max=1 << 20)
+    # The exporter's chatter (deprecations, "torchvision is not installed") is not the user's concern.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            (example,),
+            input_names=[input_name],
+            output_names=output_names,
+            dynamic_shapes=({0: batch},),
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+            optimize=True,
+        )
+    registration.setLevel(level)
+    if program is None:
+        raise ExportError("torch.onnx.export returned no program")
+    model = program.model_proto
+    # Name the dynamic batch dimension "N" on every input and output, as documented.
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    return model
+
+
+def _annotate(model: onnx.ModelProto, role: str, ckpt: Checkpoint) -> bytes:
+    props = {
+        "digitvae.role": role,
+        "digitvae.latent_dim": str(ckpt.model_config.latent_dim),
+        "digitvae.preset": ckpt.preset,
+        "digitvae.version": __version__,
+        "digitvae.format_version": "1",
+    }
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.doc_string = f"digitvae {role} (preset {ckpt.preset}, latent_dim {ckpt.model_config.latent_dim})"
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"{role}: the exported model fails onnx.checker: {exc}") from None
+    return model.SerializeToString()
+
+
+def _parity(module: torch.nn.Module, data: bytes, make_input: Any, input_name: str) -> dict[str, dict[str, float]]:
+    """Run torch and onnxruntime on the same batches; return each output's worst differences."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    worst = {name: {"max_abs_diff": 0.0, "max_scaled_diff": 0.0} for name in names}
+    for n in PARITY_BATCHES:
+        x = make_input(n)
+        with torch.no_grad():
+            expected = [t.numpy() for t in module(torch.from_numpy(x))]
+        found = session.run(names, {input_name: x})
+        for name, want, got in zip(names, expected, found):
+            if want.shape != got.shape:
+                raise ExportError(f"{name}: onnxruntime gives shape {got.shape}, torch {want.shape} (batch {n})")
+            diff = np.abs(want.astype(np.float64) - got)
+            entry = worst[name]
+            entry["max_abs_diff"] = max(entry["max_abs_diff"], float(diff.max()))
+            scaled = float((diff / np.maximum(1.0, np.abs(want))).max())
+            entry["max_scaled_diff"] = max(entry["max_scaled_diff"], scaled)
+    return worst
+
+
+def export_checkpoint(checkpoint: Path, out_dir: Path, *, name: str | None = None, force: bool = False) -> ExportResult:
+    """Export encoder.onnx, decoder.onnx and model.json into out_dir, or fail leaving nothing."""
+    ckpt = load_checkpoint(resolve_checkpoint(checkpoint))
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
+        raise OutputError(f"{out_dir} already exists and is not empty; pass --force to replace it")
+    model = VAE(ckpt.model_config)
+    model.load_state_dict(ckpt.model_state)
+    model.eval()
+    d = ckpt.model_config.latent_dim
+    rng = np.random.default_rng(0)
+    halves = {
+        "encoder": (Encoder(model), "image", ["mean", "logvar"], lambda n: rng.random((n, 1, 28, 28), dtype=np.float32)),
+        "decoder": (Decoder(model), "z", ["logits", "image"], lambda n: rng.standard_normal((n, d), dtype=np.float32)),
+    }
+    blobs: dict[str, bytes] = {}
+    parity: dict[str, dict[str, float]] = {}
+    for role, (module, input_name, outputs, make_input) in halves.items():
+        onnx_model = _export(module, torch.from_numpy(make_input(2)), input_name, outputs)
+        blobs[role] = _annotate(onnx_model, role, ckpt)
+        for output, diff in _parity(module, blobs[role], make_input, input_name).items():
+            logger.info("%s.%s: max |onnxruntime - torch| = %.3g", role, output, diff["max_abs_diff"])
+            if not diff["max_scaled_diff"] <= TOLERANCE:
+                raise ExportError(
+                    f"{role} output {output!r}: onnxruntime differs from torch by {diff['max_abs_diff']:.3g} "
+                    f"(scaled {diff['max_scaled_diff']:.3g}, allowed {TOLERANCE:g}); nothing written"
+                )
+            parity[f"{role}.{output}"] = diff
+    manifest = _manifest(ckpt, name or out_dir.resolve().name, blobs, parity)
+    _write_folder(out_dir, blobs, manifest, force=force)
+    logger.info("exported %s to %s", manifest.name, out_dir)
+    return ExportResult(out_dir, manifest, parity)
+
+
+def _manifest(ckpt: Checkpoint, name: str, blobs: dict[str, bytes], parity: dict[str, dict[str, float]]) -> Manifest:
+    files = {role: ModelFile(f"{role}.onnx", hashlib.sha256(blob).hexdigest()) for role, blob in blobs.items()}
+    return Manifest(
+        name=name,
+        latent_dim=ckpt.model_config.latent_dim,
+        image_shape=(1, 28, 28),
+        variants={"fp32": files},
+        preset=ckpt.preset,
+        package_version=__version__,
+        training={
+            "preset": ckpt.preset,
+            "command": ckpt.command,
+            "data": ckpt.data,
+            "epochs": ckpt.epoch,
+            "best_epoch": ckpt.best.get("epoch"),
+            "seconds": round(ckpt.seconds, 1),
+            "model_config": to_dict(ckpt.model_config),
+            "train_config": to_dict(ckpt.train_config),
+        },
+        metrics={
+            "valid_neg_elbo": ckpt.best.get("valid_loss"),
+            "train_neg_elbo": ckpt.best.get("train_loss"),
+            "note": "nats per digit, -ELBO with one posterior sample, at the best validation epoch",
+            "parity": {"batches": list(PARITY_BATCHES), "tolerance": TOLERANCE, **parity},
+        },
+    )
+
+
+def _write_folder(out_dir: Path, blobs: dict[str, bytes], manifest: Manifest, *, force: bool) -> None:
+    """Write the model into a temporary sibling folder, then swap it into place."""
+    parent = out_dir.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot create the model folder: {exc.strerror}") from None
+    old: Path | None = None
+    try:
+        for role, blob in blobs.items():
+            (staging / f"{role}.onnx").write_bytes(blob)
+        (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        os.chmod(staging, 0o755)
+        if out_dir.exists():
+            if not force and (not out_dir.is_dir() or any(out_dir.iterdir())):
+                raise OutputError(f"{out_dir} already exists and is not empty; pass --force to replace it")
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=parent))
+            os.replace(out_dir, old / "model")
+        os.replace(staging, out_dir)
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None and not out_dir.exists():
+            os.replace(old / "model", out_dir)  # put the previous model back
+        if isinstance(exc, OSError):
+            raise OutputError(f"{out_dir}: cannot write the model: {exc.strerror}") from None
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

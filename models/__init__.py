@@ -1,0 +1,1 @@
+"""The ready-to-use models shipped with digitvae, one folder each (model.json + ONNX files)."""

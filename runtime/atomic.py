@@ -1,0 +1,107 @@
+"""Atomic file writes: readers see either the old file or the complete new one, never a partial file."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from digitvae.runtime.errors import OutputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["atomic_write"]
+
+_WRITE_MODES = frozenset({"w", "wt", "wb"})
+_MAX_NAME_TRIES = 100
+
+
+def _check_destination(target: Path) -> None:
+    """Raise OutputError if the file cannot be created where it was asked for."""
+    directory = target.parent
+    if not directory.exists():
+        raise OutputError(f"cannot write {target}: directory {directory} does not exist")
+    if not directory.is_dir():
+        raise OutputError(f"cannot write {target}: {directory} is not a directory")
+    if target.is_dir():
+        raise OutputError(f"cannot write {target}: it is an existing directory")
+
+
+def _create_temp(target: Path) -> tuple[Path, int]:
+    """Create and open a fresh temporary file next to the target."""
+    directory = target.parent
+    for _ in range(_MAX_NAME_TRIES):
+        # A hidden name keeps half-written files out of globs such as "*.gz".
+        candidate = directory / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            # Mode 0o666 lets the umask decide permissions, as a plain open() would;
+            # mkstemp would force 0o600 on the final file.
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc} (in directory {directory})") from exc
+        return candidate, fd
+    raise OutputError(f"cannot write {target}: could not find a free temporary name in {directory}")
+
+
+def _remove_quietly(path: Path) -> None:
+    """Delete a file, ignoring its absence or any error (cleanup must not mask the real failure)."""
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            logger.warning("could not remove temporary file %s: %s", path, exc)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Flush a directory entry to disk, where the platform supports it."""
+    # Without this, a crash right after os.replace may lose the rename on some filesystems.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb", *, encoding: str = "utf-8") -> Iterator[IO[Any]]:
+    """Yield a file on a temporary path; move it onto ``path`` only if the block finishes cleanly."""
+    if mode not in _WRITE_MODES:
+        raise ValueError(f"atomic_write mode must be one of {sorted(_WRITE_MODES)}, not {mode!r}")
+    target = Path(path)
+    _check_destination(target)
+    temp_path, fd = _create_temp(target)
+    try:
+        if "b" in mode:
+            handle: IO[Any] = os.fdopen(fd, "wb")
+        else:
+            handle = os.fdopen(fd, "w", encoding=encoding)
+    except BaseException:
+        os.close(fd)
+        _remove_quietly(temp_path)
+        raise
+    try:
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.replace(temp_path, target)
+        except OSError as exc:
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    except BaseException:
+        _remove_quietly(temp_path)
+        raise
+    _fsync_directory(target.parent)
+    logger.debug("wrote %s atomically", target)

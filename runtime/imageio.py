@@ -1,0 +1,129 @@
+"""Digit files in and out: PNG, npy and IDX readers; PNG grid and npy writers (atomic)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .atomic import atomic_write
+from .errors import DataFormatError, InputError, OutputError
+from .idx import looks_like_idx, read_mnist_images
+from .inputs import IMAGE_SIDE, as_images
+
+OUTPUT_KINDS = (".png", ".npy")
+_GAP = 2  # pixels between digits in a grid
+_GAP_VALUE = 48  # dark grey, so black digit borders stay visible
+
+
+def output_kind(path: str | os.PathLike[str]) -> str:
+    """Return ".png" or ".npy" for an output path, or raise OutputError."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_KINDS:
+        raise OutputError(f"{path}: output must end in .png (image grid) or .npy (float32 [N,28,28] array)")
+    return suffix
+
+
+def read_png(path: Path) -> np.ndarray:
+    """Read one 28x28 digit PNG (8-bit grey, palette or RGB/RGBA) as uint8 [28,28]."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if image.format != "PNG":
+                raise DataFormatError(f"{path}: not a PNG file (found {image.format})")
+            if image.size != (IMAGE_SIDE, IMAGE_SIDE):
+                raise DataFormatError(f"{path}: digit PNGs must be 28x28 pixels, got {image.size[0]}x{image.size[1]}")
+            if image.mode not in ("L", "P", "RGB", "RGBA", "LA", "1"):
+                raise DataFormatError(
+                    f"{path}: PNG mode {image.mode} is not supported; use 8-bit greyscale (L), palette or RGB"
+                )
+            return np.asarray(image.convert("L"), dtype=np.uint8).copy()
+    except UnidentifiedImageError:
+        raise DataFormatError(f"{path}: not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataFormatError(f"{path}: cannot read image: {exc}") from None
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """Read an .npy array of digits (uint8 0-255 or float 0-1) as float32 [N,28,28]."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataFormatError(f"{path}: not a readable .npy array: {exc}") from None
+    try:
+        return as_images(array).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+    except InputError as exc:
+        raise DataFormatError(f"{path}: {exc}") from None
+
+
+def read_digits(paths: Sequence[str | os.PathLike[str]], limit: int | None = None) -> np.ndarray:
+    """Read digits from PNG files, .npy arrays and IDX files as one float32 [N,28,28] batch."""
+    batches: list[np.ndarray] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_file():
+            raise DataFormatError(f"{path}: no such file")
+        suffix = path.suffix.lower()
+        if suffix == ".png":
+            batches.append(read_png(path)[None].astype(np.float32) / 255.0)
+        elif suffix == ".npy":
+            batches.append(read_npy(path))
+        elif looks_like_idx(path):
+            batches.append(read_mnist_images(path).astype(np.float32) / 255.0)
+        else:
+            raise DataFormatError(f"{path}: not a digit file; give PNG (28x28), .npy or IDX (idx3-ubyte[.gz]) files")
+    if not batches:
+        raise InputError("no input files given")
+    digits = np.concatenate(batches).astype(np.float32, copy=False)
+    return digits[:limit] if limit is not None else digits
+
+
+def tile(images: np.ndarray, cols: int) -> np.ndarray:
+    """Lay out float digits [N,28,28] in [0,1] as one uint8 greyscale grid."""
+    n = len(images)
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    step = IMAGE_SIDE + _GAP
+    grid = np.full((rows * step - _GAP, cols * step - _GAP), _GAP_VALUE, dtype=np.uint8)
+    pixels = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
+    for i, digit in enumerate(pixels):
+        r, c = divmod(i, cols)
+        grid[r * step : r * step + IMAGE_SIDE, c * step : c * step + IMAGE_SIDE] = digit
+    return grid
+
+
+def pair_rows(originals: np.ndarray, reconstructions: np.ndarray, cols: int) -> np.ndarray:
+    """Interleave rows so that each row of originals sits above its reconstructions."""
+    rows: list[np.ndarray] = []
+    blank = np.zeros((cols, IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
+    for start in range(0, len(originals), cols):
+        for source in (originals, reconstructions):
+            row = source[start : start + cols]
+            rows.append(np.concatenate([row, blank[: cols - len(row)]]) if len(row) < cols else row)
+    return np.concatenate(rows)
+
+
+def default_cols(n: int) -> int:
+    """Return a pleasant column count for n digits: 10 for 10 or more, else n."""
+    return min(n, 10)
+
+
+def write_png(grid: np.ndarray, path: str | os.PathLike[str], scale: int = 1) -> None:
+    """Write a uint8 greyscale grid as a PNG, enlarged `scale` times, atomically."""
+    from PIL import Image
+
+    image = Image.fromarray(grid, mode="L")
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    with atomic_write(path) as fh:
+        image.save(fh, format="PNG", optimize=True)
+
+
+def write_npy(images: np.ndarray, path: str | os.PathLike[str]) -> None:
+    """Write float32 digits [N,28,28] as an .npy file, atomically."""
+    with atomic_write(path) as fh:
+        np.save(fh, np.asarray(images, dtype=np.float32), allow_pickle=False)

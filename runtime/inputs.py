@@ -1,0 +1,98 @@
+"""Validation of the arrays callers hand the runtime: image batches, latent batches, counts."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+IMAGE_SIDE = 28
+IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
+#: Largest number of digits one call may produce: 1e6 digits is 3.1 GB of float32.
+MAX_COUNT = 1_000_000
+
+_SHAPES = "[N,28,28], [N,1,28,28] or [N,784]"
+
+
+def _as_array(value: Any, what: str) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} must be a numpy array, got {type(value).__name__} ({exc})") from None
+    if array.dtype == object:
+        raise InputError(f"{what} must be a numeric numpy array, got {type(value).__name__}")
+    return array
+
+
+def as_images(images: Any) -> np.ndarray:
+    """Return a batch of digits as a contiguous float32 [N,1,28,28] array in [0,1].
+
+    Accepts uint8 (0-255) or floating-point (0-1) arrays shaped [N,28,28], [N,1,28,28]
+    or [N,784]; anything else raises InputError.
+    """
+    array = _as_array(images, "images")
+    shape = array.shape
+    if array.ndim == 2 and shape[1:] == (IMAGE_PIXELS,):
+        n = shape[0]
+    elif array.ndim == 3 and shape[1:] == (IMAGE_SIDE, IMAGE_SIDE):
+        n = shape[0]
+    elif array.ndim == 4 and shape[1:] == (1, IMAGE_SIDE, IMAGE_SIDE):
+        n = shape[0]
+    else:
+        hint = " (for one digit, pass images[None])" if shape == (IMAGE_SIDE, IMAGE_SIDE) else ""
+        raise InputError(f"images must be shaped {_SHAPES}, got {list(shape)}{hint}")
+    if n == 0:
+        raise InputError("images is an empty batch; pass at least one digit")
+    if array.dtype == np.uint8:
+        out = array.reshape(n, 1, IMAGE_SIDE, IMAGE_SIDE).astype(np.float32)
+        out *= np.float32(1 / 255)
+        return out
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"images must be uint8 (0-255) or float (0-1), got dtype {array.dtype}")
+    out = np.ascontiguousarray(array.reshape(n, 1, IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
+    if not np.isfinite(out).all():
+        bad = int(np.count_nonzero(~np.isfinite(out)))
+        raise InputError(f"images contain {bad} NaN or infinite value(s); pixel values must be in [0, 1]")
+    lo, hi = float(out.min()), float(out.max())
+    if lo < 0.0 or hi > 1.0:
+        raise InputError(
+            f"float images must be in [0, 1], got values in [{lo:g}, {hi:g}] "
+            "(pass uint8 for 0-255 pixels)"
+        )
+    return out
+
+
+def as_latents(z: Any, latent_dim: int) -> np.ndarray:
+    """Return latent codes as a contiguous float32 [N,latent_dim] array of finite values."""
+    array = _as_array(z, "z")
+    if array.ndim != 2 or array.shape[1] != latent_dim:
+        hint = " (for one code, pass z[None])" if array.shape == (latent_dim,) else ""
+        raise InputError(f"z must be shaped [N,{latent_dim}] for this model, got {list(array.shape)}{hint}")
+    if array.shape[0] == 0:
+        raise InputError("z is an empty batch; pass at least one latent code")
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise InputError(f"z must be a float array, got dtype {array.dtype}")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused below
+        out = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(out).all():
+        bad = int(np.count_nonzero(~np.isfinite(out)))
+        raise InputError(f"z contains {bad} NaN or infinite value(s) (after conversion to float32)")
+    return out
+
+
+def as_count(n: Any, what: str = "n") -> int:
+    """Return n as an int in [1, MAX_COUNT], or raise InputError."""
+    if isinstance(n, bool):
+        raise InputError(f"{what} must be an integer, got {n!r}")
+    try:
+        value = operator.index(n)
+    except TypeError:
+        raise InputError(f"{what} must be an integer, got {type(n).__name__} {n!r}") from None
+    if not 1 <= value <= MAX_COUNT:
+        raise InputError(f"{what} must be between 1 and {MAX_COUNT:,}, got {value:,}")
+    return value

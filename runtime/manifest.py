@@ -1,0 +1,225 @@
+"""model.json: the manifest that describes a model folder, parsed strictly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import IntegrityError, ModelError, ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "model.json"
+FORMAT = "digitvae-model"
+FORMAT_VERSION = 1
+ROLES = ("encoder", "decoder")
+DEFAULT_MODEL = "mnist-vae"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One ONNX file of a model folder and its expected sha256."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed contents of a model.json."""
+
+    name: str
+    latent_dim: int
+    image_shape: tuple[int, int, int]
+    variants: Mapping[str, Mapping[str, ModelFile]]
+    preset: str = ""
+    package_version: str = ""
+    training: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def files(self, variant: str = "fp32") -> Mapping[str, ModelFile]:
+        """Return the role -> file mapping of one variant."""
+        if variant not in self.variants:
+            raise ModelError(
+                f"model {self.name!r} has no variant {variant!r}; "
+                f"it has: {', '.join(sorted(self.variants))}"
+            )
+        return self.variants[variant]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready form of this manifest."""
+        return {
+            "format": FORMAT,
+            "format_version": self.format_version,
+            "name": self.name,
+            "preset": self.preset,
+            "latent_dim": self.latent_dim,
+            "image_shape": list(self.image_shape),
+            "likelihood": "bernoulli",
+            "prior": "standard_normal",
+            "variants": {
+                variant: {role: {"path": f.path, "sha256": f.sha256} for role, f in files.items()}
+                for variant, files in self.variants.items()
+            },
+            "package_version": self.package_version,
+            "training": dict(self.training),
+            "metrics": dict(self.metrics),
+        }
+
+    def to_json(self) -> str:
+        """Return the manifest as indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+
+def _expect(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in data:
+        raise ModelError(f"{where}: missing required field {key!r}")
+    value = data[key]
+    # bool is an int subclass; a manifest saying `"latent_dim": true` is wrong, not 1.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ModelError(f"{where}: field {key!r} must be {_kind_name(kind)}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ModelError(f"{where}: field {key!r} must be {_kind_name(kind)}, got {type(value).__name__}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {dict: "an object", list: "a list", str: "a string", int: "an integer"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _parse_file(entry: Any, where: str) -> ModelFile:
+    if not isinstance(entry, dict):
+        raise ModelError(f"{where}: must be an object with 'path' and 'sha256'")
+    path = _expect(entry, "path", str, where)
+    sha = _expect(entry, "sha256", str, where)
+    # File names only: a manifest must never point outside its own folder.
+    if not path or path != os.path.basename(path) or path in (".", "..") or "\\" in path:
+        raise ModelError(f"{where}: path {path!r} must be a plain file name inside the model folder")
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ModelError(f"{where}: sha256 must be 64 lowercase hex digits, got {sha!r}")
+    return ModelFile(path=path, sha256=sha)
+
+
+def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> Manifest:
+    """Validate a decoded model.json and return it as a Manifest; unknown fields are ignored."""
+    if not isinstance(data, dict):
+        raise ModelError(f"{source}: must hold a JSON object")
+    fmt = _expect(data, "format", str, source)
+    if fmt != FORMAT:
+        raise ModelError(f"{source}: format is {fmt!r}, expected {FORMAT!r}")
+    version = _expect(data, "format_version", int, source)
+    if version != FORMAT_VERSION:
+        raise ModelError(
+            f"{source}: format_version {version} is not supported (this digitvae reads version "
+            f"{FORMAT_VERSION}); upgrade digitvae or re-export the model"
+        )
+    latent_dim = _expect(data, "latent_dim", int, source)
+    if not 1 <= latent_dim <= 4096:
+        raise ModelError(f"{source}: latent_dim must be between 1 and 4096, got {latent_dim}")
+    shape = _expect(data, "image_shape", list, source)
+    if shape != [1, 28, 28]:
+        raise ModelError(f"{source}: image_shape must be [1, 28, 28], got {shape!r}")
+    variants_raw = _expect(data, "variants", dict, source)
+    if "fp32" not in variants_raw:
+        raise ModelError(f"{source}: variants must include 'fp32'")
+    variants: dict[str, dict[str, ModelFile]] = {}
+    for variant, files in variants_raw.items():
+        where = f"{source}: variants.{variant}"
+        if not isinstance(files, dict):
+            raise ModelError(f"{where}: must be an object with {' and '.join(ROLES)}")
+        variants[variant] = {role: _parse_file(_expect(files, role, dict, where), f"{where}.{role}") for role in ROLES}
+    optional: dict[str, Any] = {}
+    for key, kind in (("name", str), ("preset", str), ("package_version", str), ("training", dict), ("metrics", dict)):
+        if key in data:
+            optional[key] = _expect(data, key, kind, source)
+    return Manifest(
+        name=optional.pop("name", ""),
+        latent_dim=latent_dim,
+        image_shape=(1, 28, 28),
+        variants=variants,
+        format_version=version,
+        **optional,
+    )
+
+
+def read_manifest(model_dir: Path) -> Manifest:
+    """Read and validate model_dir/model.json."""
+    path = model_dir / MANIFEST_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelError(f"{model_dir}: no {MANIFEST_NAME} (a model folder holds {MANIFEST_NAME}, encoder.onnx, decoder.onnx)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    manifest = parse_manifest(data, str(path))
+    if not manifest.name:
+        manifest = Manifest(**{**manifest.__dict__, "name": model_dir.name})
+    return manifest
+
+
+def shipped_models_dir() -> Path:
+    """Return the folder that holds the models installed with the package."""
+    from digitvae import models
+
+    return Path(models.__file__).resolve().parent
+
+
+def list_shipped_models() -> list[str]:
+    """Return the names of the models installed with the package."""
+    root = shipped_models_dir()
+    return sorted(p.name for p in root.iterdir() if (p / MANIFEST_NAME).is_file())
+
+
+def resolve_model_dir(model: str | os.PathLike[str]) -> Path:
+    """Turn a shipped model name or a folder path into an existing model folder."""
+    text = os.fspath(model)
+    if text and os.sep not in text and "/" not in text and text not in (".", ".."):
+        shipped = shipped_models_dir() / text
+        if (shipped / MANIFEST_NAME).is_file():
+            return shipped
+    path = Path(text).expanduser()
+    if path.is_file() and path.name == MANIFEST_NAME:
+        path = path.parent
+    if path.is_dir():
+        return path
+    names = ", ".join(list_shipped_models()) or "none installed"
+    raise ModelNotFoundError(f"no model {text!r}: not a shipped model name ({names}) and not a model folder")
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verified_bytes(model_dir: Path, entry: ModelFile) -> bytes:
+    """Read one model file and check it against its sha256; return its bytes."""
+    path = model_dir / entry.path
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{path}: missing (listed in {MANIFEST_NAME})") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read: {exc.strerror}") from None
+    found = hashlib.sha256(data).hexdigest()
+    if found != entry.sha256:
+        raise IntegrityError(
+            f"{path}: sha256 mismatch (model.json says {entry.sha256[:16]}..., file has "
+            f"{found[:16]}...); the file was modified or corrupted"
+        )
+    return data

@@ -1,0 +1,161 @@
+"""The training loop: epochs of Adam on -ELBO, validation, checkpoints, resume."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from digitvae.runtime._version import __version__
+from digitvae.runtime.errors import CheckpointError, InputError
+
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig, VAEConfig
+from .data import Split
+from .model import VAE
+
+logger = logging.getLogger(__name__)
+
+LAST = "last.pt"
+BEST = "best.pt"
+_EVAL_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """Losses of one epoch, in nats per digit (-ELBO)."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    valid_loss: float
+    seconds: float
+    is_best: bool
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """Return uint8 digits [N,28,28] as float32 [N,784] in [0,1]."""
+    return torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0)
+
+
+@torch.no_grad()
+def evaluate(model: VAE, x: torch.Tensor, seed: int = 0) -> float:
+    """Return the mean -ELBO per digit with one posterior sample, reproducible for a seed."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for i in range(0, len(x), _EVAL_BATCH):
+        total += float(model.neg_elbo(x[i : i + _EVAL_BATCH], generator).sum())
+    return total / len(x)
+
+
+def train(
+    train_split: Split,
+    valid_split: Split,
+    out_dir: Path,
+    *,
+    model_config: VAEConfig | None = None,
+    train_config: TrainConfig | None = None,
+    preset: str = "geron",
+    resume: bool = False,
+    epochs: int | None = None,
+    command: str = "",
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> Checkpoint:
+    """Train (or resume training) a VAE, writing last.pt every epoch and best.pt on improvement.
+
+    Returns the final checkpoint. On resume the configs come from out_dir/last.pt and
+    `epochs` may extend the run.
+    """
+    out_dir = Path(out_dir)
+    last_path = out_dir / LAST
+    if resume:
+        ckpt = load_checkpoint(last_path)
+        if epochs is not None:
+            from .config import with_overrides
+
+            ckpt.train_config = with_overrides(ckpt.train_config, epochs=epochs)
+        if ckpt.data.get("train", {}).get("sha256") not in (None, train_split.sha256):
+            logger.warning("resuming on different training data than the checkpoint was trained on")
+    else:
+        if last_path.exists():
+            raise CheckpointError(f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
+        if model_config is None or train_config is None:
+            raise InputError("train() needs model_config and train_config unless resuming")
+        torch.manual_seed(train_config.seed)
+        model = VAE(model_config)
+        optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
+        ckpt = Checkpoint(
+            model_config=model_config,
+            train_config=train_config,
+            preset=preset,
+            model_state=model.state_dict(),
+            optimizer_state=optimizer.state_dict(),
+            epoch=0,
+            generator_state=torch.Generator().manual_seed(train_config.seed).get_state(),
+            data={"train": train_split.describe(), "valid": valid_split.describe()},
+            command=command,
+            package_version=__version__,
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return _run(ckpt, train_split, valid_split, out_dir, on_epoch)
+
+
+def _run(
+    ckpt: Checkpoint,
+    train_split: Split,
+    valid_split: Split,
+    out_dir: Path,
+    on_epoch: Callable[[EpochStats], None] | None,
+) -> Checkpoint:
+    cfg = ckpt.train_config
+    model = VAE(ckpt.model_config)
+    model.load_state_dict(ckpt.model_state)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer.load_state_dict(ckpt.optimizer_state)
+    generator = torch.Generator()
+    generator.set_state(ckpt.generator_state)
+    x_train, x_valid = to_tensor(train_split.images), to_tensor(valid_split.images)
+    if len(x_train) < 1:
+        raise InputError("the training split holds no digits")
+    best = ckpt.best.get("valid_loss", float("inf"))
+
+    for epoch in range(ckpt.epoch + 1, cfg.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        total = 0.0
+        for i in range(0, len(order), cfg.batch_size):
+            batch = x_train[order[i : i + cfg.batch_size]]
+            # Summed over the batch, as in the reference design (Adam is scale-invariant anyway).
+            loss = model.neg_elbo(batch, generator).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        train_loss = total / len(x_train)
+        valid_loss = evaluate(model, x_valid, seed=cfg.seed)
+        if not np.isfinite(train_loss) or not np.isfinite(valid_loss):
+            raise InputError(f"training diverged at epoch {epoch} (loss {train_loss}); try a lower --lr")
+        seconds = time.perf_counter() - start
+        is_best = valid_loss < best
+        ckpt.epoch = epoch
+        ckpt.seconds += seconds
+        ckpt.history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "seconds": seconds})
+        ckpt.model_state = model.state_dict()
+        ckpt.optimizer_state = optimizer.state_dict()
+        ckpt.generator_state = generator.get_state()
+        if is_best:
+            best = valid_loss
+            ckpt.best = {"epoch": epoch, "valid_loss": valid_loss, "train_loss": train_loss}
+            save_checkpoint(ckpt, out_dir / BEST)
+        save_checkpoint(ckpt, out_dir / LAST)
+        logger.info("epoch %d: train %.3f valid %.3f", epoch, train_loss, valid_loss)
+        if on_epoch is not None:
+            on_epoch(EpochStats(epoch, cfg.epochs, train_loss, valid_loss, seconds, is_best))
+    return ckpt

@@ -1,0 +1,97 @@
+"""The VAE as a plain nn.Module, its loss, and the two halves that export to ONNX."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import VAEConfig
+
+_ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(fan_in, fan_out), _ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers)
+
+
+def he_init_(linear: nn.Linear) -> None:
+    """Initialise like TF's variance_scaling_initializer(factor=2, mode=FAN_IN, uniform=False)."""
+    fan_in = linear.weight.shape[1]
+    # TF draws from a normal truncated at 2 sigma, widening sigma by sqrt(1.3) so that the
+    # truncated distribution keeps variance 2 / fan_in.
+    std = math.sqrt(1.3 * 2.0 / fan_in)
+    nn.init.trunc_normal_(linear.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+    nn.init.zeros_(linear.bias)
+
+
+class VAE(nn.Module):
+    """MLP VAE with a Gaussian posterior (mean, log-variance gamma) and Bernoulli decoder."""
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        enc = [config.input_dim, *config.encoder_hidden]
+        dec = [config.latent_dim, *config.decoder_hidden]
+        self.encoder = _mlp(enc, config.activation)
+        self.mean = nn.Linear(enc[-1], config.latent_dim)
+        self.logvar = nn.Linear(enc[-1], config.latent_dim)
+        self.decoder = nn.Sequential(*_mlp(dec, config.activation), nn.Linear(dec[-1], config.input_dim))
+        if config.init == "he":
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    he_init_(module)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map images [N, ...] in [0, 1] to the posterior's mean and log-variance [N, D]."""
+        h = self.encoder(x.flatten(1))
+        return self.mean(h), self.logvar(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Map codes [N, D] to Bernoulli logits [N, 784]."""
+        return self.decoder(z)
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (logits, mean, logvar) for one reparameterised sample per image."""
+        mean, logvar = self.encode(x)
+        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        z = mean + torch.exp(0.5 * logvar) * eps
+        return self.decode(z), mean, logvar
+
+    def neg_elbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Return -ELBO per image in nats [N]: pixel cross-entropy plus the KL to N(0, I)."""
+        logits, mean, logvar = self(x, generator)
+        target = x.flatten(1)
+        reconstruction = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1)
+        latent = 0.5 * (torch.exp(logvar) + mean.square() - 1.0 - logvar).sum(1)
+        return reconstruction + latent
+
+
+class Encoder(nn.Module):
+    """ONNX half: image [N,1,28,28] in [0,1] -> (mean, logvar) [N,D]."""
+
+    def __init__(self, vae: VAE) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vae.encode(image)
+
+
+class Decoder(nn.Module):
+    """ONNX half: z [N,D] -> (logits, image = sigmoid(logits)), each [N,1,28,28]."""
+
+    def __init__(self, vae: VAE) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.vae.decode(z).reshape(-1, 1, 28, 28)
+        return logits, torch.sigmoid(logits)
