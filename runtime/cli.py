@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import click
 
 from ._version import __version__
-from .errors import DigitVAEError, MissingDependencyError
+from .errors import DigitVAEError, InputError, MissingDependencyError
 from .manifest import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def reconstruct(inputs: tuple[str, ...], output: str, limit: int | None, model: 
     originals = read_digits(inputs, limit)
     rebuilt = _load(model, provider, strict).reconstruct(originals)
     if kind == ".png":
-        c = cols or default_cols(len(originals))
+        c = min(cols or default_cols(len(originals)), len(originals))
         write_png(tile(pair_rows(originals, rebuilt, c), c), output, scale)
     else:
         write_npy(rebuilt, output)
@@ -222,6 +222,13 @@ def train(preset: str, data_dir: Path | None, train_file: Path | None, valid_fil
     from digitvae.train.loop import BEST, EpochStats
     from digitvae.train.loop import train as run_training
 
+    if resume:
+        # A resumed run keeps the configs saved in its checkpoint; only --epochs may extend it.
+        ctx = click.get_current_context()
+        fixed = [f"--{name.replace('_', '-')}" for name in ("preset", "batch_size", "lr", "latent_dim", "seed")
+                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if fixed:
+            raise InputError(f"{', '.join(fixed)} cannot change when resuming; the run keeps its saved settings (only --epochs may be given)")
     chosen = get_preset(preset)
     model_config = with_overrides(chosen.model, latent_dim=latent_dim)
     train_config = with_overrides(chosen.train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
@@ -279,9 +286,11 @@ def data() -> None:
 @data.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to put the files (default: $DIGITVAE_DATA or ~/.cache/digitvae/mnist).")
-def download(directory: Path | None) -> None:
+@click.option("--mirror", "mirrors", multiple=True, metavar="URL",
+              help="Base URL to fetch the files from, tried in order (default: the public mirrors).")
+def download(directory: Path | None, mirrors: tuple[str, ...]) -> None:
     """Download the four official MNIST files, verified against their MD5 sums."""
-    from digitvae.train.download import default_data_dir, download_mnist
+    from digitvae.train.download import MIRRORS, default_data_dir, download_mnist
 
     directory = directory or default_data_dir()
     bars: dict[str, Any] = {}
@@ -294,9 +303,11 @@ def download(directory: Path | None) -> None:
         bar = bars[name]
         bar.update(done - bar.pos)
 
-    paths = download_mnist(directory, progress=progress)
-    for bar in bars.values():
-        bar.render_finish()
+    try:
+        paths = download_mnist(directory, mirrors=mirrors or MIRRORS, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.render_finish()
     click.echo(f"MNIST is in {directory} ({len(paths)} files verified)")
 
 

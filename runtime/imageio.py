@@ -54,6 +54,9 @@ def read_npy(path: Path) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DataFormatError(f"{path}: not a readable .npy array: {exc}") from None
+    if not isinstance(array, np.ndarray):  # np.load opens .npz archives too
+        array.close()
+        raise DataFormatError(f"{path}: an .npz archive, not an .npy array; save one array with np.save")
     try:
         return as_images(array).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
     except InputError as exc:
