@@ -63,7 +63,8 @@ def _require(*modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise MissingDependencyError(
-            f"this command needs {', '.join(missing)}, which is not installed: pip install 'digitvae[train]'"
+            f"this command needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
+            "pip install 'digitvae[train]'"
         )
 
 
@@ -245,7 +246,9 @@ def train(preset: str, data_dir: Path | None, train_file: Path | None, valid_fil
             f"valid {stats.valid_loss:8.2f}  nats/digit  {stats.seconds:5.1f}s{mark}"
         )
 
-    command = "digitvae " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "digitvae train"
+    # Recorded in the checkpoint and the exported manifest; argv is ours only when run as `digitvae`.
+    ran_as_script = Path(sys.argv[0]).name == "digitvae"
+    command = shlex.join(["digitvae", *sys.argv[1:]]) if ran_as_script else "digitvae train"
     try:
         ckpt = run_training(
             train_split, valid_split, out, model_config=model_config, train_config=train_config,

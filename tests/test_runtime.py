@@ -196,6 +196,7 @@ def test_provider_names_short_full_and_unknown() -> None:
         DigitVAE.load(providers=[])
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider")
 def test_provider_that_fails_to_start_is_detected(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """onnxruntime drops a provider that cannot start without raising: we must notice."""
     from digitvae.runtime import providers
