@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -165,7 +165,7 @@ def read_manifest(model_dir: Path) -> Manifest:
         raise ModelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     manifest = parse_manifest(data, str(path))
     if not manifest.name:
-        manifest = Manifest(**{**manifest.__dict__, "name": model_dir.name})
+        manifest = replace(manifest, name=model_dir.name)
     return manifest
 
 

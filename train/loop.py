@@ -15,7 +15,7 @@ from digitvae.runtime._version import __version__
 from digitvae.runtime.errors import CheckpointError, InputError
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig, VAEConfig
+from .config import TrainConfig, VAEConfig, with_overrides
 from .data import Split
 from .model import VAE
 
@@ -77,8 +77,6 @@ def train(
     if resume:
         ckpt = load_checkpoint(last_path)
         if epochs is not None:
-            from .config import with_overrides
-
             ckpt.train_config = with_overrides(ckpt.train_config, epochs=epochs)
         if ckpt.data.get("train", {}).get("sha256") not in (None, train_split.sha256):
             logger.warning("resuming on different training data than the checkpoint was trained on")
