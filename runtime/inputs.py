@@ -96,3 +96,21 @@ def as_count(n: Any, what: str = "n") -> int:
     if not 1 <= value <= MAX_COUNT:
         raise InputError(f"{what} must be between 1 and {MAX_COUNT:,}, got {value:,}")
     return value
+
+
+def as_labels(labels: Any, n: int, num_classes: int, what: str = "labels") -> np.ndarray:
+    """Return class labels as an int64 [n] array of values in [0, num_classes).
+
+    A single integer is repeated n times, so `digit=7` asks for n sevens.
+    """
+    array = _as_array(labels, what)
+    if array.ndim == 0:
+        array = np.full(n, array)
+    if array.ndim != 1 or len(array) != n:
+        raise InputError(f"{what} must be one integer or a [N] array with N = {n}, got shape {list(array.shape)}")
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        if not (np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all() and (array == np.round(array)).all()):
+            raise InputError(f"{what} must be integers in [0, {num_classes - 1}], got dtype {array.dtype}")
+    if len(array) and (array.min() < 0 or array.max() >= num_classes):
+        raise InputError(f"{what} must be in [0, {num_classes - 1}], got values in [{array.min():g}, {array.max():g}]")
+    return np.ascontiguousarray(array, dtype=np.int64)

@@ -42,6 +42,13 @@ class Manifest:
     training: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: Number of classes a conditional model takes as its `label` input; 0 for unconditional models.
+    num_classes: int = 0
+
+    @property
+    def conditional(self) -> bool:
+        """Return whether both ONNX files take a `label` input."""
+        return self.num_classes > 0
 
     def files(self, variant: str = "fp32") -> Mapping[str, ModelFile]:
         """Return the role -> file mapping of one variant."""
@@ -60,6 +67,7 @@ class Manifest:
             "name": self.name,
             "preset": self.preset,
             "latent_dim": self.latent_dim,
+            "num_classes": self.num_classes,
             "image_shape": list(self.image_shape),
             "likelihood": "bernoulli",
             "prior": "standard_normal",
@@ -124,6 +132,9 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> Manifest:
     latent_dim = _expect(data, "latent_dim", int, source)
     if not 1 <= latent_dim <= 4096:
         raise ModelError(f"{source}: latent_dim must be between 1 and 4096, got {latent_dim}")
+    num_classes = _expect(data, "num_classes", int, source) if "num_classes" in data else 0
+    if num_classes != 0 and not 2 <= num_classes <= 1000:
+        raise ModelError(f"{source}: num_classes must be 0 (unconditional) or between 2 and 1000, got {num_classes}")
     shape = _expect(data, "image_shape", list, source)
     if shape != [1, 28, 28]:
         raise ModelError(f"{source}: image_shape must be [1, 28, 28], got {shape!r}")
@@ -146,6 +157,7 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> Manifest:
         image_shape=(1, 28, 28),
         variants=variants,
         format_version=version,
+        num_classes=num_classes,
         **optional,
     )
 

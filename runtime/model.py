@@ -11,7 +11,8 @@ import numpy as np
 
 from . import providers as eps
 from .errors import InputError, ModelError
-from .inputs import IMAGE_SIDE, as_count, as_images, as_latents
+from . import likelihood as lk
+from .inputs import IMAGE_SIDE, as_count, as_images, as_labels, as_latents
 from .manifest import DEFAULT_MODEL, Manifest, read_manifest, resolve_model_dir, verified_bytes
 
 if TYPE_CHECKING:
@@ -96,42 +97,154 @@ class DigitVAE:
         """Return the model's name."""
         return self.manifest.name
 
+    @property
+    def num_classes(self) -> int:
+        """Return how many classes a conditional model takes (0 for an unconditional one)."""
+        return self.manifest.num_classes
+
     def sample_latents(self, n: int, seed: int | None = None) -> np.ndarray:
         """Draw n codes z ~ N(0, I) as float32 [n, D]; a seed makes them reproducible."""
         n = as_count(n)
         rng = np.random.default_rng(seed)
         return rng.standard_normal((n, self.latent_dim), dtype=np.float32)
 
-    def generate(self, n: int, seed: int | None = None) -> np.ndarray:
-        """Generate n new digits as float32 [n, 28, 28] in [0, 1]."""
-        return self.decode(self.sample_latents(n, seed))
+    def generate(self, n: int, seed: int | None = None, digit: Any = None) -> np.ndarray:
+        """Generate n new digits as float32 [n, 28, 28] in [0, 1].
 
-    def decode(self, z: Any) -> np.ndarray:
+        A conditional model draws `digit` (one class or one per row); without it, the classes
+        cycle 0, 1, ..., 9, 0, ... so every class appears equally often.
+        """
+        z = self.sample_latents(n, seed)
+        if digit is None and self.num_classes:
+            digit = np.arange(len(z)) % self.num_classes
+        elif digit is not None and not self.num_classes:
+            raise InputError(
+                f"model {self.name!r} is not conditional and cannot be asked for a digit; "
+                "use a conditional model such as mnist-cvae"
+            )
+        return self.decode(z, digit)
+
+    def decode(self, z: Any, labels: Any = None) -> np.ndarray:
         """Decode latent codes [N, D] into digits, float32 [N, 28, 28] in [0, 1]."""
         z = as_latents(z, self.latent_dim)
-        parts = [self._decoder.run(["image"], {"z": z[i : i + CHUNK]})[0] for i in range(0, len(z), CHUNK)]
+        y = self._labels(labels, len(z))
+        parts = [self._run_decoder("image", z[i : i + CHUNK], _rows(y, i)) for i in range(0, len(z), CHUNK)]
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return out.reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
 
-    def encode(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, images: Any, labels: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Encode digits into the posterior's mean and log-variance, each float32 [N, D]."""
         x = as_images(images)
+        y = self._labels(labels, len(x))
         means, logvars = [], []
         for i in range(0, len(x), CHUNK):
-            mean, logvar = self._encoder.run(["mean", "logvar"], {"image": x[i : i + CHUNK]})
+            mean, logvar = self._run_encoder(x[i : i + CHUNK], _rows(y, i))
             means.append(mean)
             logvars.append(logvar)
         if len(means) == 1:
             return means[0], logvars[0]
         return np.concatenate(means), np.concatenate(logvars)
 
-    def reconstruct(self, images: Any) -> np.ndarray:
+    def reconstruct(self, images: Any, labels: Any = None) -> np.ndarray:
         """Encode digits and decode their posterior means: float32 [N, 28, 28] in [0, 1]."""
-        mean, _ = self.encode(images)
-        return self.decode(mean)
+        x = as_images(images)
+        y = self._labels(labels, len(x))
+        mean, _ = self.encode(x, y)
+        return self.decode(mean, y)
+
+    def elbo(self, images: Any, labels: Any = None, *, samples: int = 1, seed: int | None = 0) -> np.ndarray:
+        """Return each digit's evidence lower bound on log p(x) in nats, float64 [N].
+
+        The latent term is the exact KL to the prior; the reconstruction term averages
+        `samples` draws from the posterior. Higher is more likely; -elbo is the training loss.
+        """
+        samples = as_count(samples, "samples")
+        x = as_images(images)
+        y = self._labels(labels, len(x))
+        rng = np.random.default_rng(seed)
+        out = np.empty(len(x))
+        rows = max(1, CHUNK // samples)
+        for i in range(0, len(x), rows):
+            xb, yb = x[i : i + rows], _rows(y, i, rows)
+            mean, logvar = self._run_encoder(xb, yb)
+            eps = rng.standard_normal((len(xb), samples, self.latent_dim), dtype=np.float32)
+            log_px = self._log_px_given_z(xb, yb, mean, logvar, eps)
+            out[i : i + len(xb)] = log_px.mean(axis=1) - lk.kl_to_standard_normal(mean, logvar)
+        return out
+
+    def iw_nll(self, images: Any, k: int = 200, labels: Any = None, *, seed: int | None = 0) -> np.ndarray:
+        """Return each digit's importance-weighted estimate of -log p(x) in nats, float64 [N].
+
+        Burda et al. (2015) with k posterior samples; it tightens towards the true negative
+        log-likelihood as k grows, and k=1 is a one-sample -ELBO.
+        """
+        k = as_count(k, "k")
+        x = as_images(images)
+        y = self._labels(labels, len(x))
+        rng = np.random.default_rng(seed)
+        out = np.empty(len(x))
+        rows = max(1, CHUNK // k)
+        for i in range(0, len(x), rows):
+            xb, yb = x[i : i + rows], _rows(y, i, rows)
+            mean, logvar = self._run_encoder(xb, yb)
+            eps = rng.standard_normal((len(xb), k, self.latent_dim), dtype=np.float32)
+            z = mean[:, None, :] + np.exp(0.5 * logvar)[:, None, :] * eps
+            log_w = (
+                self._log_px_given_z(xb, yb, mean, logvar, eps, z)
+                + lk.standard_normal_log_prob(z)
+                - lk.gaussian_log_prob_of_noise(eps, logvar[:, None, :])
+            )
+            out[i : i + len(xb)] = -lk.log_mean_exp(log_w, axis=1)
+        return out
+
+    def _log_px_given_z(
+        self,
+        x: np.ndarray,
+        labels: np.ndarray | None,
+        mean: np.ndarray,
+        logvar: np.ndarray,
+        eps: np.ndarray,
+        z: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Return log p(x | z) [m, s] for codes z = mean + sigma*eps of shape [m, s, D]."""
+        m, s, d = eps.shape
+        if z is None:
+            z = mean[:, None, :] + np.exp(0.5 * logvar)[:, None, :] * eps
+        flat_y = None if labels is None else np.repeat(labels, s)
+        logits = np.empty((m * s, x[0].size), dtype=np.float32)
+        flat_z = np.ascontiguousarray(z.reshape(m * s, d), dtype=np.float32)
+        for j in range(0, m * s, CHUNK):
+            part = self._run_decoder("logits", flat_z[j : j + CHUNK], _rows(flat_y, j))
+            logits[j : j + len(part)] = part.reshape(len(part), -1)
+        pixels = x.reshape(m, 1, -1)
+        return lk.bernoulli_log_prob(logits.reshape(m, s, -1), pixels)
+
+    def _labels(self, labels: Any, n: int) -> np.ndarray | None:
+        """Validate labels for this model: required by a conditional one, refused by the others."""
+        if not self.num_classes:
+            if labels is not None:
+                raise InputError(f"model {self.name!r} is not conditional; it takes no labels")
+            return None
+        if labels is None:
+            raise InputError(
+                f"model {self.name!r} is conditional: pass labels (integers 0-{self.num_classes - 1}, one per digit)"
+            )
+        return as_labels(labels, n, self.num_classes)
+
+    def _run_encoder(self, x: np.ndarray, labels: np.ndarray | None) -> list[np.ndarray]:
+        feeds = {"image": x} if labels is None else {"image": x, "label": labels}
+        return self._encoder.run(["mean", "logvar"], feeds)
+
+    def _run_decoder(self, output: str, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        feeds = {"z": z} if labels is None else {"z": z, "label": labels}
+        return self._decoder.run([output], feeds)[0]
 
     def __repr__(self) -> str:
         return f"DigitVAE(name={self.name!r}, latent_dim={self.latent_dim}, providers={self.providers})"
+
+
+def _rows(labels: np.ndarray | None, start: int, count: int = CHUNK) -> np.ndarray | None:
+    return None if labels is None else labels[start : start + count]
 
 
 def _check_signatures(
@@ -139,9 +252,10 @@ def _check_signatures(
 ) -> None:
     """Refuse ONNX files that do not follow the encoder/decoder contract of this manifest."""
     d = manifest.latent_dim
+    label: dict[str, list[int]] = {"label": []} if manifest.conditional else {}
     expected = {
-        "encoder": (encoder, {"image": [1, 28, 28]}, {"mean": [d], "logvar": [d]}),
-        "decoder": (decoder, {"z": [d]}, {"logits": [1, 28, 28], "image": [1, 28, 28]}),
+        "encoder": (encoder, {"image": [1, 28, 28], **label}, {"mean": [d], "logvar": [d]}),
+        "decoder": (decoder, {"z": [d], **label}, {"logits": [1, 28, 28], "image": [1, 28, 28]}),
     }
     for role, (session, inputs, outputs) in expected.items():
         where = f"{model_dir}: {role}"
@@ -158,8 +272,9 @@ def _check_signatures(
             for name, tail in wanted.items():
                 arg = have[name]
                 shape = list(arg.shape)
-                if arg.type != "tensor(float)" or shape[1:] != tail:
+                dtype = "tensor(int64)" if name == "label" else "tensor(float)"
+                if arg.type != dtype or len(shape) != 1 + len(tail) or shape[1:] != tail:
                     raise ModelError(
-                        f"{where} {kind} {name!r} is {arg.type} {shape}, expected tensor(float) [N, "
-                        f"{', '.join(map(str, tail))}] (latent_dim {d} in model.json)"
+                        f"{where} {kind} {name!r} is {arg.type} {shape}, expected {dtype} "
+                        f"[{', '.join(map(str, ['N', *tail]))}] (latent_dim {d} in model.json)"
                     )
