@@ -161,7 +161,11 @@ def read_idx(path: str | os.PathLike[str], *, max_bytes: int = 1 << 30) -> np.nd
                     f"{where}: {detail} after the data; shape {shape_text} of {dtype.name} "
                     f"accounts for exactly {expected} data bytes"
                 )
-    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    try:
+        array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    except ValueError:
+        # An empty array may still declare dimensions whose product numpy cannot index, e.g. 0x2**31x2**31x2.
+        raise DataFormatError(f"{where}: shape {shape_text} is too large to represent, even with no data") from None
     # astype copies into native byte order; for 1-byte types it already owns a writable buffer.
     return array.astype(dtype.newbyteorder("="), copy=dtype.itemsize > 1)
 

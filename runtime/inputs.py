@@ -54,10 +54,13 @@ def as_images(images: Any) -> np.ndarray:
         return out
     if not np.issubdtype(array.dtype, np.floating):
         raise InputError(f"images must be uint8 (0-255) or float (0-1), got dtype {array.dtype}")
-    out = np.ascontiguousarray(array.reshape(n, 1, IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused below
+        out = np.ascontiguousarray(array.reshape(n, 1, IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
     if not np.isfinite(out).all():
         bad = int(np.count_nonzero(~np.isfinite(out)))
-        raise InputError(f"images contain {bad} NaN or infinite value(s); pixel values must be in [0, 1]")
+        raise InputError(
+            f"images contain {bad} NaN or infinite value(s) (after conversion to float32); pixel values must be in [0, 1]"
+        )
     lo, hi = float(out.min()), float(out.max())
     if lo < 0.0 or hi > 1.0:
         raise InputError(
@@ -75,7 +78,8 @@ def as_latents(z: Any, latent_dim: int) -> np.ndarray:
         raise InputError(f"z must be shaped [N,{latent_dim}] for this model, got {list(array.shape)}{hint}")
     if array.shape[0] == 0:
         raise InputError("z is an empty batch; pass at least one latent code")
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+    # dtype kinds, not issubdtype: numpy files timedelta64 under np.integer.
+    if array.dtype.kind not in "fiu":
         raise InputError(f"z must be a float array, got dtype {array.dtype}")
     with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused below
         out = np.ascontiguousarray(array, dtype=np.float32)
@@ -108,7 +112,7 @@ def as_labels(labels: Any, n: int, num_classes: int, what: str = "labels") -> np
         array = np.full(n, array)
     if array.ndim != 1 or len(array) != n:
         raise InputError(f"{what} must be one integer or a [N] array with N = {n}, got shape {list(array.shape)}")
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+    if array.dtype.kind not in "iu":
         if not (np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all() and (array == np.round(array)).all()):
             raise InputError(f"{what} must be integers in [0, {num_classes - 1}], got dtype {array.dtype}")
     if len(array) and (array.min() < 0 or array.max() >= num_classes):

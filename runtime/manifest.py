@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import IntegrityError, ModelError, ModelNotFoundError
+from .errors import InputError, IntegrityError, ModelError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,8 @@ def _parse_file(entry: Any, where: str) -> ModelFile:
     path = _expect(entry, "path", str, where)
     sha = _expect(entry, "sha256", str, where)
     # File names only: a manifest must never point outside its own folder.
-    if not path or path != os.path.basename(path) or path in (".", "..") or "\\" in path:
+    # Control characters (NUL above all) are no file name and would escape as ValueError from open().
+    if not path or path != os.path.basename(path) or path in (".", "..") or "\\" in path or not path.isprintable():
         raise ModelError(f"{where}: path {path!r} must be a plain file name inside the model folder")
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise ModelError(f"{where}: sha256 must be 64 lowercase hex digits, got {sha!r}")
@@ -136,7 +137,8 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> Manifest:
     if num_classes != 0 and not 2 <= num_classes <= 1000:
         raise ModelError(f"{source}: num_classes must be 0 (unconditional) or between 2 and 1000, got {num_classes}")
     shape = _expect(data, "image_shape", list, source)
-    if shape != [1, 28, 28]:
+    # [true, 28, 28] and [1.0, 28, 28] compare equal to [1, 28, 28]; the manifest must hold integers.
+    if shape != [1, 28, 28] or any(type(v) is not int for v in shape):
         raise ModelError(f"{source}: image_shape must be [1, 28, 28], got {shape!r}")
     variants_raw = _expect(data, "variants", dict, source)
     if "fp32" not in variants_raw:
@@ -147,6 +149,10 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> Manifest:
         if not isinstance(files, dict):
             raise ModelError(f"{where}: must be an object with {' and '.join(ROLES)}")
         variants[variant] = {role: _parse_file(_expect(files, role, dict, where), f"{where}.{role}") for role in ROLES}
+    # The runtime's likelihoods assume Bernoulli pixels and a N(0, I) prior; refuse a model that says otherwise.
+    for key, supported in (("likelihood", "bernoulli"), ("prior", "standard_normal")):
+        if key in data and _expect(data, key, str, source) != supported:
+            raise ModelError(f"{source}: {key} {data[key]!r} is not supported; this digitvae reads {key} {supported!r}")
     optional: dict[str, Any] = {}
     for key, kind in (("name", str), ("preset", str), ("package_version", str), ("training", dict), ("metrics", dict)):
         if key in data:
@@ -173,6 +179,8 @@ def read_manifest(model_dir: Path) -> Manifest:
         raise ModelError(f"{path}: cannot read: {exc}") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ModelError(f"{path}: not valid JSON (nested too deeply)") from None
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     manifest = parse_manifest(data, str(path))
@@ -196,6 +204,8 @@ def list_shipped_models() -> list[str]:
 
 def resolve_model_dir(model: str | os.PathLike[str]) -> Path:
     """Turn a shipped model name or a folder path into an existing model folder."""
+    if not isinstance(model, (str, os.PathLike)):
+        raise InputError(f"model must be a shipped model name or a folder path, got {type(model).__name__} {model!r}")
     text = os.fspath(model)
     if text and os.sep not in text and "/" not in text and text not in (".", ".."):
         shipped = shipped_models_dir() / text

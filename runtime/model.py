@@ -14,6 +14,7 @@ from .errors import InputError, ModelError
 from . import likelihood as lk
 from .inputs import IMAGE_SIDE, as_count, as_images, as_labels, as_latents
 from .manifest import DEFAULT_MODEL, Manifest, read_manifest, resolve_model_dir, verified_bytes
+from .onnxscan import check_self_contained
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -73,6 +74,7 @@ class DigitVAE:
         for role in ("encoder", "decoder"):
             # Hash and load the same bytes, so the file cannot change between check and use.
             data = verified_bytes(model_dir, files[role])
+            check_self_contained(data, model_dir / files[role].path)
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
             if threads:

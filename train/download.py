@@ -25,6 +25,8 @@ __all__ = ["MIRRORS", "MNIST_FILES", "RemoteFile", "default_data_dir", "download
 ProgressCallback = Callable[[str, int, int | None], None]
 
 _CHUNK = 1 << 16
+#: No MNIST file is near this size (the largest is 9.9 MB): a mirror sending more is broken or hostile.
+_MAX_BYTES = 64 << 20
 _PART_SUFFIX = ".part"
 
 
@@ -120,6 +122,8 @@ def _fetch(url: str, part: Path, name: str, timeout: float, progress: ProgressCa
         raise _RetryableError(f"cannot connect: {exc!r}") from exc
     with response:
         total = _content_length(response)
+        if total is not None and total > _MAX_BYTES:
+            raise _MirrorError(f"Content-Length {total} exceeds the {_MAX_BYTES}-byte limit for one file")
         digest = hashlib.md5(usedforsecurity=False)
         done = 0
         try:
@@ -133,6 +137,9 @@ def _fetch(url: str, part: Path, name: str, timeout: float, progress: ProgressCa
                 out.write(chunk)
                 digest.update(chunk)
                 done += len(chunk)
+                if done > _MAX_BYTES:
+                    # Without this a server that never stops sending would fill the disk.
+                    raise _MirrorError(f"body exceeds the {_MAX_BYTES}-byte limit for one file")
                 if progress is not None:
                     progress(name, done, total)
             if total is not None and done != total:

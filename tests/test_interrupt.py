@@ -1,0 +1,138 @@
+"""Ctrl-C leaves no half-written file: `digitvae train` keeps its last complete checkpoint, and --resume continues from it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch
+from test_cli import invoke, ok
+
+EPOCHS_BEFORE_SIGINT = 1
+
+
+def _command() -> list[str]:
+    """Return the installed `digitvae` script, or the same entry point through this interpreter."""
+    script = Path(sys.executable).with_name("digitvae")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "from digitvae.runtime.cli import main; main()"]
+
+
+@needs_torch
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT cannot be sent to a child process on Windows")
+def test_sigint_keeps_the_last_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
+    from digitvae.train.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    data = ["--train", str(TRAIN_IMAGES), "--valid", str(VALID_IMAGES)]
+    env = {k: v for k, v in os.environ.items() if k != "DIGITVAE_DEBUG"}
+    env["PYTHONUNBUFFERED"] = "1"
+    # One torch thread: on a busy machine spinning thread pools slow each epoch tenfold.
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.Popen(
+        [*_command(), "train", *data, "--epochs", "1000", "-o", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )
+    lines: list[str] = []
+    enough = threading.Event()
+
+    def read_stdout() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if sum(s.startswith("epoch") for s in lines) >= EPOCHS_BEFORE_SIGINT:
+                enough.set()
+        enough.set()  # the process ended: stop waiting
+
+    reader = threading.Thread(target=read_stdout, daemon=True)
+    reader.start()
+    try:
+        assert enough.wait(60), "training printed no epoch line within 60 s"
+        assert proc.poll() is None, f"training ended early:\n{''.join(lines)}"
+        # last.pt of each printed epoch is complete: the line is printed after the checkpoint is written.
+        assert (run / "last.pt").is_file()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=5)
+    assert proc.stderr is not None
+    stderr = proc.stderr.read()
+
+    assert code == 130, f"exit {code}\n{stderr}"
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "interrupted" in errors[0] and "--resume" in errors[0], stderr
+    assert sorted(os.listdir(run)) == ["best.pt", "last.pt"], "an interrupted save left a temporary file"
+
+    ckpt = load_checkpoint(run / "last.pt")
+    printed = sum(line.startswith("epoch") for line in lines)
+    assert ckpt.epoch >= printed >= EPOCHS_BEFORE_SIGINT
+    assert [h["epoch"] for h in ckpt.history] == list(range(1, ckpt.epoch + 1))
+    assert load_checkpoint(run / "best.pt").epoch <= ckpt.epoch
+
+    final = ckpt.epoch + 1
+    result = ok(invoke("train", *data, "--epochs", final, "-o", run, "--resume"))
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch")]
+    assert len(epoch_lines) == 1 and epoch_lines[0].split()[1] == f"{final}/{final}", result.stdout
+    resumed = load_checkpoint(run / "last.pt")
+    assert resumed.epoch == final
+    assert [h["epoch"] for h in resumed.history] == list(range(1, final + 1))
+    assert resumed.history[: ckpt.epoch] == ckpt.history
+    assert sorted(os.listdir(run)) == ["best.pt", "last.pt"]
+
+
+def _interrupt_after_writing_half(real_size: int) -> object:
+    """Return a stand-in for a save function that writes part of a file, then is interrupted."""
+
+    def save(*args: Any, **kwargs: object) -> None:
+        # np.save takes (file, array), torch.save (obj, file).
+        handle = next(a for a in args if hasattr(a, "write"))
+        handle.write(b"\0" * (real_size // 2))
+        raise KeyboardInterrupt
+
+    return save
+
+
+def test_interrupted_npy_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from digitvae.runtime.imageio import write_npy
+
+    out = tmp_path / "digits.npy"
+    write_npy(np.zeros((2, 28, 28), np.float32), out)
+    before = out.read_bytes()
+    monkeypatch.setattr(np, "save", _interrupt_after_writing_half(len(before)))
+    with pytest.raises(KeyboardInterrupt):
+        write_npy(np.ones((2, 28, 28), np.float32), out)
+    assert out.read_bytes() == before
+    assert os.listdir(tmp_path) == ["digits.npy"]
+
+
+@needs_torch
+def test_interrupted_checkpoint_save_keeps_the_previous_checkpoint(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from digitvae.train.checkpoint import load_checkpoint, save_checkpoint
+
+    last = tmp_path / "last.pt"
+    last.write_bytes((tiny_run / "last.pt").read_bytes())
+    before = last.read_bytes()
+    ckpt = load_checkpoint(last)
+    ckpt.epoch += 1
+    monkeypatch.setattr(torch, "save", _interrupt_after_writing_half(len(before)))
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(ckpt, last)
+    monkeypatch.undo()
+    assert last.read_bytes() == before
+    assert os.listdir(tmp_path) == ["last.pt"]
+    assert load_checkpoint(last).epoch == ckpt.epoch - 1
