@@ -24,6 +24,8 @@ from digitvae.train.config import to_dict
 from digitvae.train.loop import BEST
 from digitvae.train.model import VAE, Decoder, Encoder
 
+from .variants import build_variants
+
 logger = logging.getLogger(__name__)
 
 #: Largest |onnxruntime - torch| / max(1, |torch|) accepted on any output at export time:
@@ -152,7 +154,9 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, name: str | None = Non
                 )
             parity[f"{role}.{output}"] = diff
     manifest = _manifest(ckpt, name or out_dir.resolve().name, blobs, parity)
-    _write_folder(out_dir, blobs, manifest, force=force)
+    bundle = build_variants(blobs, manifest)
+    manifest = bundle.apply(manifest)
+    _write_folder(out_dir, {**{f"{role}.onnx": blob for role, blob in blobs.items()}, **bundle.files}, manifest, force=force)
     logger.info("exported %s to %s", manifest.name, out_dir)
     return ExportResult(out_dir, manifest, parity)
 
@@ -185,8 +189,8 @@ def _manifest(ckpt: Checkpoint, name: str, blobs: dict[str, bytes], parity: dict
     )
 
 
-def _write_folder(out_dir: Path, blobs: dict[str, bytes], manifest: Manifest, *, force: bool) -> None:
-    """Write the model into a temporary sibling folder, then swap it into place."""
+def _write_folder(out_dir: Path, files: dict[str, bytes], manifest: Manifest, *, force: bool) -> None:
+    """Write the model's files (name -> bytes) into a temporary sibling folder, then swap it into place."""
     parent = out_dir.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -195,8 +199,8 @@ def _write_folder(out_dir: Path, blobs: dict[str, bytes], manifest: Manifest, *,
         raise OutputError(f"{out_dir}: cannot create the model folder: {exc.strerror}") from None
     old: Path | None = None
     try:
-        for role, blob in blobs.items():
-            (staging / f"{role}.onnx").write_bytes(blob)
+        for filename, blob in files.items():
+            (staging / filename).write_bytes(blob)
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         os.chmod(staging, 0o755)
         if out_dir.exists():

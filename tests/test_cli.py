@@ -615,8 +615,10 @@ def test_export_then_generate(cli_run: tuple[Path, Result], tmp_path: Path) -> N
     result = ok(invoke("export", cli_run[0], "-o", model))
     assert result.stdout.startswith("exported cli-vae to")
     assert "tolerance" in result.stdout
-    assert sorted(p.name for p in model.iterdir()) == ["decoder.onnx", "encoder.onnx", "model.json"]
-    assert listing(tmp_path / "models") == ["cli-vae", "cli-vae/decoder.onnx", "cli-vae/encoder.onnx", "cli-vae/model.json"]
+    files = ["decoder.fp16.onnx", "decoder.int8.onnx", "decoder.onnx", "encoder.fp16.onnx", "encoder.int8.onnx",
+             "encoder.onnx", "model.json"]
+    assert sorted(p.name for p in model.iterdir()) == files
+    assert listing(tmp_path / "models") == ["cli-vae", *(f"cli-vae/{name}" for name in files)]
 
     ok(invoke("generate", "--model", model, "-n", 12, "--seed", 0, "-o", tmp_path / "g.png"))
     with Image.open(tmp_path / "g.png") as image:

@@ -199,5 +199,8 @@ def test_export_refuses_to_replace_without_force(tiny_run: Path, tmp_path: Path)
         export_checkpoint(tiny_run, out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     export_checkpoint(tiny_run, out, force=True)
-    assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "encoder.onnx", "model.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "decoder.fp16.onnx", "decoder.int8.onnx", "decoder.onnx", "encoder.fp16.onnx", "encoder.int8.onnx",
+        "encoder.onnx", "model.json",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
