@@ -15,6 +15,7 @@ from . import likelihood as lk
 from .inputs import IMAGE_SIDE, as_count, as_images, as_labels, as_latents
 from .manifest import DEFAULT_MODEL, Manifest, read_manifest, resolve_model_dir, verified_bytes
 from .onnxscan import check_self_contained
+from .sessions import SmallBatchRunner, session_options
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 #: Rows per onnxruntime call: bounds the session's working memory for very large batches.
 CHUNK = 4096
+_ENCODED = ["mean", "logvar"]
 
 
 class DigitVAE:
@@ -42,6 +44,9 @@ class DigitVAE:
         self.model_dir = model_dir
         self._encoder = encoder
         self._decoder = decoder
+        # Small batches skip InferenceSession.run's per-call conversions (CPU only).
+        self._small = {"encoder": SmallBatchRunner(encoder), "decoder": SmallBatchRunner(decoder)}
+        self._rng: np.random.Generator | None = None
         enc_active = encoder.get_providers()
         self.providers: list[str] = [p for p in decoder.get_providers() if p in enc_active]
 
@@ -75,10 +80,7 @@ class DigitVAE:
             # Hash and load the same bytes, so the file cannot change between check and use.
             data = verified_bytes(model_dir, files[role])
             check_self_contained(data, model_dir / files[role].path)
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            if threads:
-                opts.intra_op_num_threads = threads
+            opts = session_options(threads)
             try:
                 sessions[role] = ort.InferenceSession(data, sess_options=opts, providers=names, provider_options=options)
             except Exception as exc:  # onnxruntime raises several unrelated types for bad models
@@ -107,7 +109,13 @@ class DigitVAE:
     def sample_latents(self, n: int, seed: int | None = None) -> np.ndarray:
         """Draw n codes z ~ N(0, I) as float32 [n, D]; a seed makes them reproducible."""
         n = as_count(n)
-        rng = np.random.default_rng(seed)
+        if seed is None:
+            # Seeding a generator from the OS costs as much as decoding one digit: do it once.
+            if self._rng is None:
+                self._rng = np.random.default_rng()
+            rng = self._rng
+        else:
+            rng = np.random.default_rng(seed)
         return rng.standard_normal((n, self.latent_dim), dtype=np.float32)
 
     def generate(self, n: int, seed: int | None = None, digit: Any = None) -> np.ndarray:
@@ -124,12 +132,14 @@ class DigitVAE:
                 f"model {self.name!r} is not conditional and cannot be asked for a digit; "
                 "use a conditional model such as mnist-cvae"
             )
-        return self.decode(z, digit)
+        return self._decode(z, self._labels(digit, len(z)))
 
     def decode(self, z: Any, labels: Any = None) -> np.ndarray:
         """Decode latent codes [N, D] into digits, float32 [N, 28, 28] in [0, 1]."""
         z = as_latents(z, self.latent_dim)
-        y = self._labels(labels, len(z))
+        return self._decode(z, self._labels(labels, len(z)))
+
+    def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
         parts = [self._run_decoder("image", z[i : i + CHUNK], _rows(y, i)) for i in range(0, len(z), CHUNK)]
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return out.reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
@@ -235,11 +245,11 @@ class DigitVAE:
 
     def _run_encoder(self, x: np.ndarray, labels: np.ndarray | None) -> list[np.ndarray]:
         feeds = {"image": x} if labels is None else {"image": x, "label": labels}
-        return self._encoder.run(["mean", "logvar"], feeds)
+        return self._small["encoder"].run(_ENCODED, feeds) or self._encoder.run(_ENCODED, feeds)
 
     def _run_decoder(self, output: str, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         feeds = {"z": z} if labels is None else {"z": z, "label": labels}
-        return self._decoder.run([output], feeds)[0]
+        return (self._small["decoder"].run([output], feeds) or self._decoder.run([output], feeds))[0]
 
     def __repr__(self) -> str:
         return f"DigitVAE(name={self.name!r}, latent_dim={self.latent_dim}, providers={self.providers})"
