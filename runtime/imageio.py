@@ -16,7 +16,6 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import DataFormatError, InputError, OutputError
-from .idx import looks_like_idx, read_mnist_images
 from .inputs import IMAGE_SIDE, as_images
 
 OUTPUT_KINDS = (".png", ".npy")
@@ -71,6 +70,8 @@ def read_npy(path: Path) -> np.ndarray:
 
 def read_digits(paths: Sequence[str | os.PathLike[str]], limit: int | None = None) -> np.ndarray:
     """Read digits from PNG files, .npy arrays and IDX files as one float32 [N,28,28] batch."""
+    from .idx import looks_like_idx, read_mnist_images  # gzip and the IDX parser: only reading needs them
+
     batches: list[np.ndarray] = []
     for raw in paths:
         path = Path(raw)
