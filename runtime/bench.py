@@ -1,0 +1,307 @@
+"""Speed on this machine: latency, throughput, the hardware bound and cold start of a model.
+
+Every figure compares the public API (DigitVAE) with a plain onnxruntime.InferenceSession
+made with default options on the same ONNX file, and with torch eager when torch is installed.
+The contenders take turns inside each repeat, so their ratios come from the same conditions;
+each figure is the best of the repeats, each ratio the median of the per-repeat ratios.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DigitVAEError
+from .manifest import DEFAULT_MODEL, verified_bytes
+from .model import DigitVAE
+
+logger = logging.getLogger(__name__)
+
+BASELINE = "onnxruntime"
+#: What a cold-start run executes: the console script's own entry point.
+_CLI = "import sys; from digitvae.runtime.cli import main; sys.argv[0] = 'digitvae'; sys.exit(main())"
+#: Runs argv[1:] with stdout discarded; prints its wall seconds, peak RSS (ru_maxrss) and exit code.
+_LAUNCHER = """import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure and how often."""
+
+    model: str = DEFAULT_MODEL
+    variant: str = "fp32"
+    providers: list[str] | None = None
+    threads: int | None = None
+    repeats: int = 7
+    latency_calls: int = 300
+    batches: tuple[int, ...] = (1, 64, 1024)
+    reconstruct_batch: int = 1024
+    gemm_size: int = 2048
+    #: Seconds each contender spends on each throughput task in each repeat.
+    slot_s: float = 0.05
+    cold_runs: int = 7
+    torch: bool = True
+
+
+#: A configuration that runs in a few seconds: the same report, not to be quoted.
+QUICK = {"repeats": 2, "latency_calls": 20, "batches": (1, 64, 256), "reconstruct_batch": 256,
+         "gemm_size": 512, "slot_s": 0.005, "cold_runs": 1}
+
+
+def run_bench(config: BenchConfig) -> dict[str, Any]:
+    """Measure everything and return the report as JSON-ready data."""
+    vae = DigitVAE.load(config.model, providers=config.providers, variant=config.variant, threads=config.threads)
+    contenders = {"digitvae": _Ours(vae), BASELINE: _Plain(vae, config.variant)}
+    torch_note = "not measured (left out)"
+    if config.torch:
+        from .bench_torch import torch_contender
+
+        twin = torch_contender(vae)
+        if isinstance(twin, str):
+            torch_note = twin
+        else:
+            contenders["torch"], torch_note = twin, "torch eager, float32 weights"
+    report: dict[str, Any] = {
+        "machine": _machine(),
+        "model": vae.name,
+        "variant": config.variant,
+        "providers": vae.providers,
+        "threads": config.threads or "default",
+        "repeats": config.repeats,
+        "torch": torch_note,
+    }
+    gc.collect()
+    gc.disable()  # a collection inside a timed call is noise, not the model's cost
+    try:
+        report["latency"] = _latency(contenders, config)
+        report["throughput"], peaks = _throughput(contenders, vae, config)
+    finally:
+        gc.enable()
+    report["bound"] = _bound(vae, peaks, report["throughput"], config)
+    if config.cold_runs:
+        report["cold_start"] = cold_start(config)
+    return report
+
+
+class _Ours:
+    """The public API."""
+
+    def __init__(self, vae: DigitVAE) -> None:
+        self.vae = vae
+
+    def generate1(self) -> Any:
+        return self.vae.generate(1)
+
+    def decode(self, z: np.ndarray, labels: np.ndarray | None) -> Any:
+        return self.vae.decode(z, labels)
+
+    def reconstruct(self, x: np.ndarray, labels: np.ndarray | None) -> Any:
+        return self.vae.reconstruct(x, labels)
+
+
+class _Plain:
+    """A plain InferenceSession with default options on the same files: what a user would write."""
+
+    def __init__(self, vae: DigitVAE, variant: str) -> None:
+        import onnxruntime as ort
+
+        files = vae.manifest.files(variant)
+        self.encoder, self.decoder = (
+            ort.InferenceSession(verified_bytes(vae.model_dir, files[role]), providers=vae.providers)
+            for role in ("encoder", "decoder")
+        )
+        self.rng = np.random.default_rng()
+        self.d, self.classes = vae.latent_dim, vae.num_classes
+
+    def _feeds(self, key: str, value: np.ndarray, labels: np.ndarray | None) -> dict[str, np.ndarray]:
+        return {key: value} if labels is None else {key: value, "label": labels}
+
+    def generate1(self) -> Any:
+        z = self.rng.standard_normal((1, self.d), dtype=np.float32)
+        labels = np.zeros(1, np.int64) if self.classes else None
+        return self.decoder.run(["image"], self._feeds("z", z, labels))[0].reshape(1, 28, 28)
+
+    def decode(self, z: np.ndarray, labels: np.ndarray | None) -> Any:
+        return self.decoder.run(["image"], self._feeds("z", z, labels))[0].reshape(len(z), 28, 28)
+
+    def reconstruct(self, x: np.ndarray, labels: np.ndarray | None) -> Any:
+        mean = self.encoder.run(["mean"], self._feeds("image", x.reshape(len(x), 1, 28, 28), labels))[0]
+        return self.decode(mean, labels)
+
+
+def _latency(contenders: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
+    """Time batch-1 generate call by call; p50 and p99 in microseconds."""
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+    for repeat in range(config.repeats):
+        for name in _rotated(contenders, repeat):
+            fn = contenders[name].generate1
+            for _ in range(max(3, config.latency_calls // 10)):
+                fn()
+            times = np.empty(config.latency_calls)
+            for i in range(config.latency_calls):
+                start = time.perf_counter_ns()
+                fn()
+                times[i] = time.perf_counter_ns() - start
+            runs[name].append((float(np.percentile(times, 50)) / 1e3, float(np.percentile(times, 99)) / 1e3))
+    result: dict[str, Any] = {"calls": config.latency_calls, "unit": "us"}
+    for name, values in runs.items():
+        result[name] = {
+            "p50": min(v[0] for v in values),
+            "p99": min(v[1] for v in values),
+            "ratio_to_onnxruntime": _paired_ratio([v[0] for v in values], [v[0] for v in runs[BASELINE]]),
+        }
+    return result
+
+
+def _throughput(contenders: dict[str, Any], vae: DigitVAE, config: BenchConfig) -> tuple[dict[str, Any], list[float]]:
+    """Return digits/s per task and contender, and the GEMM peaks measured between repeats."""
+    rng = np.random.default_rng(0)
+    tasks: dict[str, tuple[str, np.ndarray, np.ndarray | None]] = {}
+    for b in config.batches:
+        tasks[f"decode_{b}"] = ("decode", rng.standard_normal((b, vae.latent_dim), dtype=np.float32), _labels(vae, b))
+    n = config.reconstruct_batch
+    digits = vae.decode(rng.standard_normal((n, vae.latent_dim), dtype=np.float32), _labels(vae, n))
+    tasks[f"reconstruct_{n}"] = ("reconstruct", digits, _labels(vae, n))
+    seconds: dict[str, dict[str, list[float]]] = {t: {c: [] for c in contenders} for t in tasks}
+    peaks = []
+    for repeat in range(config.repeats):
+        peaks.append(gemm_peak(config.gemm_size))
+        for task, (method, data, labels) in tasks.items():
+            for name in _rotated(contenders, repeat):
+                fn = getattr(contenders[name], method)
+                start = time.perf_counter()
+                fn(data, labels)  # warm-up, and a first estimate of how many calls fill the time slot
+                calls = int(min(256, max(1, config.slot_s / (time.perf_counter() - start))))
+                start = time.perf_counter()
+                for _ in range(calls):
+                    fn(data, labels)
+                seconds[task][name].append((time.perf_counter() - start) / calls / len(data))
+    result: dict[str, Any] = {"unit": "digits/s"}
+    for task, per in seconds.items():
+        result[task] = {name: 1.0 / min(times) for name, times in per.items()}
+        result[task]["ratio_to_onnxruntime"] = {name: _paired_ratio(per[BASELINE], times) for name, times in per.items()}
+    return result, peaks
+
+
+def gemm_peak(size: int) -> float:
+    """Return the float32 FLOP/s of numpy's matrix product of two size x size matrices (best of 2)."""
+    a = np.ones((size, size), np.float32)
+    b = np.full((size, size), 0.5, np.float32)
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        np.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
+
+
+def _bound(vae: DigitVAE, peaks: list[float], throughput: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
+    """Compare decode throughput at the largest batch with the decoder's FLOPs at the GEMM peak."""
+    peak = max(peaks)
+    cost = vae.manifest.metrics.get("cost", {}).get("decoder", {})
+    flops = cost.get("flops_per_digit") if isinstance(cost, dict) else None
+    result: dict[str, Any] = {"gemm_flops_per_s": peak, "gemm": f"numpy float32 {config.gemm_size}x{config.gemm_size}"}
+    if not isinstance(flops, (int, float)) or flops <= 0:
+        result["note"] = "model.json records no decoder FLOPs (metrics.cost); re-export or run `digitvae variants`"
+        return result
+    task = f"decode_{max(config.batches)}"
+    bound = peak / flops
+    result.update(flops_per_digit=flops, digits_per_s=bound, task=task,
+                  fraction={name: throughput[task][name] / bound for name in throughput[task]["ratio_to_onnxruntime"]})
+    return result
+
+
+def cold_start(config: BenchConfig) -> dict[str, Any]:
+    """Time fresh `digitvae generate -n 1` processes against bare `import onnxruntime` ones, in turn."""
+    args = ["generate", "-n", "1", "-o", "x.png", "--model", config.model]
+    if config.variant != "fp32":
+        args += ["--variant", config.variant]
+    if config.providers:
+        args += ["--provider", ",".join(config.providers)]
+    if config.threads:
+        args += ["--threads", str(config.threads)]
+    ours = [sys.executable, "-c", _CLI, *args]
+    base = [sys.executable, "-c", "import onnxruntime"]
+    samples: dict[str, list[tuple[float, float | None]]] = {"digitvae": [], BASELINE: []}
+    with tempfile.TemporaryDirectory(prefix="digitvae-bench-") as tmp:
+        for i in range(config.cold_runs + 1):  # the first pair warms the file cache
+            for name, command in (("digitvae", ours), (BASELINE, base)):
+                wall, rss = _run_process(command, Path(tmp))
+                if i:
+                    samples[name].append((wall, rss))
+    result: dict[str, Any] = {"command": "digitvae " + " ".join(args), "baseline": 'python -c "import onnxruntime"',
+                              "runs": config.cold_runs}
+    for name, values in samples.items():
+        rss = [v[1] for v in values if v[1] is not None]
+        result[name] = {"wall_s": statistics.median(v[0] for v in values),
+                        "peak_rss_mib": statistics.median(rss) if rss else None}
+    result["wall_ratio"] = _paired_ratio([v[0] for v in samples["digitvae"]], [v[0] for v in samples[BASELINE]])
+    return result
+
+
+def _run_process(command: list[str], cwd: Path) -> tuple[float, float | None]:
+    """Run a command to completion; return its wall time and peak resident memory in MiB."""
+    if hasattr(os, "fork"):
+        # A child's peak RSS starts at its parent's size at fork time, so a small launcher
+        # starts it rather than this process, which holds models and perhaps torch.
+        command = [sys.executable, "-c", _LAUNCHER, *command]
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.run(command, cwd=cwd, stdout=subprocess.PIPE, stderr=err, check=False)
+        wall, rss = time.perf_counter() - start, None
+        if proc.returncode == 0 and hasattr(os, "fork"):
+            wall_text, kib, code = proc.stdout.split()
+            wall, rss, proc.returncode = float(wall_text), int(kib) / (1 << 20 if sys.platform == "darwin" else 1024), int(code)
+        if proc.returncode:
+            err.seek(0)
+            last = (err.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+            raise DigitVAEError(f"cold-start run failed with exit status {proc.returncode}: {last}")
+    return wall, rss
+
+
+def _labels(vae: DigitVAE, n: int) -> np.ndarray | None:
+    return np.arange(n, dtype=np.int64) % vae.num_classes if vae.num_classes else None
+
+
+def _rotated(contenders: dict[str, Any], repeat: int) -> list[str]:
+    """Return the contenders' names in an order that moves by one each repeat."""
+    names = list(contenders)
+    k = repeat % len(names)
+    return names[k:] + names[:k]
+
+
+def _paired_ratio(numerators: list[float], denominators: list[float]) -> float:
+    return statistics.median(a / b for a, b in zip(numerators, denominators))
+
+
+def _machine() -> dict[str, Any]:
+    import onnxruntime as ort
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "onnxruntime": ort.__version__, "numpy": np.__version__}

@@ -1,0 +1,76 @@
+"""The torch eager contender of `digitvae bench`: the same network, rebuilt in PyTorch.
+
+Imported only by the benchmark and only when torch is installed; the rest of the runtime
+never imports torch or onnx.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any
+
+import numpy as np
+
+from .manifest import verified_bytes
+from .model import DigitVAE
+
+logger = logging.getLogger(__name__)
+
+
+def torch_contender(vae: DigitVAE) -> Any:
+    """Return a torch eager twin of the model's fp32 weights, or a sentence saying why there is none."""
+    missing = [m for m in ("torch", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"not measured: {' and '.join(missing)} not installed"
+    if vae.num_classes:
+        return "not measured: conditional models are not rebuilt in torch"
+    config = vae.manifest.training.get("model_config")
+    if not isinstance(config, dict):
+        return "not measured: model.json has no training.model_config to rebuild the network from"
+    try:
+        return _TorchTwin(vae, config)
+    except Exception as exc:  # a model the training code cannot rebuild is no reason to stop the benchmark
+        logger.debug("torch twin failed", exc_info=True)
+        return f"not measured: cannot rebuild the network in torch ({type(exc).__name__}: {exc})"
+
+
+class _TorchTwin:
+    """The model's VAE module with the fp32 ONNX initializers loaded by name."""
+
+    def __init__(self, vae: DigitVAE, config: dict[str, Any]) -> None:
+        import onnx
+        import torch
+        from onnx import numpy_helper
+
+        from digitvae.train.config import VAEConfig, from_dict
+        from digitvae.train.model import VAE
+
+        module = VAE(from_dict(VAEConfig, config))
+        weights: dict[str, Any] = {}
+        for role, entry in vae.manifest.files("fp32").items():
+            graph = onnx.load_from_string(verified_bytes(vae.model_dir, entry)).graph
+            weights.update({t.name.removeprefix("vae."): numpy_helper.to_array(t) for t in graph.initializer})
+        state = module.state_dict()
+        missing = sorted(k for k in state if k not in weights or tuple(weights[k].shape) != tuple(state[k].shape))
+        if missing:
+            raise KeyError(f"no ONNX initializer matches {', '.join(missing[:3])}")
+        module.load_state_dict({k: torch.from_numpy(np.array(weights[k])) for k in state})
+        self.module = module.eval()
+        self.torch = torch
+        self.rng = np.random.default_rng()
+        self.d = vae.latent_dim
+
+    def generate1(self) -> Any:
+        z = self.rng.standard_normal((1, self.d), dtype=np.float32)
+        with self.torch.inference_mode():
+            return self.torch.sigmoid(self.module.decode(self.torch.from_numpy(z))).numpy().reshape(1, 28, 28)
+
+    def decode(self, z: np.ndarray, labels: np.ndarray | None) -> Any:
+        with self.torch.inference_mode():
+            return self.torch.sigmoid(self.module.decode(self.torch.from_numpy(z))).numpy().reshape(len(z), 28, 28)
+
+    def reconstruct(self, x: np.ndarray, labels: np.ndarray | None) -> Any:
+        with self.torch.inference_mode():
+            mean, _ = self.module.encode(self.torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+            return self.torch.sigmoid(self.module.decode(mean)).numpy().reshape(len(x), 28, 28)
