@@ -140,8 +140,10 @@ class DigitVAE:
         return self._decode(z, self._labels(labels, len(z)))
 
     def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
-        parts = [self._run_decoder("image", z[i : i + CHUNK], _rows(y, i)) for i in range(0, len(z), CHUNK)]
-        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len(z) <= CHUNK:
+            out = self._run_decoder("image", z, y)
+        else:
+            out = np.concatenate([self._run_decoder("image", z[i : i + CHUNK], _rows(y, i)) for i in range(0, len(z), CHUNK)])
         return out.reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
 
     def encode(self, images: Any, labels: Any = None) -> tuple[np.ndarray, np.ndarray]:

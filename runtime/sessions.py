@@ -58,6 +58,7 @@ class SmallBatchRunner:
         self._lock = threading.Lock()
         self._inputs = {i.name: (_DTYPES.get(i.type), list(i.shape[1:])) for i in session.get_inputs()}
         self._outputs = {o.name: (_DTYPES.get(o.type), list(o.shape[1:])) for o in session.get_outputs()}
+        self._first = next(iter(self._inputs))
         static = all(dtype is not None and all(isinstance(d, int) for d in shape)
                      for dtype, shape in [*self._inputs.values(), *self._outputs.values()])
         self.enabled = static and session.get_providers() == ["CPUExecutionProvider"]
@@ -80,31 +81,26 @@ class SmallBatchRunner:
 
     def run(self, outputs: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray] | None:
         """Return copies of these outputs for these feeds, or None to ask for the ordinary path."""
-        if not self.enabled or len(next(iter(feeds.values()))) > self._max_rows:
-            return None
-        if not self._lock.acquire(blocking=False):
+        n = len(feeds[self._first])
+        if n > self._max_rows or not self.enabled or not self._lock.acquire(blocking=False):
             return None
         try:
-            return self._run_bound(outputs, feeds) if self.enabled else None
+            plan = self._plans.get(n)
+            if plan is None:
+                return self._first_run(n, outputs, feeds)
+            for name, buffer in plan.inputs.items():
+                np.copyto(buffer, feeds[name])
+            self._session.run_with_ortvaluevector(*plan.call)
+            return [plan.outputs[name].copy() for name in outputs]
         finally:
             self._lock.release()
-
-    def _run_bound(self, outputs: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray] | None:
-        n = len(next(iter(feeds.values())))
-        plan = self._plans.get(n)
-        if plan is None:
-            return self._first_run(n, outputs, feeds)
-        for name, buffer in plan.inputs.items():
-            buffer[...] = feeds[name]
-        self._session.run_with_ortvaluevector(*plan.call)
-        return [plan.outputs[name].copy() for name in outputs]
 
     def _first_run(self, n: int, outputs: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray] | None:
         """Make the buffers for a batch size and check that onnxruntime really fills them."""
         try:
             plan = self._plan(n)
             for name, buffer in plan.inputs.items():
-                buffer[...] = feeds[name]
+                np.copyto(buffer, feeds[name])
             for buffer in plan.outputs.values():
                 buffer.fill(np.nan)
             self._session.run_with_ortvaluevector(*plan.call)
