@@ -1,0 +1,162 @@
+"""The `digitvae quality` command: classifier-based sample-quality metrics of model folders.
+
+Importing this module costs no torch: the command imports it when it runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from digitvae.runtime.errors import CheckpointError, DataFormatError, MissingDependencyError
+from digitvae.runtime.manifest import DEFAULT_MODEL, sha256_file
+
+if TYPE_CHECKING:
+    from .classifier import ClassifierCheckpoint
+    from .data import Split
+
+#: Where trained classifiers are cached, one file per training set (named by its sha256).
+CACHE_DIR = Path("runs")
+NOTE = (
+    "fid: Frechet distance of the digit classifier's 128 penultimate features, samples vs validation "
+    "digits (reference.fid: training vs validation digits); mean_confidence: mean top softmax "
+    "probability; class_balance: share predicted as each digit 0-9; class_balance_entropy: entropy "
+    "of those shares / ln 10 (1 = uniform)"
+)
+
+
+def describe_labelled(split: Split) -> dict[str, Any]:
+    """Describe a labelled split, refusing one without labels."""
+    if split.labels_path is None:
+        raise DataFormatError(
+            f"{split.images_path}: the quality metrics need labels; put its labels file "
+            "(e.g. train-labels-idx1-ubyte.gz) beside it"
+        )
+    return {**split.describe(), "labels_sha256": sha256_file(split.labels_path)}
+
+
+def _classifier(path: Path | None, train: Split, valid: Split) -> tuple[ClassifierCheckpoint, Path]:
+    """Load the classifier trained on these digits, or train and save one."""
+    from .classifier import (
+        ClassifierCheckpoint,
+        ClassifierConfig,
+        ClassifierTrainConfig,
+        accuracy,
+        load_classifier,
+        save_classifier,
+        train_classifier,
+    )
+
+    data = {"train": describe_labelled(train), "valid": describe_labelled(valid)}
+    cached = path is None
+    if path is None:
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        path = CACHE_DIR / f"classifier-{train.sha256[:12]}.pt"
+    if path.exists():
+        ckpt = load_classifier(path)
+        seen = ckpt.data.get("train", {})
+        wanted = data["train"]
+        if (seen.get("sha256"), seen.get("labels_sha256")) != (wanted["sha256"], wanted["labels_sha256"]):
+            raise CheckpointError(
+                f"{path}: this classifier was trained on {seen.get('file', 'other digits')} "
+                f"(sha256 {str(seen.get('sha256'))[:12]}...), not on {wanted['file']} "
+                f"(sha256 {wanted['sha256'][:12]}...); pass another --classifier or delete it"
+            )
+        # A cached classifier from other default settings is stale; one named by the user is used as is.
+        if not cached or (ckpt.model.config, ckpt.train_config) == (ClassifierConfig(), ClassifierTrainConfig()):
+            return ckpt, path
+        click.echo(f"{path} was trained with other settings; training it again", err=True)
+    click.echo(f"training the digit classifier on {len(train.images)} digits ({train.images_path.name})", err=True)
+    train_config = ClassifierTrainConfig()
+    start = time.perf_counter()
+    model = train_classifier(train.images, train.labels, train_config=train_config)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - start
+    ckpt = ClassifierCheckpoint(
+        model=model,
+        train_config=train_config,
+        data=data,
+        valid_accuracy=accuracy(model, valid.images, valid.labels),  # type: ignore[arg-type]
+        seconds=seconds,
+    )
+    save_classifier(ckpt, path)
+    click.echo(f"trained in {seconds:.1f}s, {ckpt.valid_accuracy:.2%} accurate on {valid.images_path.name}; saved {path}", err=True)
+    return ckpt, path
+
+
+def _table(real: dict[str, Any], results: list[dict[str, Any]]) -> str:
+    """Lay out one column of figures per model, after the real-digit reference."""
+    columns = [("real digits", real), *((r["model"], r) for r in results)]
+    rows: list[tuple[str, list[str]]] = [
+        ("FID vs validation digits", [f"{c['fid']:.3f}" for _, c in columns]),
+        ("mean confidence", [f"{c['mean_confidence']:.4f}" for _, c in columns]),
+        ("class balance (H / ln 10)", [f"{c['class_balance_entropy']:.4f}" for _, c in columns]),
+    ]
+    rows += [(f"  predicted as {d}", [f"{c['class_balance'][d]:.1%}" for _, c in columns]) for d in range(10)]
+    if any("conditional_accuracy" in r for r in results):
+        rows.append(("requested digit recognised", ["-"] + [
+            f"{r['conditional_accuracy']['overall']:.1%}" if "conditional_accuracy" in r else "-" for r in results
+        ]))
+        rows += [(f"  digit {d}", ["-"] + [
+            f"{r['conditional_accuracy']['per_class'][d]:.1%}" if "conditional_accuracy" in r else "-" for r in results
+        ]) for d in range(10)]
+    label_width = max(len(label) for label, _ in rows)
+    widths = [max(len(name), *(len(cells[i]) for _, cells in rows)) for i, (name, _) in enumerate(columns)]
+    lines = [" " * label_width + "".join(f"  {name:>{w}}" for (name, _), w in zip(columns, widths))]
+    lines += [f"{label:<{label_width}}" + "".join(f"  {cell:>{w}}" for cell, w in zip(cells, widths)) for label, cells in rows]
+    return "\n".join(lines)
+
+
+@click.command("quality")
+@click.option("--model", "-m", "models", multiple=True, metavar="NAME|DIR",
+              help=f"A shipped model name or a model folder; repeat for several (default {DEFAULT_MODEL}).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of labelled train*/valid* IDX files (default: where `digitvae data download` puts them).")
+@click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Classifier checkpoint: used if present (it must be trained on the same digits), "
+                   "else trained and saved there [default: runs/classifier-SHA.pt].")
+@click.option("-n", "--n", "count", type=click.IntRange(10, 1_000_000), default=5000, show_default=True,
+              help="Digits to generate per model.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the generated digits.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--write", is_flag=True, help="Store each model's figures in its model.json under metrics.sample_quality.")
+def quality(models: tuple[str, ...], data_dir: Path | None, classifier_path: Path | None, count: int, seed: int,
+            as_json: bool, write: bool) -> None:
+    """Score generated digits with a digit classifier: FID, confidence, class balance."""
+    if importlib.util.find_spec("torch") is None:
+        raise MissingDependencyError("this command needs torch, which is not installed: pip install 'digitvae[train]'")
+    from digitvae.runtime.model import DigitVAE
+
+    from .data import load_splits
+    from .quality import real_quality, sample_quality, write_sample_quality
+
+    train, valid = load_splits(data_dir, None, None)
+    ckpt, path = _classifier(classifier_path, train, valid)
+    real, reference = real_quality(ckpt.model, valid.images, valid.labels, train.images)  # type: ignore[arg-type]
+    classifier = {"path": str(path), "data": ckpt.data, "valid_accuracy": real["classifier_valid_accuracy"]}
+    results = []
+    for model in models or (DEFAULT_MODEL,):
+        vae = DigitVAE.load(model)
+        result = {**sample_quality(vae, ckpt.model, reference, n=count, seed=seed), "directory": str(vae.model_dir)}
+        if write:
+            stored = {k: v for k, v in result.items() if k not in ("model", "directory")}
+            write_sample_quality(vae.model_dir, {
+                **stored, "note": NOTE, "reference": real,
+                "classifier": {"data": ckpt.data, "valid_accuracy": real["classifier_valid_accuracy"]},
+            })
+        results.append(result)
+    if as_json:
+        click.echo(json.dumps({"classifier": classifier, "reference": real, "models": results}, indent=2))
+        return
+    click.echo(
+        f"classifier {path}: {real['classifier_valid_accuracy']:.2%} accurate on {valid.images_path.name}; "
+        f"real digits: {train.images_path.name} against {valid.images_path.name}; "
+        f"models: {count} digits each, seed {seed}"
+    )
+    click.echo(_table(real, results))
+    if write:
+        click.echo(f"wrote metrics.sample_quality into {len(results)} model.json file(s)")
