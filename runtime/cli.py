@@ -6,7 +6,6 @@ import importlib.util
 import json
 import logging
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,9 +18,25 @@ from .manifest import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
+#: Commands defined in other modules, imported only when they run (or when help lists them),
+#: so that starting `digitvae generate` does not pay for every other command.
+_LAZY_COMMANDS = {
+    "bench": "digitvae.runtime.cli_bench",
+    "variants": "digitvae.runtime.cli_bench",
+}
+
 
 class _Group(click.Group):
     """A click group that turns our errors into one clean line and a non-zero exit."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in _LAZY_COMMANDS:
+            module = importlib.import_module(_LAZY_COMMANDS[name])
+            self.add_command(getattr(module, name), name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -72,10 +87,10 @@ def _providers(value: str | None) -> list[str] | None:
     return [p for p in value.split(",") if p.strip()] if value else None
 
 
-def _load(model: str, provider: str | None, strict: bool, threads: int | None = None) -> Any:
+def _load(model: str, provider: str | None, strict: bool, threads: int | None = None, variant: str = "fp32") -> Any:
     from .model import DigitVAE
 
-    return DigitVAE.load(model, providers=_providers(provider), strict=strict, threads=threads)
+    return DigitVAE.load(model, providers=_providers(provider), strict=strict, variant=variant, threads=threads)
 
 
 model_option = click.option(
@@ -87,6 +102,10 @@ provider_option = click.option(
     help="Execution providers in order of preference: cpu, cuda, openvino, ... (default cpu).",
 )
 strict_option = click.option("--strict", is_flag=True, help="Fail if a requested provider is not active.")
+variant_option = click.option("--variant", default="fp32", show_default=True, metavar="NAME",
+                              help="Model variant: fp32, int8, fp16 (those the model ships).")
+threads_option = click.option("--threads", type=click.IntRange(min=0), default=None,
+                              help="onnxruntime intra-op threads (default: one per physical core).")
 cols_option = click.option("--cols", type=click.IntRange(1, 1000), default=None, help="Digits per row in a PNG grid.")
 scale_option = click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="Enlarge PNG output.")
 
@@ -104,19 +123,21 @@ def cli(verbose: int) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="OUT.png (grid) or OUT.npy.")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed for reproducible digits.")
 @model_option
+@variant_option
 @provider_option
 @strict_option
+@threads_option
 @cols_option
 @scale_option
-def generate(count: int, output: str, seed: int | None, model: str, provider: str | None, strict: bool,
-             cols: int | None, scale: int) -> None:
+def generate(count: int, output: str, seed: int | None, model: str, variant: str, provider: str | None,
+             strict: bool, threads: int | None, cols: int | None, scale: int) -> None:
     """Generate new digits by decoding z ~ N(0, I)."""
     from .imageio import default_cols, output_kind, tile, write_npy, write_png
     from .inputs import as_count
 
     kind = output_kind(output)
     count = as_count(count, "-n")
-    digits = _load(model, provider, strict).generate(count, seed=seed)
+    digits = _load(model, provider, strict, threads, variant).generate(count, seed=seed)
     if kind == ".png":
         write_png(tile(digits, cols or default_cols(count)), output, scale)
     else:
@@ -129,12 +150,14 @@ def generate(count: int, output: str, seed: int | None, model: str, provider: st
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="OUT.png (grid) or OUT.npy.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N digits.")
 @model_option
+@variant_option
 @provider_option
 @strict_option
+@threads_option
 @cols_option
 @scale_option
-def reconstruct(inputs: tuple[str, ...], output: str, limit: int | None, model: str, provider: str | None,
-                strict: bool, cols: int | None, scale: int) -> None:
+def reconstruct(inputs: tuple[str, ...], output: str, limit: int | None, model: str, variant: str,
+                provider: str | None, strict: bool, threads: int | None, cols: int | None, scale: int) -> None:
     """Encode and decode digits from PNG (28x28), .npy or IDX files.
 
     A PNG output shows each row of originals above its reconstructions.
@@ -143,7 +166,7 @@ def reconstruct(inputs: tuple[str, ...], output: str, limit: int | None, model: 
 
     kind = output_kind(output)
     originals = read_digits(inputs, limit)
-    rebuilt = _load(model, provider, strict).reconstruct(originals)
+    rebuilt = _load(model, provider, strict, threads, variant).reconstruct(originals)
     if kind == ".png":
         c = min(cols or default_cols(len(originals)), len(originals))
         write_png(tile(pair_rows(originals, rebuilt, c), c), output, scale)
@@ -245,6 +268,8 @@ def train(preset: str, data_dir: Path | None, train_file: Path | None, valid_fil
             f"epoch {stats.epoch:>3}/{stats.epochs}  train {stats.train_loss:8.2f}  "
             f"valid {stats.valid_loss:8.2f}  nats/digit  {stats.seconds:5.1f}s{mark}"
         )
+
+    import shlex  # only training records its command line
 
     # Recorded in the checkpoint and the exported manifest; argv is ours only when run as `digitvae`.
     ran_as_script = Path(sys.argv[0]).name == "digitvae"

@@ -1,0 +1,117 @@
+"""Commands for speed: `bench` measures a model on this machine, `variants` makes its int8 and fp16 files."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli import model_option, provider_option, threads_option, variant_option
+from .errors import MissingDependencyError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+@click.command()
+@model_option
+@variant_option
+@provider_option
+@threads_option
+@click.option("--quick", is_flag=True, help="Few, short repeats: checks the setup; figures not to be quoted.")
+@click.option("--no-torch", is_flag=True, help="Leave out the torch eager comparison.")
+@click.option("--no-cold-start", is_flag=True, help="Leave out the fresh-process measurements.")
+@json_option
+def bench(model: str, variant: str, provider: str | None, threads: int | None, quick: bool, no_torch: bool,
+          no_cold_start: bool, as_json: bool) -> None:
+    """Measure latency, throughput, the hardware bound and cold start on this machine."""
+    from .bench import QUICK, BenchConfig, run_bench
+
+    providers = [p for p in provider.split(",") if p.strip()] if provider else None
+    config = BenchConfig(model=model, variant=variant, providers=providers, threads=threads, torch=not no_torch)
+    if quick:
+        config = dataclasses.replace(config, **QUICK)
+    if no_cold_start:
+        config = dataclasses.replace(config, cold_runs=0)
+    report = run_bench(config)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+@click.command("variants")
+@click.argument("model_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--valid", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="IDX images: also record every variant's IW-NLL on them in model.json.")
+@click.option("--k", type=click.IntRange(1, 100_000), default=100, show_default=True,
+              help="Importance samples per digit for --valid.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N digits of --valid.")
+def variants(model_dir: Path, valid: Path | None, k: int, limit: int | None) -> None:
+    """Add or refresh a model folder's int8 and fp16 variants in place, checked against fp32."""
+    missing = [m for m in ("onnx",) if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingDependencyError(f"this command needs {', '.join(missing)}: pip install 'digitvae[train]'")
+    from digitvae.export.variants import add_variants
+
+    manifest = add_variants(model_dir, valid=valid, k=k, limit=limit)
+    click.echo(f"{manifest.name}: variants {', '.join(manifest.variants)} in {model_dir}")
+    for variant, files in manifest.variants.items():
+        for role, entry in files.items():
+            click.echo(f"  {variant:<5} {role:<8} {entry.path:<20} sha256 {entry.sha256}")
+    nll = manifest.metrics.get("iw_nll")
+    if isinstance(nll, dict):
+        figures = ", ".join(f"{v} {nll[v]:.2f}" for v in manifest.variants if isinstance(nll.get(v), float))
+        click.echo(f"  IW-NLL (k={nll['k']}, {nll['digits']} digits of {nll['data']}): {figures} nats")
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Render a bench report as text."""
+    m = report["machine"]
+    lines = [
+        f"{report['model']} {report['variant']} on {', '.join(report['providers'])}, threads {report['threads']}; "
+        f"{m['cpu']}, {m['cores']} cores; onnxruntime {m['onnxruntime']}; best of {report['repeats']} repeats",
+        f"torch: {report['torch']}",
+        "",
+        f"batch-1 generate latency ({report['latency']['calls']} calls a repeat)   p50 us    p99 us   p50 / onnxruntime",
+    ]
+    lat = report["latency"]
+    for name in _contenders(lat):
+        row = lat[name]
+        lines.append(f"  {name:<38}{row['p50']:8.1f}  {row['p99']:8.1f}  {row['ratio_to_onnxruntime']:10.2f}")
+    thr = report["throughput"]
+    names = _contenders(thr[next(k for k in thr if k != "unit")])
+    lines += ["", "throughput, digits/s" + " " * 21 + "".join(f"{n:>13}" for n in names) + "   digitvae / onnxruntime"]
+    for task, row in thr.items():
+        if task == "unit":
+            continue
+        label = task.replace("_", " batch ")
+        ratio = row["ratio_to_onnxruntime"]["digitvae"]
+        lines.append(f"  {label:<39}" + "".join(f"{row[n]:13,.0f}" for n in names) + f"   {ratio:10.2f}")
+    bound = report["bound"]
+    lines.append("")
+    if "digits_per_s" in bound:
+        fraction = bound["fraction"]["digitvae"]
+        lines.append(
+            f"hardware bound: decoder {bound['flops_per_digit'] / 1e6:.3g} MFLOP/digit at the {bound['gemm']} GEMM peak "
+            f"of {bound['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s = {bound['digits_per_s']:,.0f} digits/s; "
+            f"{bound['task'].replace('_', ' batch ')} reaches {fraction:.2f} of it"
+        )
+    else:
+        lines.append(f"hardware bound: {bound['note']}")
+    cold = report.get("cold_start")
+    if cold:
+        ours, base = cold["digitvae"], cold["onnxruntime"]
+        lines.append(
+            f"cold start, median of {cold['runs']}: `{cold['command']}` {ours['wall_s']:.3f} s, {_mib(ours)}; "
+            f"`{cold['baseline']}` {base['wall_s']:.3f} s, {_mib(base)}; wall ratio {cold['wall_ratio']:.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _contenders(row: dict[str, Any]) -> list[str]:
+    return [k for k in ("digitvae", "onnxruntime", "torch") if k in row]
+
+
+def _mib(entry: dict[str, Any]) -> str:
+    return "peak RSS unknown" if entry["peak_rss_mib"] is None else f"{entry['peak_rss_mib']:.1f} MiB peak RSS"

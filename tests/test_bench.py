@@ -1,0 +1,181 @@
+"""`digitvae bench` and the fast paths it measures: report structure, small-batch path, cold start.
+
+Timings are never asserted here: they belong to benchmarks on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from digitvae.runtime import DigitVAE
+from digitvae.runtime.bench import QUICK, BenchConfig, cold_start, run_bench
+from digitvae.runtime.imageio import encode_png
+from digitvae.runtime.manifest import shipped_models_dir
+from digitvae.runtime.sessions import SmallBatchRunner, session_options
+
+from conftest import HAVE_TORCH, needs_torch
+from test_cli import assert_clean_failure, invoke, ok
+
+QUICK_CONFIG = dataclasses.replace(BenchConfig(cold_runs=0, torch=False), **{**QUICK, "cold_runs": 0})
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def costed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Return a copy of the shipped model whose model.json records the decoder's FLOPs."""
+    folder = tmp_path_factory.mktemp("bench") / "mnist-vae"
+    shutil.copytree(shipped_models_dir() / "mnist-vae", folder)
+    manifest = json.loads((folder / "model.json").read_text())
+    manifest["metrics"]["cost"] = {"decoder": {"flops_per_digit": 1_304_000}}
+    (folder / "model.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_report_has_every_figure_positive_and_finite(costed_model: Path) -> None:
+    report = run_bench(dataclasses.replace(QUICK_CONFIG, model=str(costed_model)))
+    assert report["model"] == "mnist-vae" and report["variant"] == "fp32"
+    assert report["providers"] == ["CPUExecutionProvider"] and report["machine"]["cores"] >= 1
+    latency = report["latency"]
+    for name in ("digitvae", "onnxruntime"):
+        row = latency[name]
+        assert _positive(row["p50"]) and _positive(row["p99"]) and row["p50"] <= row["p99"]
+        assert _positive(row["ratio_to_onnxruntime"])
+    assert latency["onnxruntime"]["ratio_to_onnxruntime"] == 1.0
+    throughput = report["throughput"]
+    assert sorted(k for k in throughput if k != "unit") == ["decode_1", "decode_256", "decode_64", "reconstruct_256"]
+    for task in ("decode_1", "decode_64", "decode_256", "reconstruct_256"):
+        row = throughput[task]
+        assert _positive(row["digitvae"]) and _positive(row["onnxruntime"])
+        assert _positive(row["ratio_to_onnxruntime"]["digitvae"])
+    bound = report["bound"]
+    assert bound["flops_per_digit"] == 1_304_000 and bound["task"] == "decode_256"
+    assert _positive(bound["gemm_flops_per_s"]) and bound["digits_per_s"] == pytest.approx(bound["gemm_flops_per_s"] / 1_304_000)
+    assert _positive(bound["fraction"]["digitvae"])
+    assert "torch" not in latency and "cold_start" not in report
+
+
+def test_a_model_without_recorded_cost_gets_a_note_not_a_bound() -> None:
+    report = run_bench(dataclasses.replace(QUICK_CONFIG, repeats=1, batches=(1, 8), reconstruct_batch=8))
+    assert "flops_per_digit" not in report["bound"] and "metrics.cost" in report["bound"]["note"]
+    assert _positive(report["bound"]["gemm_flops_per_s"])
+
+
+@needs_torch
+def test_torch_contender_is_the_same_network(costed_model: Path) -> None:
+    from digitvae.runtime.bench_torch import torch_contender
+
+    vae = DigitVAE.load(costed_model)
+    twin = torch_contender(vae)
+    assert not isinstance(twin, str), twin
+    z = vae.sample_latents(16, seed=2)
+    np.testing.assert_allclose(twin.decode(z, None), vae.decode(z), atol=1e-5)
+    x = vae.decode(z)
+    np.testing.assert_allclose(twin.reconstruct(x, None), vae.reconstruct(x), atol=1e-4)
+    report = run_bench(dataclasses.replace(QUICK_CONFIG, model=str(costed_model), repeats=1, torch=True))
+    assert report["torch"].startswith("torch eager")
+    assert _positive(report["latency"]["torch"]["p50"]) and _positive(report["throughput"]["decode_64"]["torch"])
+    assert _positive(report["bound"]["fraction"]["torch"])
+
+
+def test_cold_start_measures_fresh_processes(tmp_path: Path) -> None:
+    result = cold_start(dataclasses.replace(QUICK_CONFIG, cold_runs=1, threads=1))
+    assert result["command"] == "digitvae generate -n 1 -o x.png --model mnist-vae --threads 1"
+    for name in ("digitvae", "onnxruntime"):
+        assert _positive(result[name]["wall_s"])
+        if sys.platform.startswith("linux"):
+            # Both start from the same small launcher; digitvae holds more than a bare import.
+            assert 10 < result[name]["peak_rss_mib"] < 1000
+    if sys.platform.startswith("linux"):
+        assert result["digitvae"]["peak_rss_mib"] > result["onnxruntime"]["peak_rss_mib"]
+    assert _positive(result["wall_ratio"])
+
+
+def test_cli_bench_quick_json_and_text() -> None:
+    args = ["bench", "--quick", "--no-torch", "--no-cold-start", "--threads", "1"]
+    report = json.loads(ok(invoke(*args, "--json")).stdout)
+    assert report["threads"] == 1 and report["repeats"] == QUICK["repeats"]
+    text = ok(invoke(*args)).stdout
+    for fragment in ("batch-1 generate latency", "throughput, digits/s", "decode batch 256", "hardware bound"):
+        assert fragment in text
+    assert_clean_failure(invoke("bench", "--quick", "--variant", "int4"), "no variant 'int4'")
+
+
+def test_small_batch_path_gives_what_run_gives() -> None:
+    data = (shipped_models_dir() / "mnist-vae" / "decoder.onnx").read_bytes()
+    session = ort.InferenceSession(data, session_options(1), providers=["CPUExecutionProvider"])
+    runner = SmallBatchRunner(session, max_rows=4)
+    assert runner.enabled
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 1, 4):
+        z = rng.standard_normal((n, 20), dtype=np.float32)
+        image, logits = runner.run(["image", "logits"], {"z": z})
+        want = session.run(["image", "logits"], {"z": z})
+        np.testing.assert_array_equal(image, want[0])
+        np.testing.assert_array_equal(logits, want[1])
+        again = runner.run(["image"], {"z": z})[0]
+        assert again is not image and np.array_equal(again, image)  # copies, not the shared buffer
+    assert runner.run(["image"], {"z": np.zeros((5, 20), np.float32)}) is None  # too big: ordinary path
+    with runner._lock:  # another thread holds the buffers
+        assert runner.run(["image"], {"z": np.zeros((1, 20), np.float32)}) is None
+
+
+def test_generate_without_a_seed_draws_new_digits_each_call(vae: DigitVAE) -> None:
+    a, b = vae.generate(2), vae.generate(2)
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(vae.generate(2, seed=9), vae.generate(2, seed=9))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (28, 28), (59, 301), (3, 1000)])
+def test_png_writer_round_trips_through_pillow(shape: tuple[int, int]) -> None:
+    grid = np.random.default_rng(shape[1]).integers(0, 256, shape, dtype=np.uint8)
+    with Image.open(io.BytesIO(encode_png(grid))) as image:
+        assert image.format == "PNG" and image.mode == "L"
+        np.testing.assert_array_equal(np.asarray(image), grid)
+
+
+def test_generate_command_loads_neither_pillow_nor_other_commands(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        from digitvae.runtime.cli import cli
+        cli(["generate", "-n", "2", "-o", "x.png"], standalone_mode=False)
+        heavy = [m for m in sys.modules if m.split(".")[0] in ("PIL", "torch", "onnx", "shlex")
+                 or m.startswith(("digitvae.train", "digitvae.export", "digitvae.runtime.cli_eval",
+                                  "digitvae.runtime.cli_latent", "digitvae.runtime.cli_bench", "digitvae.runtime.bench"))]
+        print("heavy:", sorted(heavy))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "heavy: []"
+    with Image.open(tmp_path / "x.png") as image:
+        assert image.size == (58, 28)
+
+
+def test_torch_note_when_it_cannot_be_rebuilt(costed_model: Path, tmp_path: Path) -> None:
+    from digitvae.runtime.bench_torch import torch_contender
+
+    folder = tmp_path / "m"
+    shutil.copytree(costed_model, folder)
+    manifest = json.loads((folder / "model.json").read_text())
+    del manifest["training"]["model_config"]
+    (folder / "model.json").write_text(json.dumps(manifest))
+    note = torch_contender(DigitVAE.load(folder))
+    expected = "model_config" if HAVE_TORCH else "not installed"
+    assert isinstance(note, str) and expected in note
