@@ -141,7 +141,14 @@ def quantize_int8(blob: bytes) -> bytes:
     with tempfile.TemporaryDirectory(prefix="digitvae-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(blob)
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
+        # The quantizer advises pre-processing on the root logger; shape inference and graph
+        # optimization add nothing to these small MLPs, so the advice is noise here.
+        previous = logging.root.manager.disable
+        logging.disable(max(previous, logging.WARNING))
+        try:
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
+        finally:
+            logging.disable(previous)
         model = onnx.load(dst)
     return _finish(model, blob)
 
