@@ -218,10 +218,11 @@ def gemm_peak(size: int) -> float:
 def _bound(vae: DigitVAE, peaks: list[float], throughput: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
     """Compare decode throughput at the largest batch with the decoder's FLOPs at the GEMM peak."""
     peak = max(peaks)
-    cost = vae.manifest.metrics.get("cost", {}).get("decoder", {})
-    flops = cost.get("flops_per_digit") if isinstance(cost, dict) else None
+    cost = vae.manifest.metrics.get("cost")
+    decoder = cost.get("decoder") if isinstance(cost, dict) else None
+    flops = decoder.get("flops_per_digit") if isinstance(decoder, dict) else None
     result: dict[str, Any] = {"gemm_flops_per_s": peak, "gemm": f"numpy float32 {config.gemm_size}x{config.gemm_size}"}
-    if not isinstance(flops, (int, float)) or flops <= 0:
+    if isinstance(flops, bool) or not isinstance(flops, (int, float)) or not flops > 0:
         result["note"] = "model.json records no decoder FLOPs (metrics.cost); re-export or run `digitvae variants`"
         return result
     task = f"decode_{max(config.batches)}"

@@ -88,8 +88,8 @@ class SmallBatchRunner:
             plan = self._plans.get(n)
             if plan is None:
                 return self._first_run(n, outputs, feeds)
-            for name, buffer in plan.inputs.items():
-                np.copyto(buffer, feeds[name])
+            if not _fill(plan, feeds):
+                return None
             self._session.run_with_ortvaluevector(*plan.call)
             return [plan.outputs[name].copy() for name in outputs]
         finally:
@@ -99,19 +99,32 @@ class SmallBatchRunner:
         """Make the buffers for a batch size and check that onnxruntime really fills them."""
         try:
             plan = self._plan(n)
-            for name, buffer in plan.inputs.items():
-                np.copyto(buffer, feeds[name])
-            for buffer in plan.outputs.values():
-                buffer.fill(np.nan)
-            self._session.run_with_ortvaluevector(*plan.call)
         except Exception as exc:  # an onnxruntime without this API, or one that changed it
-            logger.debug("small-batch path unavailable: %s", exc)
-            self.enabled = False
+            return self._disable(f"small-batch path unavailable: {exc}")
+        if not _fill(plan, feeds):
             return None
+        for buffer in plan.outputs.values():
+            buffer.fill(np.nan)
+        try:
+            self._session.run_with_ortvaluevector(*plan.call)
+        except Exception as exc:
+            return self._disable(f"small-batch path failed: {exc}")
         if any(np.isnan(buffer).any() for buffer in plan.outputs.values()):
             # Unfilled buffers (or a model that outputs NaN): the ordinary path decides.
-            logger.debug("small-batch path left outputs unset; not used")
-            self.enabled = False
-            return None
+            return self._disable("small-batch path left outputs unset; not used")
         self._plans[n] = plan
         return [plan.outputs[name].copy() for name in outputs]
+
+    def _disable(self, reason: str) -> None:
+        logger.debug(reason)
+        self.enabled = False
+
+
+def _fill(plan: _Plan, feeds: Mapping[str, np.ndarray]) -> bool:
+    """Copy the feeds into the bound inputs; False when they do not fit (the ordinary path says why)."""
+    try:
+        for name, buffer in plan.inputs.items():
+            np.copyto(buffer, feeds[name], casting="same_kind")
+    except (KeyError, ValueError, TypeError):
+        return False
+    return True

@@ -70,8 +70,15 @@ def test_report_has_every_figure_positive_and_finite(costed_model: Path) -> None
     assert "torch" not in latency and "cold_start" not in report
 
 
-def test_a_model_without_recorded_cost_gets_a_note_not_a_bound() -> None:
-    report = run_bench(dataclasses.replace(QUICK_CONFIG, repeats=1, batches=(1, 8), reconstruct_batch=8))
+@pytest.mark.parametrize("cost", [None, "many", {"decoder": {"flops_per_digit": -1}}, {"decoder": {"flops_per_digit": True}}])
+def test_a_model_without_a_usable_cost_gets_a_note_not_a_bound(costed_model: Path, tmp_path: Path, cost: object) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(costed_model, folder)
+    manifest = json.loads((folder / "model.json").read_text())
+    manifest["metrics"]["cost"] = cost
+    (folder / "model.json").write_text(json.dumps(manifest))
+    config = dataclasses.replace(QUICK_CONFIG, model=str(folder), repeats=1, batches=(1, 8), reconstruct_batch=8)
+    report = run_bench(config)
     assert "flops_per_digit" not in report["bound"] and "metrics.cost" in report["bound"]["note"]
     assert _positive(report["bound"]["gemm_flops_per_s"])
 
@@ -121,18 +128,23 @@ def test_small_batch_path_gives_what_run_gives() -> None:
     session = ort.InferenceSession(data, session_options(1), providers=["CPUExecutionProvider"])
     runner = SmallBatchRunner(session, max_rows=4)
     assert runner.enabled
+    d = session.get_inputs()[0].shape[1]
     rng = np.random.default_rng(0)
     for n in (1, 3, 1, 4):
-        z = rng.standard_normal((n, 20), dtype=np.float32)
+        z = rng.standard_normal((n, d), dtype=np.float32)
         image, logits = runner.run(["image", "logits"], {"z": z})
         want = session.run(["image", "logits"], {"z": z})
         np.testing.assert_array_equal(image, want[0])
         np.testing.assert_array_equal(logits, want[1])
         again = runner.run(["image"], {"z": z})[0]
         assert again is not image and np.array_equal(again, image)  # copies, not the shared buffer
-    assert runner.run(["image"], {"z": np.zeros((5, 20), np.float32)}) is None  # too big: ordinary path
+    assert runner.run(["image"], {"z": np.zeros((5, d), np.float32)}) is None  # too big: ordinary path
     with runner._lock:  # another thread holds the buffers
-        assert runner.run(["image"], {"z": np.zeros((1, 20), np.float32)}) is None
+        assert runner.run(["image"], {"z": np.zeros((1, d), np.float32)}) is None
+    # Inputs that do not fit go to the ordinary path, which reports them; the runner stays on.
+    assert runner.run(["image"], {"z": np.zeros((2, d + 1), np.float32)}) is None
+    assert runner.run(["image"], {"z": np.zeros((3, d + 1), np.float32)}) is None
+    assert runner.enabled and runner.run(["image"], {"z": np.zeros((2, d), np.float32)}) is not None
 
 
 def test_generate_without_a_seed_draws_new_digits_each_call(vae: DigitVAE) -> None:
