@@ -251,7 +251,9 @@ def cold_start(config: BenchConfig) -> dict[str, Any]:
                 if i:
                     samples[name].append((wall, rss))
     result: dict[str, Any] = {"command": "digitvae " + " ".join(args), "baseline": 'python -c "import onnxruntime"',
-                              "runs": config.cold_runs}
+                              "runs": config.cold_runs,
+                              # Without cached bytecode every start compiles digitvae's modules again.
+                              "dont_write_bytecode": bool(sys.flags.dont_write_bytecode)}
     for name, values in samples.items():
         rss = [v[1] for v in values if v[1] is not None]
         result[name] = {"wall_s": statistics.median(v[0] for v in values),

@@ -106,6 +106,8 @@ def format_report(report: dict[str, Any]) -> str:
             f"cold start, median of {cold['runs']}: `{cold['command']}` {ours['wall_s']:.3f} s, {_mib(ours)}; "
             f"`{cold['baseline']}` {base['wall_s']:.3f} s, {_mib(base)}; wall ratio {cold['wall_ratio']:.2f}"
         )
+        if cold.get("dont_write_bytecode"):
+            lines.append("  (PYTHONDONTWRITEBYTECODE is set: modules without cached bytecode compile on every start)")
     return "\n".join(lines)
 
 

@@ -111,6 +111,7 @@ def test_cold_start_measures_fresh_processes(tmp_path: Path) -> None:
     if sys.platform.startswith("linux"):
         assert result["digitvae"]["peak_rss_mib"] > result["onnxruntime"]["peak_rss_mib"]
     assert _positive(result["wall_ratio"])
+    assert result["dont_write_bytecode"] == bool(sys.flags.dont_write_bytecode)
 
 
 def test_cli_bench_quick_json_and_text() -> None:
