@@ -22,7 +22,7 @@ from digitvae.runtime.manifest import MANIFEST_NAME, Manifest, ModelFile
 from digitvae.train.checkpoint import Checkpoint, load_checkpoint
 from digitvae.train.config import to_dict
 from digitvae.train.loop import BEST
-from digitvae.train.model import VAE, Decoder, Encoder
+from digitvae.train.model import VAE, export_halves
 
 from .variants import build_variants
 
@@ -53,7 +53,9 @@ def resolve_checkpoint(path: Path) -> Path:
     return path / BEST if path.is_dir() else path
 
 
-def _export(module: torch.nn.Module, example: torch.Tensor, input_name: str, output_names: list[str]) -> onnx.ModelProto:
+def _export(
+    module: torch.nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str], output_names: list[str]
+) -> onnx.ModelProto:
     batch = torch.export.Dim("N", min=1, max=1 << 20)
     # The exporter's chatter (deprecations, "torchvision is not installed") is not the user's concern.
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
@@ -63,10 +65,10 @@ def _export(module: torch.nn.Module, example: torch.Tensor, input_name: str, out
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module,
-            (example,),
-            input_names=[input_name],
+            example,
+            input_names=input_names,
             output_names=output_names,
-            dynamic_shapes=({0: batch},),
+            dynamic_shapes=tuple({0: batch} for _ in example),
             opset_version=OPSET,
             dynamo=True,
             verbose=False,
@@ -86,6 +88,7 @@ def _annotate(model: onnx.ModelProto, role: str, ckpt: Checkpoint) -> bytes:
     props = {
         "digitvae.role": role,
         "digitvae.latent_dim": str(ckpt.model_config.latent_dim),
+        "digitvae.num_classes": str(ckpt.model_config.num_classes),
         "digitvae.preset": ckpt.preset,
         "digitvae.version": __version__,
         "digitvae.format_version": "1",
@@ -102,7 +105,7 @@ def _annotate(model: onnx.ModelProto, role: str, ckpt: Checkpoint) -> bytes:
     return model.SerializeToString()
 
 
-def _parity(module: torch.nn.Module, data: bytes, make_input: Any, input_name: str) -> dict[str, dict[str, float]]:
+def _parity(module: torch.nn.Module, data: bytes, make_inputs: Any, input_names: list[str]) -> dict[str, dict[str, float]]:
     """Run torch and onnxruntime on the same batches; return each output's worst differences."""
     import onnxruntime as ort
 
@@ -110,10 +113,10 @@ def _parity(module: torch.nn.Module, data: bytes, make_input: Any, input_name: s
     names = [o.name for o in session.get_outputs()]
     worst = {name: {"max_abs_diff": 0.0, "max_scaled_diff": 0.0} for name in names}
     for n in PARITY_BATCHES:
-        x = make_input(n)
+        feeds = make_inputs(n)
         with torch.no_grad():
-            expected = [t.numpy() for t in module(torch.from_numpy(x))]
-        found = session.run(names, {input_name: x})
+            expected = [t.numpy() for t in module(*(torch.from_numpy(a) for a in feeds))]
+        found = session.run(names, dict(zip(input_names, feeds)))
         for name, want, got in zip(names, expected, found):
             if want.shape != got.shape:
                 raise ExportError(f"{name}: onnxruntime gives shape {got.shape}, torch {want.shape} (batch {n})")
@@ -134,18 +137,27 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, name: str | None = Non
     model = VAE(ckpt.model_config)
     model.load_state_dict(ckpt.model_state)
     model.eval()
-    d = ckpt.model_config.latent_dim
+    d, classes = ckpt.model_config.latent_dim, ckpt.model_config.num_classes
     rng = np.random.default_rng(0)
+    label = ["label"] if classes else []
+
+    def with_label(first: np.ndarray) -> tuple[np.ndarray, ...]:
+        return (first, rng.integers(0, classes, len(first), dtype=np.int64)) if classes else (first,)
+
+    encoder, decoder = export_halves(model)
     halves = {
-        "encoder": (Encoder(model), "image", ["mean", "logvar"], lambda n: rng.random((n, 1, 28, 28), dtype=np.float32)),
-        "decoder": (Decoder(model), "z", ["logits", "image"], lambda n: rng.standard_normal((n, d), dtype=np.float32)),
+        "encoder": (encoder, ["image", *label], ["mean", "logvar"],
+                    lambda n: with_label(rng.random((n, 1, 28, 28), dtype=np.float32))),
+        "decoder": (decoder, ["z", *label], ["logits", "image"],
+                    lambda n: with_label(rng.standard_normal((n, d), dtype=np.float32))),
     }
     blobs: dict[str, bytes] = {}
     parity: dict[str, dict[str, float]] = {}
-    for role, (module, input_name, outputs, make_input) in halves.items():
-        onnx_model = _export(module, torch.from_numpy(make_input(2)), input_name, outputs)
+    for role, (module, input_names, outputs, make_inputs) in halves.items():
+        example = tuple(torch.from_numpy(a) for a in make_inputs(2))
+        onnx_model = _export(module, example, input_names, outputs)
         blobs[role] = _annotate(onnx_model, role, ckpt)
-        for output, diff in _parity(module, blobs[role], make_input, input_name).items():
+        for output, diff in _parity(module, blobs[role], make_inputs, input_names).items():
             logger.info("%s.%s: max |onnxruntime - torch| = %.3g", role, output, diff["max_abs_diff"])
             if not diff["max_scaled_diff"] <= TOLERANCE:
                 raise ExportError(
@@ -166,6 +178,7 @@ def _manifest(ckpt: Checkpoint, name: str, blobs: dict[str, bytes], parity: dict
     return Manifest(
         name=name,
         latent_dim=ckpt.model_config.latent_dim,
+        num_classes=ckpt.model_config.num_classes,
         image_shape=(1, 28, 28),
         variants={"fp32": files},
         preset=ckpt.preset,

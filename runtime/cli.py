@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import click
 
 from ._version import __version__
+from .cli_common import model_option, provider_option, scale_option, strict_option, variant_option
 from .errors import DigitVAEError, InputError, MissingDependencyError
 from .manifest import DEFAULT_MODEL
 
@@ -21,8 +22,14 @@ logger = logging.getLogger(__name__)
 #: Commands defined in other modules, imported only when they run (or when help lists them),
 #: so that starting `digitvae generate` does not pay for every other command.
 _LAZY_COMMANDS = {
+    "evaluate": "digitvae.runtime.cli_eval",
+    "score": "digitvae.runtime.cli_eval",
+    "calibrate": "digitvae.runtime.cli_eval",
+    "interpolate": "digitvae.runtime.cli_latent",
+    "manifold": "digitvae.runtime.cli_latent",
     "bench": "digitvae.runtime.cli_bench",
     "variants": "digitvae.runtime.cli_bench",
+    "quality": "digitvae.train.cli_quality",  # imports no torch until it runs
 }
 
 
@@ -93,21 +100,9 @@ def _load(model: str, provider: str | None, strict: bool, threads: int | None = 
     return DigitVAE.load(model, providers=_providers(provider), strict=strict, variant=variant, threads=threads)
 
 
-model_option = click.option(
-    "--model", "-m", default=DEFAULT_MODEL, show_default=True, metavar="NAME|DIR",
-    help="A shipped model name or a model folder.",
-)
-provider_option = click.option(
-    "--provider", "-p", default=None, metavar="P[,P...]",
-    help="Execution providers in order of preference: cpu, cuda, openvino, ... (default cpu).",
-)
-strict_option = click.option("--strict", is_flag=True, help="Fail if a requested provider is not active.")
-variant_option = click.option("--variant", default="fp32", show_default=True, metavar="NAME",
-                              help="Model variant: fp32, int8, fp16 (those the model ships).")
 threads_option = click.option("--threads", type=click.IntRange(min=0), default=None,
                               help="onnxruntime intra-op threads (default: one per physical core).")
 cols_option = click.option("--cols", type=click.IntRange(1, 1000), default=None, help="Digits per row in a PNG grid.")
-scale_option = click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="Enlarge PNG output.")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -122,6 +117,8 @@ def cli(verbose: int) -> None:
 @click.option("-n", "count", type=int, default=60, show_default=True, help="How many digits.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="OUT.png (grid) or OUT.npy.")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed for reproducible digits.")
+@click.option("--digit", type=click.IntRange(0, 9), default=None,
+              help="Draw only this digit (conditional models; default: all ten in turn).")
 @model_option
 @variant_option
 @provider_option
@@ -129,15 +126,15 @@ def cli(verbose: int) -> None:
 @threads_option
 @cols_option
 @scale_option
-def generate(count: int, output: str, seed: int | None, model: str, variant: str, provider: str | None,
-             strict: bool, threads: int | None, cols: int | None, scale: int) -> None:
+def generate(count: int, output: str, seed: int | None, digit: int | None, model: str, variant: str,
+             provider: str | None, strict: bool, threads: int | None, cols: int | None, scale: int) -> None:
     """Generate new digits by decoding z ~ N(0, I)."""
     from .imageio import default_cols, output_kind, tile, write_npy, write_png
     from .inputs import as_count
 
     kind = output_kind(output)
     count = as_count(count, "-n")
-    digits = _load(model, provider, strict, threads, variant).generate(count, seed=seed)
+    digits = _load(model, provider, strict, threads, variant).generate(count, seed=seed, digit=digit)
     if kind == ".png":
         write_png(tile(digits, cols or default_cols(count)), output, scale)
     else:
@@ -208,8 +205,19 @@ def info(model: str, provider: str | None, strict: bool, as_json: bool) -> None:
     for variant, files in m.variants.items():
         for role, f in files.items():
             lines.append(f"file         {variant}/{role}: {f.path} sha256 {f.sha256}")
+    if m.conditional:
+        lines.append(f"conditional  label input, {m.num_classes} classes")
     if metrics.get("valid_neg_elbo") is not None:
-        lines.append(f"valid -ELBO  {metrics['valid_neg_elbo']:.2f} nats/digit")
+        lines.append(f"valid -ELBO  {metrics['valid_neg_elbo']:.2f} nats/digit (training-time estimate)")
+    for variant, figures in (metrics.get("likelihood") or {}).items():
+        if isinstance(figures, dict) and {"iw_nll", "neg_elbo", "k"} <= figures.keys():
+            lines.append(
+                f"likelihood   {variant}: -ELBO {figures['neg_elbo']:.2f}, IW-NLL {figures['iw_nll']:.2f} nats/digit "
+                f"(k={figures['k']}, {figures.get('digits', '?')} digits of {', '.join(figures.get('data', []))})"
+            )
+    score = metrics.get("score")
+    if isinstance(score, dict) and {"low", "high", "k"} <= score.keys():
+        lines.append(f"score range  IW-NLL (k={score['k']}) in [{score['low']:.1f}, {score['high']:.1f}] nats")
     if m.training.get("command"):
         lines.append(f"trained with {m.training['command']}")
     lines += [
@@ -221,7 +229,7 @@ def info(model: str, provider: str | None, strict: bool, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--preset", default="geron", show_default=True, help="Named model and training configuration.")
+@click.option("--preset", default="iwae-aug", show_default=True, help="Named model and training configuration.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of IDX files (default: where `digitvae data download` puts them).")
 @click.option("--train", "train_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -264,9 +272,10 @@ def train(preset: str, data_dir: Path | None, train_file: Path | None, valid_fil
 
     def show(stats: EpochStats) -> None:
         mark = "  *best" if stats.is_best else ""
+        valid = "       -" if stats.valid_loss is None else f"{stats.valid_loss:8.2f}"
         click.echo(
             f"epoch {stats.epoch:>3}/{stats.epochs}  train {stats.train_loss:8.2f}  "
-            f"valid {stats.valid_loss:8.2f}  nats/digit  {stats.seconds:5.1f}s{mark}"
+            f"valid {valid}  nats/digit  {stats.seconds:5.1f}s{mark}"
         )
 
     import shlex  # only training records its command line

@@ -10,10 +10,9 @@ from typing import Any
 
 import click
 
-from .cli import model_option, provider_option, threads_option, variant_option
+from .cli import threads_option
+from .cli_common import json_option, model_option, provider_option, variant_option
 from .errors import MissingDependencyError
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
 @click.command()

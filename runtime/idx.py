@@ -10,6 +10,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -261,3 +262,16 @@ def read_mnist_pair(
             f"but {os.fspath(labels_path)} holds {labels.shape[0]} labels; the counts must be equal"
         )
     return images, labels
+
+
+def labels_beside(images_path: Path) -> Path | None:
+    """Return the IDX labels file that pairs with an IDX images file, if there is one."""
+    name = images_path.name
+    for old, new in (("images-idx3", "labels-idx1"), ("images.idx3", "labels.idx1")):
+        if old in name:
+            stem = name.replace(old, new)
+            for candidate in (stem, stem.removesuffix(".gz"), stem + ".gz"):
+                path = images_path.with_name(candidate)
+                if path.is_file():
+                    return path
+    return None

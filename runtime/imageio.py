@@ -34,10 +34,16 @@ def output_kind(path: str | os.PathLike[str]) -> str:
 
 def read_png(path: Path) -> np.ndarray:
     """Read one 28x28 digit PNG (8-bit grey, palette or RGB/RGBA) as uint8 [28,28]."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # Only 28x28 is accepted, so a huge declared size is refused below, not decoded.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
             if image.format != "PNG":
                 raise DataFormatError(f"{path}: not a PNG file (found {image.format})")
             if image.size != (IMAGE_SIDE, IMAGE_SIDE):
@@ -49,23 +55,43 @@ def read_png(path: Path) -> np.ndarray:
             return np.asarray(image.convert("L"), dtype=np.uint8).copy()
     except UnidentifiedImageError:
         raise DataFormatError(f"{path}: not an image file PIL can read") from None
+    except Image.DecompressionBombError:
+        raise DataFormatError(f"{path}: declares a huge image; digit PNGs must be 28x28 pixels") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataFormatError(f"{path}: cannot read image: {exc}") from None
 
 
 def read_npy(path: Path) -> np.ndarray:
     """Read an .npy array of digits (uint8 0-255 or float 0-1) as float32 [N,28,28]."""
+    _check_npy_header(path)
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DataFormatError(f"{path}: not a readable .npy array: {exc}") from None
-    if not isinstance(array, np.ndarray):  # np.load opens .npz archives too
-        array.close()
-        raise DataFormatError(f"{path}: an .npz archive, not an .npy array; save one array with np.save")
     try:
         return as_images(array).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
     except InputError as exc:
         raise DataFormatError(f"{path}: {exc}") from None
+
+
+def _check_npy_header(path: Path) -> None:
+    """Refuse .npz archives and arrays too large to be digits, before any data is allocated."""
+    from .inputs import IMAGE_PIXELS, MAX_COUNT
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) == b"PK":
+                raise DataFormatError(f"{path}: an .npz archive, not an .npy array; save one array with np.save")
+            fh.seek(0)
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = read_header(fh)
+    except DataFormatError:
+        raise
+    except (OSError, ValueError, EOFError, SyntaxError) as exc:
+        raise DataFormatError(f"{path}: not a readable .npy array: {exc}") from None
+    if int(np.prod(shape, dtype=np.float64)) > MAX_COUNT * IMAGE_PIXELS:
+        raise DataFormatError(f"{path}: holds an array of shape {list(shape)}, more than {MAX_COUNT:,} digits")
 
 
 def read_digits(paths: Sequence[str | os.PathLike[str]], limit: int | None = None) -> np.ndarray:

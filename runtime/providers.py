@@ -71,6 +71,10 @@ def normalize(providers: ProviderSpec | Sequence[ProviderSpec] | None) -> list[t
         return [("CPUExecutionProvider", {})]
     if isinstance(providers, (str, tuple)):
         providers = [providers]
+    if not isinstance(providers, Sequence):
+        raise ProviderError(
+            f"providers must be a name, a (name, options) pair or a list of them, got {type(providers).__name__}"
+        )
     result: list[tuple[str, dict[str, Any]]] = []
     for spec in providers:
         if isinstance(spec, tuple):

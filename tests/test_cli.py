@@ -19,12 +19,14 @@ from PIL import Image
 
 from digitvae.runtime import __version__
 from digitvae.runtime.cli import cli
-from digitvae.runtime.manifest import shipped_models_dir
+from digitvae.runtime.manifest import read_manifest, shipped_models_dir
 
 from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch
 
 GAP = 2
 STEP = 28 + GAP
+#: Latent size of the shipped default model.
+D = read_manifest(shipped_models_dir() / "mnist-vae").latent_dim
 
 
 def grid_size(cols: int, rows: int) -> tuple[int, int]:
@@ -281,7 +283,7 @@ def test_info_text() -> None:
     result = ok(invoke("info"))
     out = result.stdout
     assert "mnist-vae" in out
-    assert any(line.split() == ["latent", "size", "20"] for line in out.splitlines()), out
+    assert any(line.split() == ["latent", "size", str(D)] for line in out.splitlines()), out
     assert "CPUExecutionProvider" in out
     active = [line for line in out.splitlines() if line.startswith("active")]
     assert active and "CPUExecutionProvider" in active[0]
@@ -291,7 +293,7 @@ def test_info_json() -> None:
     report = json.loads(ok(invoke("info", "--json")).stdout)
     assert {"model", "manifest", "available_providers", "active_providers"} <= set(report)
     assert report["model"] == "mnist-vae"
-    assert report["manifest"]["latent_dim"] == 20
+    assert report["manifest"]["latent_dim"] == D
     assert report["manifest"]["format"] == "digitvae-model"
     assert report["active_providers"] == ["CPUExecutionProvider"]
     assert report["available_providers"] == ort.get_available_providers()
@@ -302,7 +304,7 @@ def test_info_with_model_folder(tmp_path: Path) -> None:
     folder = copy_shipped_model(tmp_path / "copy")
     report = json.loads(ok(invoke("info", "--json", "--model", folder)).stdout)
     assert Path(report["directory"]) == folder
-    assert report["manifest"]["latent_dim"] == 20
+    assert report["manifest"]["latent_dim"] == D
 
 
 def test_verbose_logs_to_stderr(tmp_path: Path) -> None:
@@ -563,7 +565,7 @@ def test_train_one_epoch(cli_run: tuple[Path, Result]) -> None:
     out, result = cli_run
     ok(result)
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("training geron on 300 digits")
+    assert lines[0].startswith("training iwae-aug on 300 digits")  # the default preset
     epoch_lines = [line for line in lines if line.startswith("epoch")]
     assert len(epoch_lines) == 1 and epoch_lines[0].startswith("epoch   1/1"), result.stdout
     assert "*best" in epoch_lines[0]

@@ -39,7 +39,7 @@ def test_sigint_keeps_the_last_checkpoint_and_resume_finishes(tmp_path: Path) ->
     # One torch thread: on a busy machine spinning thread pools slow each epoch tenfold.
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.Popen(
-        [*_command(), "train", *data, "--epochs", "1000", "-o", str(run)],
+        [*_command(), "train", "--preset", "geron", *data, "--epochs", "1000", "-o", str(run)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
     )
     lines: list[str] = []

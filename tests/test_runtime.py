@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -11,14 +12,17 @@ import onnxruntime as ort
 import pytest
 
 from digitvae.runtime import DigitVAE, InputError, IntegrityError, ModelError, ModelNotFoundError, ProviderError
-from digitvae.runtime.manifest import list_shipped_models, shipped_models_dir
+from digitvae.runtime.manifest import list_shipped_models, read_manifest, shipped_models_dir
+
+#: Latent size of the shipped default model.
+D = read_manifest(shipped_models_dir() / "mnist-vae").latent_dim
 
 
 def test_shipped_model_is_listed_and_described(vae: DigitVAE) -> None:
     assert "mnist-vae" in list_shipped_models()
     assert vae.name == "mnist-vae"
-    assert vae.latent_dim == 20
-    assert vae.manifest.preset == "geron"
+    assert vae.latent_dim == 32
+    assert vae.manifest.preset == "iwae-aug"
     assert vae.providers == ["CPUExecutionProvider"]
     assert vae.manifest.metrics["valid_neg_elbo"] < 120
 
@@ -36,13 +40,13 @@ def test_generate_shape_range_and_seed(vae: DigitVAE) -> None:
 
 def test_generate_equals_decode_of_sampled_latents(vae: DigitVAE) -> None:
     z = vae.sample_latents(5, seed=7)
-    assert z.shape == (5, 20) and z.dtype == np.float32
+    assert z.shape == (5, vae.latent_dim) and z.dtype == np.float32
     np.testing.assert_array_equal(vae.decode(z), vae.generate(5, seed=7))
 
 
 def test_encode_returns_mean_and_logvar(vae: DigitVAE, digits: np.ndarray) -> None:
     mean, logvar = vae.encode(digits)
-    assert mean.shape == logvar.shape == (100, 20)
+    assert mean.shape == logvar.shape == (100, vae.latent_dim)
     assert mean.dtype == logvar.dtype == np.float32
     # The posterior is narrower than the prior on the dimensions the model uses.
     assert np.median(logvar) < 0
@@ -94,12 +98,12 @@ def test_bad_images_are_refused(vae: DigitVAE, images: object, message: str) -> 
 @pytest.mark.parametrize(
     ("z", "message"),
     [
-        (np.zeros(20, np.float32), r"z\[None\]"),
-        (np.zeros((3, 19), np.float32), r"\[N,20\]"),
-        (np.zeros((0, 20), np.float32), "empty"),
-        (np.full((2, 20), np.nan, np.float32), "NaN"),
-        (np.full((2, 20), 1e39, np.float64), "NaN or infinite"),
-        (np.zeros((2, 20), complex), "float"),
+        (np.zeros(D, np.float32), r"z\[None\]"),
+        (np.zeros((3, D - 1), np.float32), rf"\[N,{D}\]"),
+        (np.zeros((0, D), np.float32), "empty"),
+        (np.full((2, D), np.nan, np.float32), "NaN"),
+        (np.full((2, D), 1e39, np.float64), "NaN or infinite"),
+        (np.zeros((2, D), complex), "float"),
     ],
 )
 def test_bad_latents_are_refused(vae: DigitVAE, z: np.ndarray, message: str) -> None:
@@ -127,7 +131,7 @@ def _copy_shipped(tmp_path: Path) -> Path:
 
 def test_load_by_path_and_by_manifest_path(tmp_path: Path) -> None:
     model = _copy_shipped(tmp_path)
-    assert DigitVAE.load(model).latent_dim == 20
+    assert DigitVAE.load(model).latent_dim == D
     assert DigitVAE.load(model / "model.json").name == "mnist-vae"
 
 
@@ -169,8 +173,9 @@ def test_encoder_decoder_swap_is_refused(tmp_path: Path) -> None:
 
 def test_latent_size_mismatch_is_refused(tmp_path: Path) -> None:
     model = _copy_shipped(tmp_path)
-    text = (model / "model.json").read_text().replace('"latent_dim": 20', '"latent_dim": 16')
-    (model / "model.json").write_text(text)
+    manifest = json.loads((model / "model.json").read_text())
+    manifest["latent_dim"] = 16
+    (model / "model.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="latent_dim 16"):
         DigitVAE.load(model)
 

@@ -204,3 +204,20 @@ def test_export_refuses_to_replace_without_force(tiny_run: Path, tmp_path: Path)
         "encoder.onnx", "model.json",
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_runtime_likelihood_agrees_with_torch(tiny_run: Path, tiny_model: Path, digits: np.ndarray) -> None:
+    from digitvae.train.checkpoint import load_checkpoint
+    from digitvae.train.likelihood import iw_nll, neg_elbo
+    from digitvae.train.model import VAE
+
+    ckpt = load_checkpoint(tiny_run / "best.pt")
+    model = VAE(ckpt.model_config)
+    model.load_state_dict(ckpt.model_state)
+    vae = DigitVAE.load(tiny_model)
+    for k in (1, 50):
+        ours, theirs = vae.iw_nll(digits, k, seed=3), iw_nll(model, digits, k, seed=3)
+        # Same posterior samples: only float32 (onnxruntime) vs float64 (torch) rounding differs.
+        np.testing.assert_allclose(ours, theirs, atol=0.05)
+        assert abs(ours.mean() - theirs.mean()) < 0.01
+    np.testing.assert_allclose(-vae.elbo(digits, seed=4), neg_elbo(model, digits, seed=4), atol=0.05)

@@ -8,6 +8,9 @@ from typing import Any
 from digitvae.runtime.errors import CheckpointError, InputError
 
 
+ACTIVATIONS = ("elu", "relu", "tanh")
+
+
 @dataclass(frozen=True)
 class VAEConfig:
     """Architecture of the MLP VAE; saved inside every checkpoint."""
@@ -19,10 +22,14 @@ class VAEConfig:
     activation: str = "elu"
     #: "he": TF's variance_scaling_initializer (truncated normal, factor 2, fan-in).
     init: str = "he"
+    #: Classes of a conditional VAE (the label is fed one-hot to encoder and decoder); 0 = unconditional.
+    num_classes: int = 0
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1:
             raise InputError(f"latent_dim must be at least 1, got {self.latent_dim}")
+        if self.num_classes != 0 and not 2 <= self.num_classes <= 1000:
+            raise InputError(f"num_classes must be 0 (unconditional) or 2-1000, got {self.num_classes}")
         if self.activation not in ACTIVATIONS:
             raise InputError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.init not in ("he", "torch"):
@@ -37,8 +44,30 @@ class TrainConfig:
     batch_size: int = 150
     lr: float = 1e-3
     seed: int = 0
+    #: Importance samples in the training bound: 1 is the ELBO, k > 1 the IWAE bound (Burda et al.).
+    iw_samples: int = 1
+    #: Epochs over which the weight of the latent term rises linearly from 0 to 1 (KL warm-up).
+    kl_warmup: int = 0
+    #: Share of training digits given a small random rotation, scaling and shift each epoch.
+    augment: float = 0.0
+    #: "constant", or "cosine": anneal the learning rate to lr_final_ratio * lr over the run.
+    lr_schedule: str = "constant"
+    lr_final_ratio: float = 0.0
+    #: Validate every this many epochs (and after the last); validation costs about 15% of a
+    #: short epoch, and with a decaying learning rate the best epoch comes near the end.
+    eval_every: int = 1
 
     def __post_init__(self) -> None:
+        if self.eval_every < 1:
+            raise InputError(f"eval_every must be at least 1, got {self.eval_every}")
+        if self.iw_samples < 1:
+            raise InputError(f"iw_samples must be at least 1, got {self.iw_samples}")
+        if self.kl_warmup < 0:
+            raise InputError(f"kl_warmup must be non-negative, got {self.kl_warmup}")
+        if not 0.0 <= self.augment <= 1.0:
+            raise InputError(f"augment must be a share between 0 and 1, got {self.augment}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise InputError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.epochs < 1:
             raise InputError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -57,7 +86,13 @@ class Preset:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-ACTIVATIONS = ("elu", "relu", "tanh")
+_BETTER_MODEL = VAEConfig(latent_dim=32)
+#: Augmented digits, the 3-sample IWAE bound and a cosine learning rate from 2e-3; early
+#: stopping on the validation split keeps the best epoch.
+_BETTER_TRAIN = TrainConfig(
+    epochs=250, batch_size=150, lr=2e-3, iw_samples=3, augment=0.5, lr_schedule="cosine", lr_final_ratio=0.02,
+    eval_every=5,
+)
 
 PRESETS: dict[str, Preset] = {
     "geron": Preset(
@@ -66,6 +101,28 @@ PRESETS: dict[str, Preset] = {
             "the classic MLP VAE: 784-500-500 encoder, 20 latents, 500-500-784 decoder, ELU, "
             "He init, Adam 1e-3, batch 150, 50 epochs"
         ),
+    ),
+    "iwae-aug": Preset(
+        name="iwae-aug",
+        description=(
+            "the default model: the geron network with 32 latents, trained on the 3-sample IWAE bound "
+            "with half the digits randomly rotated, scaled and shifted, and a cosine learning rate from "
+            "2e-3 over 250 epochs"
+        ),
+        model=_BETTER_MODEL,
+        train=_BETTER_TRAIN,
+    ),
+    "cvae": Preset(
+        name="cvae",
+        description="the iwae-aug recipe as a conditional VAE: the digit's class, one-hot, feeds encoder and decoder",
+        model=replace(_BETTER_MODEL, num_classes=10),
+        train=_BETTER_TRAIN,
+    ),
+    "vae-2d": Preset(
+        name="vae-2d",
+        description="the iwae-aug recipe with a 2-D latent, for pictures of the whole latent manifold",
+        model=replace(_BETTER_MODEL, latent_dim=2),
+        train=replace(_BETTER_TRAIN, epochs=100),
     ),
 }
 

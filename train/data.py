@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from digitvae.runtime.errors import DataFormatError
-from digitvae.runtime.idx import read_mnist_images, read_mnist_pair
+from digitvae.runtime.idx import labels_beside, read_mnist_images, read_mnist_pair
 from digitvae.runtime.manifest import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -32,19 +32,6 @@ class Split:
     def describe(self) -> dict[str, object]:
         """Return what a manifest records about this split."""
         return {"file": self.images_path.name, "sha256": self.sha256, "digits": int(len(self.images))}
-
-
-def labels_beside(images_path: Path) -> Path | None:
-    """Return the labels file that pairs with an images file, if there is one."""
-    name = images_path.name
-    for old, new in (("images-idx3", "labels-idx1"), ("images.idx3", "labels.idx1")):
-        if old in name:
-            stem = name.replace(old, new)
-            for candidate in (stem, stem.removesuffix(".gz"), stem + ".gz"):
-                path = images_path.with_name(candidate)
-                if path.is_file():
-                    return path
-    return None
 
 
 def find_images(directory: Path, split: str) -> Path:

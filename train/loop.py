@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from digitvae.runtime._version import __version__
 from digitvae.runtime.errors import CheckpointError, InputError
 
+from .augment import augment
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, VAEConfig, with_overrides
 from .data import Split
@@ -33,7 +35,8 @@ class EpochStats:
     epoch: int
     epochs: int
     train_loss: float
-    valid_loss: float
+    #: None in epochs that skip validation (see TrainConfig.eval_every).
+    valid_loss: float | None
     seconds: float
     is_best: bool
 
@@ -43,15 +46,45 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0)
 
 
+def to_labels(split: Split, config: VAEConfig) -> torch.Tensor | None:
+    """Return a split's labels for a conditional model (None for an unconditional one)."""
+    if not config.num_classes:
+        return None
+    if split.labels is None:
+        raise InputError(f"{split.images_path}: a conditional model needs labels, but no labels file sits beside it")
+    if int(split.labels.max()) >= config.num_classes:
+        raise InputError(f"{split.images_path}: labels go up to {int(split.labels.max())}, beyond {config.num_classes} classes")
+    return torch.from_numpy(split.labels.astype(np.int64))
+
+
+def _part(labels: torch.Tensor | None, index: torch.Tensor | slice) -> torch.Tensor | None:
+    return None if labels is None else labels[index]
+
+
 @torch.no_grad()
-def evaluate(model: VAE, x: torch.Tensor, seed: int = 0) -> float:
+def evaluate(model: VAE, x: torch.Tensor, seed: int = 0, labels: torch.Tensor | None = None) -> float:
     """Return the mean -ELBO per digit with one posterior sample, reproducible for a seed."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     total = 0.0
     for i in range(0, len(x), _EVAL_BATCH):
-        total += float(model.neg_elbo(x[i : i + _EVAL_BATCH], generator).sum())
+        part = slice(i, i + _EVAL_BATCH)
+        total += float(model.neg_elbo(x[part], generator, _part(labels, part)).sum())
     return total / len(x)
+
+
+def learning_rate(cfg: TrainConfig, epoch: int) -> float:
+    """Return the learning rate of an epoch (1-based) under the configured schedule."""
+    if cfg.lr_schedule == "constant" or cfg.epochs <= 1:
+        return cfg.lr
+    progress = (epoch - 1) / (cfg.epochs - 1)
+    low = cfg.lr * cfg.lr_final_ratio
+    return low + (cfg.lr - low) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def kl_weight(cfg: TrainConfig, epoch: int) -> float:
+    """Return the weight of the latent term in an epoch (1-based) of KL warm-up."""
+    return 1.0 if cfg.kl_warmup <= 0 else min(1.0, epoch / cfg.kl_warmup)
 
 
 def train(
@@ -119,6 +152,7 @@ def _run(
     generator = torch.Generator()
     generator.set_state(ckpt.generator_state)
     x_train, x_valid = to_tensor(train_split.images), to_tensor(valid_split.images)
+    y_train, y_valid = to_labels(train_split, ckpt.model_config), to_labels(valid_split, ckpt.model_config)
     if len(x_train) < 1:
         raise InputError("the training split holds no digits")
     best = ckpt.best.get("valid_loss", float("inf"))
@@ -126,22 +160,31 @@ def _run(
     for epoch in range(ckpt.epoch + 1, cfg.epochs + 1):
         start = time.perf_counter()
         model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, epoch)
+        beta = kl_weight(cfg, epoch)
         order = torch.randperm(len(x_train), generator=generator)
         total = 0.0
         for i in range(0, len(order), cfg.batch_size):
-            batch = x_train[order[i : i + cfg.batch_size]]
+            index = order[i : i + cfg.batch_size]
+            batch, labels = augment(x_train[index], cfg.augment, generator), _part(y_train, index)
+            if cfg.iw_samples == 1:
+                per_digit = model.neg_elbo(batch, generator, labels, beta)
+            else:
+                per_digit = model.neg_iw_bound(batch, cfg.iw_samples, generator, labels, beta)
             # Summed over the batch, as in the reference design (Adam is scale-invariant anyway).
-            loss = model.neg_elbo(batch, generator).sum()
+            loss = per_digit.sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.item()
         train_loss = total / len(x_train)
-        valid_loss = evaluate(model, x_valid, seed=cfg.seed)
-        if not np.isfinite(train_loss) or not np.isfinite(valid_loss):
+        validate = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
+        valid_loss = evaluate(model, x_valid, seed=cfg.seed, labels=y_valid) if validate else None
+        if not np.isfinite(train_loss) or (valid_loss is not None and not np.isfinite(valid_loss)):
             raise InputError(f"training diverged at epoch {epoch} (loss {train_loss}); try a lower --lr")
         seconds = time.perf_counter() - start
-        is_best = valid_loss < best
+        is_best = valid_loss is not None and valid_loss < best
         ckpt.epoch = epoch
         ckpt.seconds += seconds
         ckpt.history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "seconds": seconds})
@@ -153,7 +196,7 @@ def _run(
             ckpt.best = {"epoch": epoch, "valid_loss": valid_loss, "train_loss": train_loss}
             save_checkpoint(ckpt, out_dir / BEST)
         save_checkpoint(ckpt, out_dir / LAST)
-        logger.info("epoch %d: train %.3f valid %.3f", epoch, train_loss, valid_loss)
+        logger.info("epoch %d: train %.3f valid %s", epoch, train_loss, "-" if valid_loss is None else f"{valid_loss:.3f}")
         if on_epoch is not None:
             on_epoch(EpochStats(epoch, cfg.epochs, train_loss, valid_loss, seconds, is_best))
     return ckpt

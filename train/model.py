@@ -36,8 +36,9 @@ class VAE(nn.Module):
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
-        enc = [config.input_dim, *config.encoder_hidden]
-        dec = [config.latent_dim, *config.decoder_hidden]
+        c = config.num_classes
+        enc = [config.input_dim + c, *config.encoder_hidden]
+        dec = [config.latent_dim + c, *config.decoder_hidden]
         self.encoder = _mlp(enc, config.activation)
         self.mean = nn.Linear(enc[-1], config.latent_dim)
         self.logvar = nn.Linear(enc[-1], config.latent_dim)
@@ -47,31 +48,60 @@ class VAE(nn.Module):
                 if isinstance(module, nn.Linear):
                     he_init_(module)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _with_label(self, h: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+        if not self.config.num_classes:
+            return h
+        if label is None:
+            raise ValueError("a conditional VAE needs labels")
+        onehot = F.one_hot(label.long(), self.config.num_classes).to(h.dtype)
+        return torch.cat([h, onehot.expand(*h.shape[:-1], -1)], dim=-1)
+
+    def encode(self, x: torch.Tensor, label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Map images [N, ...] in [0, 1] to the posterior's mean and log-variance [N, D]."""
-        h = self.encoder(x.flatten(1))
+        h = self.encoder(self._with_label(x.flatten(1), label))
         return self.mean(h), self.logvar(h)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Map codes [N, D] to Bernoulli logits [N, 784]."""
-        return self.decoder(z)
+    def decode(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """Map codes [..., N, D] to Bernoulli logits [..., N, 784]."""
+        return self.decoder(self._with_label(z, label))
 
     def forward(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
+        self, x: torch.Tensor, generator: torch.Generator | None = None, label: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (logits, mean, logvar) for one reparameterised sample per image."""
-        mean, logvar = self.encode(x)
+        mean, logvar = self.encode(x, label)
         eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         z = mean + torch.exp(0.5 * logvar) * eps
-        return self.decode(z), mean, logvar
+        return self.decode(z, label), mean, logvar
 
-    def neg_elbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Return -ELBO per image in nats [N]: pixel cross-entropy plus the KL to N(0, I)."""
-        logits, mean, logvar = self(x, generator)
+    def neg_elbo(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, label: torch.Tensor | None = None,
+        beta: float = 1.0,
+    ) -> torch.Tensor:
+        """Return -ELBO per image in nats [N]: pixel cross-entropy plus beta times the KL to N(0, I)."""
+        logits, mean, logvar = self(x, generator, label)
         target = x.flatten(1)
         reconstruction = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1)
         latent = 0.5 * (torch.exp(logvar) + mean.square() - 1.0 - logvar).sum(1)
-        return reconstruction + latent
+        return reconstruction + beta * latent
+
+    def neg_iw_bound(
+        self, x: torch.Tensor, k: int, generator: torch.Generator | None = None, label: torch.Tensor | None = None,
+        beta: float = 1.0,
+    ) -> torch.Tensor:
+        """Return the negative k-sample importance-weighted bound per image in nats [N].
+
+        k=1 is -ELBO with a sampled latent term; beta < 1 scales log p(z) - log q(z|x) for warm-up.
+        """
+        mean, logvar = self.encode(x, label)
+        eps = torch.randn((k, *mean.shape), generator=generator, dtype=mean.dtype, device=mean.device)
+        z = mean + torch.exp(0.5 * logvar) * eps
+        target = x.flatten(1).expand(k, -1, -1)
+        log_px = -F.binary_cross_entropy_with_logits(self.decode(z, label), target, reduction="none").sum(-1)
+        # log N(z; 0, I) - log N(z; mean, sigma^2): the 2*pi terms cancel.
+        log_ratio = -0.5 * (z.square().sum(-1) - eps.square().sum(-1) - logvar.sum(-1))
+        log_w = log_px + beta * log_ratio
+        return -(torch.logsumexp(log_w, dim=0) - math.log(k))
 
 
 class Encoder(nn.Module):
@@ -95,3 +125,25 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.vae.decode(z).reshape(-1, 1, 28, 28)
         return logits, torch.sigmoid(logits)
+
+
+class ConditionalEncoder(Encoder):
+    """ONNX half of a conditional VAE: (image, label int64 [N]) -> (mean, logvar) [N,D]."""
+
+    def forward(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        return self.vae.encode(image, label)
+
+
+class ConditionalDecoder(Decoder):
+    """ONNX half of a conditional VAE: (z, label int64 [N]) -> (logits, image), each [N,1,28,28]."""
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        logits = self.vae.decode(z, label).reshape(-1, 1, 28, 28)
+        return logits, torch.sigmoid(logits)
+
+
+def export_halves(vae: VAE) -> tuple[nn.Module, nn.Module]:
+    """Return the (encoder, decoder) modules that export to ONNX for this VAE."""
+    if vae.config.num_classes:
+        return ConditionalEncoder(vae), ConditionalDecoder(vae)
+    return Encoder(vae), Decoder(vae)

@@ -1,0 +1,70 @@
+"""What the command modules share: options, model loading and input reading."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+import numpy as np
+
+from .errors import DataFormatError, InputError
+from .manifest import DEFAULT_MODEL
+
+model_option = click.option(
+    "--model", "-m", default=DEFAULT_MODEL, show_default=True, metavar="NAME|DIR",
+    help="A shipped model name or a model folder.",
+)
+provider_option = click.option(
+    "--provider", "-p", default=None, metavar="P[,P...]",
+    help="Execution providers in order of preference: cpu, cuda, openvino, ... (default cpu).",
+)
+strict_option = click.option("--strict", is_flag=True, help="Fail if a requested provider is not active.")
+variant_option = click.option("--variant", default="fp32", show_default=True, metavar="NAME",
+                              help="Model variant: fp32, int8, fp16 (those the model ships).")
+scale_option = click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="Enlarge PNG output.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def load_model(model: str, provider: str | None, strict: bool, variant: str = "fp32", threads: int | None = None) -> Any:
+    """Load a DigitVAE for a command."""
+    from .model import DigitVAE
+
+    providers = [p for p in provider.split(",") if p.strip()] if provider else None
+    return DigitVAE.load(model, providers=providers, strict=strict, variant=variant, threads=threads)
+
+
+def read_labelled(paths: Sequence[str], limit: int | None, labels_file: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read digits, with labels from --labels or an IDX labels file beside a single IDX input."""
+    from .idx import labels_beside, read_mnist_labels
+    from .imageio import read_digits
+
+    digits = read_digits(paths, limit)
+    source = Path(labels_file) if labels_file else (labels_beside(Path(paths[0])) if len(paths) == 1 else None)
+    if source is None:
+        return digits, None
+    labels = read_mnist_labels(source)[: len(digits)]
+    if len(labels) != len(digits):
+        raise DataFormatError(f"{source}: {len(labels)} labels for {len(digits)} digits")
+    return digits, labels
+
+
+_INDEXED = re.compile(r"^(?P<path>.+):(?P<index>\d+)$")
+
+
+def read_one_digit(spec: str) -> np.ndarray:
+    """Read one digit from "FILE.png", or "FILE:INDEX" for an IDX or .npy file; float32 [28,28]."""
+    from .imageio import read_digits
+
+    match = _INDEXED.match(spec)
+    if match and not Path(spec).is_file():
+        path, index = match["path"], int(match["index"])
+        digits = read_digits([path])
+        if index >= len(digits):
+            raise InputError(f"{spec}: index {index} is out of range; {path} holds {len(digits)} digits (0-{len(digits) - 1})")
+        return digits[index]
+    digits = read_digits([spec])
+    if len(digits) != 1:
+        raise InputError(f"{spec}: holds {len(digits)} digits; pick one as {spec}:INDEX")
+    return digits[0]

@@ -1,0 +1,148 @@
+"""Commands that score digits by likelihood: evaluate, score, calibrate."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from .cli_common import json_option, load_model, model_option, provider_option, read_labelled, strict_option, variant_option
+from .errors import InputError
+
+_PIXELS = 784
+data_option = click.option("--data", "data_paths", multiple=True, required=True, type=click.Path(dir_okay=False),
+                           metavar="FILE", help="Digits: IDX (idx3-ubyte[.gz]), .npy or 28x28 PNG; repeatable.")
+labels_option = click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
+                             help="IDX labels for a conditional model (default: the labels file beside an IDX input).")
+limit_option = click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N digits.")
+seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                           help="Seed of the posterior samples.")
+
+
+def _scoring_options(command: Any) -> Any:
+    """Add the options that evaluate and score share, in help order."""
+    for option in reversed((limit_option, seed_option, model_option, provider_option, strict_option, variant_option, json_option)):
+        command = option(command)
+    return command
+
+
+def _labels_for(vae: Any, labels: np.ndarray | None) -> np.ndarray | None:
+    if not vae.num_classes:
+        return None
+    if labels is None:
+        raise InputError(f"model {vae.name!r} is conditional: its digits need labels (--labels FILE, or an IDX labels file beside the images)")
+    return labels
+
+
+def _bits_per_dim(nats: float) -> float:
+    return nats / (_PIXELS * math.log(2))
+
+
+@click.command()
+@data_option
+@labels_option
+@click.option("--k", type=click.IntRange(1, 100_000), default=200, show_default=True, help="Importance samples per digit.")
+@_scoring_options
+@click.option("--write", is_flag=True, help="Also store the figures in the model's model.json (metrics.likelihood).")
+def evaluate(data_paths: tuple[str, ...], labels_file: str | None, k: int, limit: int | None, seed: int, model: str,
+             provider: str | None, strict: bool, variant: str, as_json: bool, write: bool) -> None:
+    """Print -ELBO and the importance-weighted NLL of digits, from the ONNX files alone."""
+    vae = load_model(model, provider, strict, variant)
+    digits, labels = read_labelled(data_paths, limit, labels_file)
+    labels = _labels_for(vae, labels)
+    neg_elbo = float(-vae.elbo(digits, labels, seed=seed).mean())
+    nll = float(vae.iw_nll(digits, k, labels, seed=seed).mean())
+    report = {
+        "model": vae.name, "variant": variant, "digits": int(len(digits)), "data": [Path(p).name for p in data_paths],
+        "k": k, "seed": seed,
+        "neg_elbo": neg_elbo, "neg_elbo_bits_per_dim": _bits_per_dim(neg_elbo),
+        "iw_nll": nll, "iw_nll_bits_per_dim": _bits_per_dim(nll),
+    }
+    if write:
+        likelihood = {key: report[key] for key in ("data", "digits", "k", "seed", "neg_elbo", "iw_nll")}
+        _update_metrics(vae.model_dir, {"likelihood": {variant: likelihood}}, merge="likelihood")
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"model    {vae.name} ({variant}) on {len(digits)} digits from {', '.join(report['data'])}")
+    click.echo(f"-ELBO    {neg_elbo:8.2f} nats/digit  {report['neg_elbo_bits_per_dim']:.4f} bits/dim")
+    click.echo(f"IW-NLL   {nll:8.2f} nats/digit  {report['iw_nll_bits_per_dim']:.4f} bits/dim  (k={k})")
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@labels_option
+@click.option("--range", "score_range", type=(float, float), default=None, metavar="LOW HIGH",
+              help="Typical score range (default: the model's calibration on validation digits).")
+@_scoring_options
+def score(inputs: tuple[str, ...], labels_file: str | None, score_range: tuple[float, float] | None, limit: int | None,
+          seed: int, model: str, provider: str | None, strict: bool, variant: str, as_json: bool) -> None:
+    """Score digits by IW-NLL (nats) and flag those outside the typical range of real digits."""
+    from .scoring import flags, interval
+
+    vae = load_model(model, provider, strict, variant)
+    low, high, k = interval(vae.manifest.metrics, score_range)
+    digits, labels = read_labelled(inputs, limit, labels_file)
+    scores = vae.iw_nll(digits, k, _labels_for(vae, labels), seed=seed)
+    marks = flags(scores, low, high)
+    outliers = sum(bool(m) for m in marks)
+    if as_json:
+        click.echo(json.dumps({
+            "model": vae.name, "k": k, "low": low, "high": high, "outliers": outliers,
+            "scores": [{"index": i, "score": float(s), "flag": m} for i, (s, m) in enumerate(zip(scores, marks))],
+        }, indent=2))
+        return
+    click.echo(f"# IW-NLL (k={k}) in nats; typical range [{low:.1f}, {high:.1f}]")
+    for i, (s, m) in enumerate(zip(scores, marks)):
+        click.echo(f"{i:6d} {s:9.2f}" + (f"  outlier ({m})" if m else ""))
+    click.echo(f"# {outliers} of {len(scores)} outside the typical range")
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@data_option
+@labels_option
+@click.option("--k", type=click.IntRange(1, 100_000), default=None, help="Importance samples per digit for scores (default 50).")
+@limit_option
+@seed_option
+def calibrate(model_dir: Path, data_paths: tuple[str, ...], labels_file: str | None, k: int | None,
+              limit: int | None, seed: int) -> None:
+    """Store a model's typical score range and latent principal plane, from validation digits."""
+    from .latent import principal_plane
+    from .scoring import DEFAULT_K
+    from .scoring import calibrate as calibrate_scores
+
+    k = k or DEFAULT_K
+    vae = load_model(str(model_dir), None, False)
+    digits, labels = read_labelled(data_paths, limit, labels_file)
+    labels = _labels_for(vae, labels)
+    names = ", ".join(Path(p).name for p in data_paths)
+    s = calibrate_scores(vae.iw_nll(digits, k, labels, seed=seed), k, names)
+    plane = principal_plane(vae.encode(digits, labels)[0]) | {"data": names}
+    _update_metrics(model_dir, {"score": s, "latent_plane": plane})
+    click.echo(f"calibrated {vae.name} on {len(digits)} digits: typical IW-NLL (k={k}) in [{s['low']:.1f}, {s['high']:.1f}] nats")
+
+
+def _update_metrics(model_dir: Path, entries: dict[str, Any], merge: str | None = None) -> None:
+    """Store entries under metrics in model_dir/model.json, atomically.
+
+    The JSON is edited as read, so fields this version does not model are kept; the entry
+    named by `merge` is merged one level deep instead of replaced.
+    """
+    from .atomic import atomic_write
+    from .manifest import MANIFEST_NAME
+
+    path = Path(model_dir) / MANIFEST_NAME
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    metrics = raw.setdefault("metrics", {})
+    for key, value in entries.items():
+        if key == merge and isinstance(metrics.get(key), dict):
+            metrics[key].update(value)
+        else:
+            metrics[key] = value
+    with atomic_write(path, "w") as fh:
+        fh.write(json.dumps(raw, indent=2) + "\n")

@@ -1,0 +1,102 @@
+"""Commands that walk the latent space: interpolate and manifold."""
+
+from __future__ import annotations
+
+import click
+import numpy as np
+
+from .cli_common import load_model, model_option, provider_option, read_labelled, read_one_digit, scale_option, strict_option
+from .errors import InputError
+
+output_option = click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+                             help="OUT.png (picture) or OUT.npy (float32 digits).")
+digit_option = click.option("--digit", type=click.IntRange(0, 9), default=None,
+                            help="Class to draw, for a conditional model.")
+
+
+def _write(images: np.ndarray, output: str, cols: int, scale: int) -> None:
+    from .imageio import output_kind, tile, write_npy, write_png
+
+    if output_kind(output) == ".png":
+        write_png(tile(images, cols), output, scale)
+    else:
+        write_npy(images, output)
+
+
+def _labels(vae: object, digit: int | None, n: int) -> np.ndarray | None:
+    if getattr(vae, "num_classes", 0) and digit is None:
+        raise InputError("this model is conditional: choose the class to draw with --digit")
+    return None if digit is None else np.full(n, digit)
+
+
+@click.command()
+@click.argument("start", metavar="A")
+@click.argument("end", metavar="B")
+@output_option
+@click.option("--steps", type=click.IntRange(2, 100), default=10, show_default=True, help="Digits per row, ends included.")
+@click.option("--mode", type=click.Choice(["both", "linear", "spherical"]), default="both", show_default=True,
+              help="Straight line, great-circle arc, or one row of each.")
+@digit_option
+@model_option
+@provider_option
+@strict_option
+@scale_option
+def interpolate(start: str, end: str, output: str, steps: int, mode: str, digit: int | None, model: str,
+                provider: str | None, strict: bool, scale: int) -> None:
+    """Morph digit A into digit B through the latent space.
+
+    A and B are 28x28 PNG files, or FILE:INDEX for a digit of an IDX or .npy file. Each row
+    decodes codes between the posterior means of A and B.
+    """
+    from .imageio import output_kind
+    from .latent import MODES, interpolate as path
+
+    output_kind(output)
+    vae = load_model(model, provider, strict)
+    pair = np.stack([read_one_digit(start), read_one_digit(end)])
+    labels = _labels(vae, digit, 2)
+    means, _ = vae.encode(pair, labels)
+    modes = MODES if mode == "both" else (mode,)
+    codes = np.concatenate([path(means[0], means[1], steps, m) for m in modes])
+    rows = vae.decode(codes, _labels(vae, digit, len(codes)))
+    _write(rows, output, steps, scale)
+    click.echo(f"wrote {len(modes)} x {steps} interpolated digits ({', '.join(modes)}) to {output}")
+
+
+@click.command()
+@output_option
+@click.option("--size", type=click.IntRange(2, 100), default=20, show_default=True, help="Digits per side of the grid.")
+@click.option("--data", "data_paths", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Digits whose encodings define the plane of a >2-D latent (default: the model's calibration).")
+@digit_option
+@model_option
+@provider_option
+@strict_option
+@scale_option
+def manifold(output: str, size: int, data_paths: tuple[str, ...], digit: int | None, model: str,
+             provider: str | None, strict: bool, scale: int) -> None:
+    """Draw the latent manifold: a grid of decoded codes.
+
+    A 2-D latent is walked over prior quantiles; a larger one over the plane of the two
+    leading principal directions of encoded validation digits.
+    """
+    from .imageio import output_kind
+    from .latent import manifold_codes, principal_plane
+
+    output_kind(output)
+    vae = load_model(model, provider, strict)
+    plane = None
+    if data_paths:
+        digits, labels = read_labelled(data_paths, None, None)
+        if vae.num_classes and labels is None:
+            labels = np.full(len(digits), 0 if digit is None else digit)
+        plane = principal_plane(vae.encode(digits, labels if vae.num_classes else None)[0])
+    elif vae.latent_dim != 2:
+        plane = vae.manifest.metrics.get("latent_plane")
+    codes = manifold_codes(vae.latent_dim, size, plane)
+    _write(vae.decode(codes, _labels(vae, digit, len(codes))), output, size, scale)
+    how = "prior quantiles" if plane is None else "the two leading principal directions"
+    click.echo(f"wrote a {size}x{size} latent grid over {how} to {output}")
+
+
+__all__ = ["interpolate", "manifold"]

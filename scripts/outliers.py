@@ -1,0 +1,71 @@
+"""Score held-out digits and four kinds of non-digits with a calibrated model; print the flag rates.
+
+    python scripts/outliers.py --model mnist-vae --digits ../shared/data/mnist/valid5k-images-idx3-ubyte.gz
+
+Non-digits: uniform noise, blank pages, inverted digits (white background), and the 52 Latin
+letters drawn with Pillow's built-in font at MNIST's size and placement (20x20 box, centred).
+"""
+
+from __future__ import annotations
+
+import argparse
+import string
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from digitvae.runtime import DigitVAE
+from digitvae.runtime.idx import read_mnist_images
+from digitvae.runtime.imageio import tile, write_png
+from digitvae.runtime.scoring import flags, interval
+
+
+def letters(chars: str = string.ascii_letters, stroke: int = 1) -> np.ndarray:
+    """Return letters as uint8 [N,28,28], white on black, fitted into a centred 20x20 box."""
+    font = ImageFont.load_default(size=64)
+    out = []
+    for char in chars:
+        canvas = Image.new("L", (96, 96), 0)
+        ImageDraw.Draw(canvas).text((16, 8), char, fill=255, font=font, stroke_width=stroke * 3, stroke_fill=255)
+        box = canvas.getbbox()
+        glyph = canvas.crop(box)
+        scale = 20 / max(glyph.size)
+        glyph = glyph.resize((max(1, round(glyph.width * scale)), max(1, round(glyph.height * scale))), Image.LANCZOS)
+        digit = Image.new("L", (28, 28), 0)
+        digit.paste(glyph, ((28 - glyph.width) // 2, (28 - glyph.height) // 2))
+        out.append(np.asarray(digit))
+    return np.stack(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mnist-vae")
+    parser.add_argument("--digits", required=True, help="held-out IDX images (not the calibration digits)")
+    parser.add_argument("--limit", type=int, default=5000)
+    parser.add_argument("--picture", default=None, help="write a PNG of the non-digit examples here")
+    args = parser.parse_args()
+
+    vae = DigitVAE.load(args.model)
+    low, high, k = interval(vae.manifest.metrics)
+    digits = read_mnist_images(args.digits)[: args.limit]
+    rng = np.random.default_rng(0)
+    sets = {
+        "held-out digits": digits,
+        "uniform noise": rng.integers(0, 256, (100, 28, 28), dtype=np.uint8),
+        "blank": np.zeros((1, 28, 28), np.uint8),
+        "inverted digits": 255 - digits[:100],
+        "letters": letters(),
+    }
+    print(f"model {vae.name}: typical IW-NLL (k={k}) in [{low:.1f}, {high:.1f}] nats")
+    print(f"{'set':<16} {'images':>6} {'flagged':>8} {'median score':>13}")
+    for name, images in sets.items():
+        scores = vae.iw_nll(images, k)
+        flagged = sum(bool(f) for f in flags(scores, low, high))
+        print(f"{name:<16} {len(images):>6} {flagged / len(images):>8.1%} {np.median(scores):>13.1f}")
+    if args.picture:
+        examples = np.concatenate([sets["uniform noise"][:3], sets["blank"], sets["inverted digits"][:3], sets["letters"][::6]])
+        write_png(tile(examples.astype(np.float32) / 255, 16), args.picture, scale=2)
+
+
+if __name__ == "__main__":
+    main()
