@@ -1,6 +1,7 @@
 """Score held-out digits and four kinds of non-digits with a calibrated model; print the flag rates.
 
-    python scripts/outliers.py --model mnist-vae --digits ../shared/data/mnist/valid5k-images-idx3-ubyte.gz
+    cp -r models/mnist-vae /tmp/half && digitvae calibrate /tmp/half --data VALID_IDX --limit 2500
+    python scripts/outliers.py --model /tmp/half --digits VALID_IDX --offset 2500
 
 Non-digits: uniform noise, blank pages, inverted digits (white background), and the 52 Latin
 letters drawn with Pillow's built-in font at MNIST's size and placement (20x20 box, centred).
@@ -41,13 +42,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mnist-vae")
     parser.add_argument("--digits", required=True, help="held-out IDX images (not the calibration digits)")
+    parser.add_argument("--offset", type=int, default=0, help="skip this many digits (e.g. those used to calibrate)")
     parser.add_argument("--limit", type=int, default=5000)
     parser.add_argument("--picture", default=None, help="write a PNG of the non-digit examples here")
     args = parser.parse_args()
 
     vae = DigitVAE.load(args.model)
     low, high, k = interval(vae.manifest.metrics)
-    digits = read_mnist_images(args.digits)[: args.limit]
+    digits = read_mnist_images(args.digits)[args.offset : args.offset + args.limit]
     rng = np.random.default_rng(0)
     sets = {
         "held-out digits": digits,
