@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -172,19 +173,10 @@ class DigitVAE:
         The latent term is the exact KL to the prior; the reconstruction term averages
         `samples` draws from the posterior. Higher is more likely; -elbo is the training loss.
         """
-        samples = as_count(samples, "samples")
-        x = as_images(images)
-        y = self._labels(labels, len(x))
-        rng = np.random.default_rng(seed)
-        out = np.empty(len(x))
-        rows = max(1, CHUNK // samples)
-        for i in range(0, len(x), rows):
-            xb, yb = x[i : i + rows], _rows(y, i, rows)
-            mean, logvar = self._run_encoder(xb, yb)
-            eps = rng.standard_normal((len(xb), samples, self.latent_dim), dtype=np.float32)
-            log_px = self._log_px_given_z(xb, yb, mean, logvar, eps)
-            out[i : i + len(xb)] = log_px.mean(axis=1) - lk.kl_to_standard_normal(mean, logvar)
-        return out
+        out = []
+        for log_px, mean, logvar, _, _ in self._posterior_samples(images, labels, as_count(samples, "samples"), seed):
+            out.append(log_px.mean(axis=1) - lk.kl_to_standard_normal(mean, logvar))
+        return np.concatenate(out)
 
     def iw_nll(self, images: Any, k: int = 200, labels: Any = None, *, seed: int | None = 0) -> np.ndarray:
         """Return each digit's importance-weighted estimate of -log p(x) in nats, float64 [N].
@@ -192,46 +184,40 @@ class DigitVAE:
         Burda et al. (2015) with k posterior samples; it tightens towards the true negative
         log-likelihood as k grows, and k=1 is a one-sample -ELBO.
         """
-        k = as_count(k, "k")
+        out = []
+        for log_px, _, logvar, eps, z in self._posterior_samples(images, labels, as_count(k, "k"), seed):
+            log_w = log_px + lk.standard_normal_log_prob(z) - lk.gaussian_log_prob_of_noise(eps, logvar[:, None, :])
+            out.append(-lk.log_mean_exp(log_w, axis=1))
+        return np.concatenate(out)
+
+    def _posterior_samples(
+        self, images: Any, labels: Any, samples: int, seed: int | None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield (log p(x|z) [m, s], mean, logvar, eps, z [m, s, D]) batch by batch for s posterior samples.
+
+        The noise is drawn digit by digit in order, so the values do not depend on the batching.
+        """
         x = as_images(images)
         y = self._labels(labels, len(x))
         rng = np.random.default_rng(seed)
-        out = np.empty(len(x))
-        rows = max(1, CHUNK // k)
+        rows = max(1, CHUNK // samples)
         for i in range(0, len(x), rows):
             xb, yb = x[i : i + rows], _rows(y, i, rows)
             mean, logvar = self._run_encoder(xb, yb)
-            eps = rng.standard_normal((len(xb), k, self.latent_dim), dtype=np.float32)
+            eps = rng.standard_normal((len(xb), samples, self.latent_dim), dtype=np.float32)
             z = mean[:, None, :] + np.exp(0.5 * logvar)[:, None, :] * eps
-            log_w = (
-                self._log_px_given_z(xb, yb, mean, logvar, eps, z)
-                + lk.standard_normal_log_prob(z)
-                - lk.gaussian_log_prob_of_noise(eps, logvar[:, None, :])
-            )
-            out[i : i + len(xb)] = -lk.log_mean_exp(log_w, axis=1)
-        return out
+            yield self._log_px_given_z(xb, yb, z), mean, logvar, eps, z
 
-    def _log_px_given_z(
-        self,
-        x: np.ndarray,
-        labels: np.ndarray | None,
-        mean: np.ndarray,
-        logvar: np.ndarray,
-        eps: np.ndarray,
-        z: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Return log p(x | z) [m, s] for codes z = mean + sigma*eps of shape [m, s, D]."""
-        m, s, d = eps.shape
-        if z is None:
-            z = mean[:, None, :] + np.exp(0.5 * logvar)[:, None, :] * eps
+    def _log_px_given_z(self, x: np.ndarray, labels: np.ndarray | None, z: np.ndarray) -> np.ndarray:
+        """Return log p(x | z) [m, s] for codes z of shape [m, s, D]."""
+        m, s, d = z.shape
         flat_y = None if labels is None else np.repeat(labels, s)
         logits = np.empty((m * s, x[0].size), dtype=np.float32)
         flat_z = np.ascontiguousarray(z.reshape(m * s, d), dtype=np.float32)
         for j in range(0, m * s, CHUNK):
             part = self._run_decoder("logits", flat_z[j : j + CHUNK], _rows(flat_y, j))
             logits[j : j + len(part)] = part.reshape(len(part), -1)
-        pixels = x.reshape(m, 1, -1)
-        return lk.bernoulli_log_prob(logits.reshape(m, s, -1), pixels)
+        return lk.bernoulli_log_prob(logits.reshape(m, s, -1), x.reshape(m, 1, -1))
 
     def _labels(self, labels: Any, n: int) -> np.ndarray | None:
         """Validate labels for this model: required by a conditional one, refused by the others."""
