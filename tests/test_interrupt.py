@@ -38,9 +38,11 @@ def test_sigint_keeps_the_last_checkpoint_and_resume_finishes(tmp_path: Path) ->
     env["PYTHONUNBUFFERED"] = "1"
     # One torch thread: on a busy machine spinning thread pools slow each epoch tenfold.
     env["OMP_NUM_THREADS"] = "1"
+    # stderr goes to a file: a pipe nobody reads until the end could fill up and block the child.
+    stderr_file = (tmp_path / "stderr.txt").open("w+")
     proc = subprocess.Popen(
         [*_command(), "train", "--preset", "geron", *data, "--epochs", "1000", "-o", str(run)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=stderr_file, text=True, env=env, cwd=tmp_path,
     )
     lines: list[str] = []
     enough = threading.Event()
@@ -61,14 +63,15 @@ def test_sigint_keeps_the_last_checkpoint_and_resume_finishes(tmp_path: Path) ->
         # last.pt of each printed epoch is complete: the line is printed after the checkpoint is written.
         assert (run / "last.pt").is_file()
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=30)
+        code = proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     reader.join(timeout=5)
-    assert proc.stderr is not None
-    stderr = proc.stderr.read()
+    stderr_file.seek(0)
+    stderr = stderr_file.read()
+    stderr_file.close()
 
     assert code == 130, f"exit {code}\n{stderr}"
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
