@@ -43,6 +43,9 @@ def test_sigint_keeps_the_last_checkpoint_and_resume_finishes(tmp_path: Path) ->
     proc = subprocess.Popen(
         [*_command(), "train", "--preset", "geron", *data, "--epochs", "1000", "-o", str(run)],
         stdout=subprocess.PIPE, stderr=stderr_file, text=True, env=env, cwd=tmp_path,
+        # A test run started in the background (`cmd &` in a script) ignores SIGINT, and children
+        # inherit that; the user's terminal delivers it, so give the child the default disposition.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: list[str] = []
     enough = threading.Event()
@@ -63,7 +66,11 @@ def test_sigint_keeps_the_last_checkpoint_and_resume_finishes(tmp_path: Path) ->
         # last.pt of each printed epoch is complete: the line is printed after the checkpoint is written.
         assert (run / "last.pt").is_file()
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=60)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            stderr_file.seek(0)
+            pytest.fail(f"training ignored SIGINT for 60 s; stdout ends {lines[-3:]}, stderr: {stderr_file.read()[-2000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
