@@ -229,7 +229,8 @@ def info(model: str, provider: str | None, strict: bool, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--preset", default="iwae-aug", show_default=True, help="Named model and training configuration.")
+@click.option("--preset", default="iwae-aug", show_default=True,
+              help="Named model and training configuration: iwae-aug, geron, cvae, vae-2d (see README).")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of IDX files (default: where `digitvae data download` puts them).")
 @click.option("--train", "train_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
