@@ -58,7 +58,7 @@ class BenchConfig:
     reconstruct_batch: int = 1024
     gemm_size: int = 2048
     #: Seconds each contender spends on each throughput task in each repeat.
-    slot_s: float = 0.05
+    slot_s: float = 0.3
     cold_runs: int = 7
     torch: bool = True
 
