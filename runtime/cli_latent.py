@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 import numpy as np
 
 from .cli_common import load_model, model_option, provider_option, read_labelled, read_one_digit, scale_option, strict_option
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .model import DigitVAE
 
 output_option = click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
                              help="OUT.png (picture) or OUT.npy (float32 digits).")
@@ -23,8 +28,8 @@ def _write(images: np.ndarray, output: str, cols: int, scale: int) -> None:
         write_npy(images, output)
 
 
-def _labels(vae: object, digit: int | None, n: int) -> np.ndarray | None:
-    if getattr(vae, "num_classes", 0) and digit is None:
+def _labels(vae: DigitVAE, digit: int | None, n: int) -> np.ndarray | None:
+    if vae.num_classes and digit is None:
         raise InputError("this model is conditional: choose the class to draw with --digit")
     return None if digit is None else np.full(n, digit)
 

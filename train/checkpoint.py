@@ -63,20 +63,26 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
         torch.save(checkpoint.to_state(), fh)
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
-    """Read and validate a checkpoint written by save_checkpoint."""
-    path = Path(path)
+def read_state(path: Path, fmt: str, version: int, kind: str) -> dict[str, Any]:
+    """Load a torch-saved dict safely and check its format and version; `kind` names it in errors."""
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: no such {kind} file")
     try:
         # weights_only: a checkpoint is data, never code to unpickle.
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or corrupt files
-        raise CheckpointError(f"{path}: not a readable digitvae checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a digitvae checkpoint")
-    if state.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {state.get('version')!r} is not supported (expected {VERSION})")
+        raise CheckpointError(f"{path}: not a readable digitvae {kind} ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise CheckpointError(f"{path}: not a digitvae {kind}")
+    if state.get("version") != version:
+        raise CheckpointError(f"{path}: {kind} version {state.get('version')!r} is not supported (expected {version})")
+    return state
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read and validate a checkpoint written by save_checkpoint."""
+    path = Path(path)
+    state = read_state(path, FORMAT, VERSION, "checkpoint")
     try:
         return Checkpoint(
             model_config=from_dict(VAEConfig, state["model_config"]),

@@ -18,6 +18,7 @@ from digitvae.runtime.atomic import atomic_write
 from digitvae.runtime.errors import CheckpointError, InputError
 from digitvae.runtime.inputs import as_images
 
+from .checkpoint import read_state
 from .config import from_dict, to_dict, with_overrides
 from .quality import NUM_CLASSES, features
 
@@ -191,17 +192,7 @@ def save_classifier(checkpoint: ClassifierCheckpoint, path: Path) -> None:
 def load_classifier(path: Path) -> ClassifierCheckpoint:
     """Read and validate a checkpoint written by save_classifier."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such classifier checkpoint")
-    try:
-        # weights_only: a checkpoint is data, never code to unpickle.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign or corrupt files
-        raise CheckpointError(f"{path}: not a readable classifier checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a digitvae classifier checkpoint")
-    if state.get("version") != VERSION:
-        raise CheckpointError(f"{path}: classifier checkpoint version {state.get('version')!r} is not supported")
+    state = read_state(path, FORMAT, VERSION, "classifier checkpoint")
     try:
         model = DigitClassifier(from_dict(ClassifierConfig, state["config"]))
         try:
