@@ -22,6 +22,7 @@ from .errors import (
 )
 from .manifest import Manifest, list_shipped_models
 from .model import DigitVAE
+from .detector import OutlierDetector
 
 __all__ = [
     "CheckpointError",
@@ -36,6 +37,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelError",
     "ModelNotFoundError",
+    "OutlierDetector",
     "OutputError",
     "ProviderError",
     "__version__",

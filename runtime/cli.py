@@ -215,9 +215,18 @@ def info(model: str, provider: str | None, strict: bool, as_json: bool) -> None:
                 f"likelihood   {variant}: -ELBO {figures['neg_elbo']:.2f}, IW-NLL {figures['iw_nll']:.2f} nats/digit "
                 f"(k={figures['k']}, {figures.get('digits', '?')} digits of {', '.join(figures.get('data', []))})"
             )
-    score = metrics.get("score")
-    if isinstance(score, dict) and {"low", "high", "k"} <= score.keys():
-        lines.append(f"score range  IW-NLL (k={score['k']}) in [{score['low']:.1f}, {score['high']:.1f}] nats")
+    if isinstance(metrics.get("score"), dict):
+        from .scoring import Calibration
+
+        try:
+            calibration = Calibration.from_metrics(metrics)
+        except DigitVAEError as exc:
+            lines.append(f"score range  unusable: {exc}")
+        else:
+            for check, (low, high) in calibration.ranges.items():
+                lines.append(f"score range  {check} (k={calibration.k}) in [{low:.1f}, {high:.1f}] nats")
+            if calibration.reference is not None:
+                lines.append(f"score ref    {calibration.reference['model']}")
     if m.training.get("command"):
         lines.append(f"trained with {m.training['command']}")
     lines += [

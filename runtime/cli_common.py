@@ -27,12 +27,16 @@ scale_option = click.option("--scale", type=click.IntRange(1, 16), default=1, sh
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
+def provider_list(provider: str | None) -> list[str] | None:
+    """Split a --provider value ("cuda,cpu") into provider names; None for the default."""
+    return [p for p in provider.split(",") if p.strip()] if provider else None
+
+
 def load_model(model: str, provider: str | None, strict: bool, variant: str = "fp32", threads: int | None = None) -> Any:
     """Load a DigitVAE for a command."""
     from .model import DigitVAE
 
-    providers = [p for p in provider.split(",") if p.strip()] if provider else None
-    return DigitVAE.load(model, providers=providers, strict=strict, variant=variant, threads=threads)
+    return DigitVAE.load(model, providers=provider_list(provider), strict=strict, variant=variant, threads=threads)
 
 
 def read_labelled(paths: Sequence[str], limit: int | None, labels_file: str | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -10,7 +10,9 @@ from typing import Any
 import click
 import numpy as np
 
-from .cli_common import json_option, load_model, model_option, provider_option, read_labelled, strict_option, variant_option
+from .cli_common import (
+    json_option, load_model, model_option, provider_list, provider_option, read_labelled, strict_option, variant_option,
+)
 from .errors import InputError
 
 _PIXELS = 784
@@ -77,54 +79,79 @@ def evaluate(data_paths: tuple[str, ...], labels_file: str | None, k: int, limit
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @labels_option
 @click.option("--range", "score_range", type=(float, float), default=None, metavar="LOW HIGH",
-              help="Typical score range (default: the model's calibration on validation digits).")
+              help="Typical IW-NLL range (default: the model's calibration on validation digits).")
 @_scoring_options
 def score(inputs: tuple[str, ...], labels_file: str | None, score_range: tuple[float, float] | None, limit: int | None,
           seed: int, model: str, provider: str | None, strict: bool, variant: str, as_json: bool) -> None:
-    """Score digits by IW-NLL (nats) and flag those outside the typical range of real digits."""
-    from .scoring import flags, interval
+    """Score digits by IW-NLL (nats) and flag those outside the typical ranges of real digits."""
+    from .detector import OutlierDetector
 
-    vae = load_model(model, provider, strict, variant)
-    low, high, k = interval(vae.manifest.metrics, score_range)
+    detector = OutlierDetector.load(model, provider_list(provider), strict, variant=variant, nll_range=score_range)
+    vae, calibration = detector.vae, detector.calibration
     digits, labels = read_labelled(inputs, limit, labels_file)
-    scores = vae.iw_nll(digits, k, _labels_for(vae, labels), seed=seed)
-    marks = flags(scores, low, high)
+    scores = detector.scores(digits, _labels_for(vae, labels), seed=seed)
+    marks = detector.flags(scores)
     outliers = sum(bool(m) for m in marks)
+    ranges = {name: {"low": low, "high": high} for name, (low, high) in calibration.ranges.items()}
+    reference = None if detector.reference is None else calibration.reference["model"]  # type: ignore[index]
     if as_json:
         click.echo(json.dumps({
-            "model": vae.name, "k": k, "low": low, "high": high, "outliers": outliers,
-            "scores": [{"index": i, "score": float(s), "flag": m} for i, (s, m) in enumerate(zip(scores, marks))],
+            "model": vae.name, "k": calibration.k, "checks": ranges, "reference": reference, "outliers": outliers,
+            "scores": [
+                {"index": i, "score": float(scores["nll"][i]), "flag": mark,
+                 "checks": {name: float(values[i]) for name, values in scores.items()}}
+                for i, mark in enumerate(marks)
+            ],
         }, indent=2))
         return
-    click.echo(f"# IW-NLL (k={k}) in nats; typical range [{low:.1f}, {high:.1f}]")
-    for i, (s, m) in enumerate(zip(scores, marks)):
+    bounds = ", ".join(f"{name} [{r['low']:.1f}, {r['high']:.1f}]" for name, r in ranges.items())
+    click.echo(f"# IW-NLL (k={calibration.k}) in nats; typical ranges: {bounds}" + (f"; reference {reference}" if reference else ""))
+    for i, (s, m) in enumerate(zip(scores["nll"], marks)):
         click.echo(f"{i:6d} {s:9.2f}" + (f"  outlier ({m})" if m else ""))
-    click.echo(f"# {outliers} of {len(scores)} outside the typical range")
+    click.echo(f"# {outliers} of {len(marks)} outside the typical ranges")
 
 
 @click.command()
 @click.argument("model_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @data_option
 @labels_option
+@click.option("--reference", default=None, metavar="NAME|DIR",
+              help="A second model, trained differently, for the likelihood-ratio check (e.g. mnist-vae-geron).")
+@click.option("--false-alarm", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.01,
+              show_default=True, help="Fraction of the validation digits the checks may flag together.")
 @click.option("--k", type=click.IntRange(1, 100_000), default=None, help="Importance samples per digit for scores (default 50).")
 @limit_option
 @seed_option
-def calibrate(model_dir: Path, data_paths: tuple[str, ...], labels_file: str | None, k: int | None,
-              limit: int | None, seed: int) -> None:
-    """Store a model's typical score range and latent principal plane, from validation digits."""
+def calibrate(model_dir: Path, data_paths: tuple[str, ...], labels_file: str | None, reference: str | None,
+              false_alarm: float, k: int | None, limit: int | None, seed: int) -> None:
+    """Store a model's typical score ranges and latent principal plane, from validation digits."""
+    from .detector import reference_entry, score_images
     from .latent import principal_plane
     from .scoring import DEFAULT_K
     from .scoring import calibrate as calibrate_scores
 
     k = k or DEFAULT_K
     vae = load_model(str(model_dir), None, False)
+    ref_vae, ref_entry = None, None
+    if reference is not None:
+        ref_entry = reference_entry(reference)
+        if ref_entry["sha256"] == {role: f.sha256 for role, f in vae.manifest.files("fp32").items()}:
+            raise InputError(f"--reference {reference} is the model itself; the ratio check needs a model trained differently")
+        ref_vae = load_model(reference, None, False)
     digits, labels = read_labelled(data_paths, limit, labels_file)
     labels = _labels_for(vae, labels)
+    if ref_vae is not None:
+        _labels_for(ref_vae, labels)
     names = ", ".join(Path(p).name for p in data_paths)
-    s = calibrate_scores(vae.iw_nll(digits, k, labels, seed=seed), k, names)
+    scores = score_images(vae, ref_vae, digits, labels, k, seed)
+    s = calibrate_scores(scores, k, names, false_alarm, ref_entry)
     plane = principal_plane(vae.encode(digits, labels)[0]) | {"data": names}
     _update_metrics(model_dir, {"score": s, "latent_plane": plane})
-    click.echo(f"calibrated {vae.name} on {len(digits)} digits: typical IW-NLL (k={k}) in [{s['low']:.1f}, {s['high']:.1f}] nats")
+    nll = s["checks"]["nll"]
+    click.echo(
+        f"calibrated {vae.name} on {len(digits)} digits: typical IW-NLL (k={k}) in [{nll['low']:.1f}, {nll['high']:.1f}] nats; "
+        f"checks {', '.join(s['checks'])} flag {s['flagged']:.1%} of them"
+    )
 
 
 def _update_metrics(model_dir: Path, entries: dict[str, Any], merge: str | None = None) -> None:

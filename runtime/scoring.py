@@ -1,58 +1,170 @@
-"""Likelihood as an anomaly score: a typical-set interval calibrated on real digits.
+"""Outlier checks on likelihood scores, each with a typical range calibrated on real digits.
 
-A score is a digit's IW-NLL in nats. Unusually *low* scores are as suspicious as high ones:
-a blank page is more likely under a pixel model than any real digit, so a one-sided
-threshold would pass it. Following the typicality test of Nalisnick et al. (2019), an image is
-flagged when its score falls outside the [low, high] quantiles of validation-digit scores.
+Every check gives each image a number in nats; calibration stores, per check, the central
+range that validation digits fall into, and an image outside any range is an outlier.
+
+- ``nll``: the image's IW-NLL. Unusually *low* scores are as suspicious as high ones: a blank
+  page is more likely under a pixel model than any real digit, so a one-sided threshold would
+  pass it (the typicality test of Nalisnick et al., 2019).
+- ``complexity``: IW-NLL minus the image's zlib code length. A likelihood largely measures how
+  simple an image is; subtracting a generic compressor's length leaves how much better the
+  model explains the image than a model of nothing in particular (Serrà et al., 2020).
+- ``ratio``: IW-NLL minus the IW-NLL under a reference model trained differently, when the
+  calibration names one. Both models explain strokes and background alike, so those cancel;
+  what is left is whatever only one of them learnt (the likelihood ratio of Ren et al., 2019).
+
+All ranges share one quantile level, chosen so that together they flag `false_alarm` (1% by
+default) of the calibration digits.
 """
 
 from __future__ import annotations
 
+import math
+import zlib
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from .errors import InputError, ModelError
 
-#: Quantiles of validation scores that bound the typical range: 1% of real digits are flagged.
-QUANTILES = (0.005, 0.995)
+CHECKS = ("nll", "complexity", "ratio")
+FALSE_ALARM = 0.01
 DEFAULT_K = 50
+MIN_DIGITS = 100
+_LEVEL_STEPS = 60
 
 
-def calibrate(scores: np.ndarray, k: int, data: str, quantiles: tuple[float, float] = QUANTILES) -> dict[str, Any]:
-    """Return the score interval of a model from the scores of validation digits."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim != 1 or len(scores) < 100:
-        raise InputError(f"calibration needs at least 100 validation digits, got {scores.size}")
-    low, high = np.quantile(scores, quantiles)
-    return {
+def code_length(images: np.ndarray) -> np.ndarray:
+    """Return each image's zlib code length in nats, float64 [N], from its 8-bit pixels (images in [0, 1])."""
+    images = np.asarray(images)
+    pixels = np.rint(images.reshape(len(images), -1).astype(np.float32) * 255).astype(np.uint8)
+    return np.array([len(zlib.compress(row.tobytes(), 9)) for row in pixels], dtype=np.float64) * 8 * math.log(2)
+
+
+def check_scores(nll: np.ndarray, images: np.ndarray, reference_nll: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Return every check's score per image, from the IW-NLL under the model (and the reference)."""
+    nll = np.asarray(nll, dtype=np.float64)
+    scores = {"nll": nll, "complexity": nll - code_length(images)}
+    if reference_nll is not None:
+        scores["ratio"] = nll - np.asarray(reference_nll, dtype=np.float64)
+    return scores
+
+
+def _outside(scores: Mapping[str, np.ndarray], level: float) -> np.ndarray:
+    flagged = np.zeros(len(next(iter(scores.values()))), dtype=bool)
+    for values in scores.values():
+        low, high = np.quantile(values, (level, 1 - level))
+        flagged |= (values < low) | (values > high)
+    return flagged
+
+
+def calibrate(
+    scores: Mapping[str, np.ndarray],
+    k: int,
+    data: str,
+    false_alarm: float = FALSE_ALARM,
+    reference: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return the typical range of every check from the check scores of validation digits.
+
+    The common quantile level is the largest that flags at most `false_alarm` of these digits.
+    """
+    scores = {name: np.asarray(values, dtype=np.float64) for name, values in scores.items()}
+    if not scores or set(scores) - set(CHECKS):
+        raise InputError(f"checks must be among {', '.join(CHECKS)}, got {', '.join(scores) or 'none'}")
+    sizes = {values.size for values in scores.values()}
+    if len(sizes) != 1 or any(values.ndim != 1 for values in scores.values()):
+        raise InputError("every check needs one score per calibration digit")
+    if sizes.pop() < MIN_DIGITS:
+        raise InputError(f"calibration needs at least {MIN_DIGITS} validation digits, got {len(scores['nll'])}")
+    if not all(np.isfinite(values).all() for values in scores.values()):
+        raise InputError("calibration scores must be finite")
+    if not 0 < false_alarm < 0.5:
+        raise InputError(f"false_alarm must be between 0 and 0.5, got {false_alarm!r}")
+    # The flagged fraction only grows with the level, so bisection finds the largest that fits.
+    lo, hi = 0.0, false_alarm / 2
+    for _ in range(_LEVEL_STEPS):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _outside(scores, mid).mean() <= false_alarm else (lo, mid)
+    ranges = {}
+    for name in CHECKS:
+        if name in scores:
+            low, high = np.quantile(scores[name], (lo, 1 - lo))
+            ranges[name] = {"low": float(low), "high": float(high)}
+    result: dict[str, Any] = {
         "k": int(k),
-        "low": round(float(low), 3),
-        "high": round(float(high), 3),
-        "quantiles": list(quantiles),
-        "digits": int(len(scores)),
+        "checks": ranges,
+        "quantiles": [lo, 1 - lo],
+        "false_alarm": false_alarm,
+        "flagged": round(float(_outside(scores, lo).mean()), 5),
+        "digits": int(len(scores["nll"])),
         "data": data,
     }
+    if reference is not None:
+        result["reference"] = dict(reference)
+    return result
 
 
-def interval(metrics: Mapping[str, Any], override: tuple[float, float] | None = None) -> tuple[float, float, int]:
-    """Return (low, high, k) from an explicit override or a model's calibration."""
-    stored = metrics.get("score")
-    if override is not None:
-        low, high = override
-        k = int(stored["k"]) if isinstance(stored, Mapping) and "k" in stored else DEFAULT_K
-    elif isinstance(stored, Mapping) and {"low", "high", "k"} <= stored.keys():
-        low, high, k = float(stored["low"]), float(stored["high"]), int(stored["k"])
-    else:
-        raise ModelError(
-            "this model has no calibrated score range; run `digitvae calibrate MODEL --data VALID_IDX` "
-            "or pass --range LOW HIGH"
-        )
-    if not low < high:
-        raise InputError(f"the score range must have low < high, got {low:g} and {high:g}")
-    return low, high, k
+@dataclass(frozen=True)
+class Calibration:
+    """The typical ranges of a model's checks and how its scores were made."""
 
+    k: int
+    ranges: Mapping[str, tuple[float, float]]
+    #: {"model": name or folder, "sha256": {"encoder": ..., "decoder": ...}} for the ratio check.
+    reference: Mapping[str, Any] | None = None
 
-def flags(scores: np.ndarray, low: float, high: float) -> list[str]:
-    """Return "low", "high" or "" for each score against a typical range."""
-    return ["low" if s < low else "high" if s > high else "" for s in np.asarray(scores, dtype=np.float64)]
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, Any], nll_range: tuple[float, float] | None = None) -> Calibration:
+        """Read a model's calibration (metrics.score); `nll_range` replaces its IW-NLL range."""
+        stored = metrics.get("score")
+        if not isinstance(stored, Mapping):
+            if nll_range is None:
+                raise ModelError(
+                    "this model has no calibrated score range; run `digitvae calibrate MODEL --data VALID_IDX` "
+                    "or pass --range LOW HIGH"
+                )
+            stored = {}
+        try:
+            k = int(stored.get("k", DEFAULT_K))
+            if "checks" in stored:
+                ranges = {name: (float(r["low"]), float(r["high"])) for name, r in stored["checks"].items()}
+            elif {"low", "high"} <= stored.keys():  # written before the other checks existed
+                ranges = {"nll": (float(stored["low"]), float(stored["high"]))}
+            else:
+                ranges = {}
+            reference = stored.get("reference")
+            if reference is not None and not (isinstance(reference, Mapping) and isinstance(reference.get("model"), str)):
+                raise TypeError("reference must name a model")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelError(f"model.json metrics.score is malformed ({exc}); run `digitvae calibrate` again") from None
+        if set(ranges) - set(CHECKS) or k < 1:
+            raise ModelError(f"model.json metrics.score has unknown checks or k; known checks: {', '.join(CHECKS)}")
+        if ("ratio" in ranges) != (reference is not None):
+            raise ModelError("model.json metrics.score: the ratio check and its reference model come together")
+        if nll_range is not None:
+            ranges = {**ranges, "nll": (float(nll_range[0]), float(nll_range[1]))}
+        if "nll" not in ranges:
+            raise ModelError("model.json metrics.score has no IW-NLL range; run `digitvae calibrate` again")
+        for name, (low, high) in ranges.items():
+            if not low < high:
+                raise InputError(f"the {name} range must have low < high, got {low:g} and {high:g}")
+        return cls(k, ranges, reference)
+
+    def flags(self, scores: Mapping[str, np.ndarray]) -> list[str]:
+        """Return, per image, "" or the checks it fails, as in "ratio low" or "nll high, complexity high"."""
+        n = len(scores["nll"])
+        marks: list[list[str]] = [[] for _ in range(n)]
+        for name in CHECKS:
+            if name not in self.ranges:
+                continue
+            if name not in scores:
+                raise InputError(f"scores lack the calibrated {name!r} check")
+            low, high = self.ranges[name]
+            for i, value in enumerate(np.asarray(scores[name], dtype=np.float64)):
+                if value < low:
+                    marks[i].append(f"{name} low")
+                elif value > high:
+                    marks[i].append(f"{name} high")
+        return [", ".join(m) for m in marks]

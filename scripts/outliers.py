@@ -1,10 +1,12 @@
 """Score held-out digits and four kinds of non-digits with a calibrated model; print the flag rates.
 
-    cp -r models/mnist-vae /tmp/half && digitvae calibrate /tmp/half --data VALID_IDX --limit 2500
+    cp -r models/mnist-vae /tmp/half
+    digitvae calibrate /tmp/half --reference mnist-vae-geron --data VALID_IDX --limit 2500
     python scripts/outliers.py --model /tmp/half --digits VALID_IDX --offset 2500
 
 Non-digits: uniform noise, blank pages, inverted digits (white background), and the 52 Latin
-letters drawn with Pillow's built-in font at MNIST's size and placement (20x20 box, centred).
+letters drawn with Pillow's built-in font at MNIST's size and placement (20x20 box, centred),
+in three stroke weights: thin, regular and bold.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ import string
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from digitvae.runtime import DigitVAE
+from digitvae.runtime import OutlierDetector
 from digitvae.runtime.idx import read_mnist_images
 from digitvae.runtime.imageio import tile, write_png
-from digitvae.runtime.scoring import flags, interval
 
 
 def letters(chars: str = string.ascii_letters, stroke: int = 1) -> np.ndarray:
@@ -47,8 +48,7 @@ def main() -> None:
     parser.add_argument("--picture", default=None, help="write a PNG of the non-digit examples here")
     args = parser.parse_args()
 
-    vae = DigitVAE.load(args.model)
-    low, high, k = interval(vae.manifest.metrics)
+    detector = OutlierDetector.load(args.model)
     digits = read_mnist_images(args.digits)[args.offset : args.offset + args.limit]
     rng = np.random.default_rng(0)
     sets = {
@@ -56,17 +56,23 @@ def main() -> None:
         "uniform noise": rng.integers(0, 256, (100, 28, 28), dtype=np.uint8),
         "blank": np.zeros((1, 28, 28), np.uint8),
         "inverted digits": 255 - digits[:100],
-        "letters": letters(),
+        "letters, thin": letters(stroke=0),
+        "letters": letters(stroke=1),
+        "letters, bold": letters(stroke=2),
     }
-    print(f"model {vae.name}: typical IW-NLL (k={k}) in [{low:.1f}, {high:.1f}] nats")
-    print(f"{'set':<16} {'images':>6} {'flagged':>8} {'median score':>13}")
+    checks = detector.checks
+    ranges = ", ".join(f"{name} [{low:.1f}, {high:.1f}]" for name, (low, high) in detector.calibration.ranges.items())
+    print(f"{detector!r}: k={detector.calibration.k}, typical ranges {ranges}")
+    print(f"{'set':<16} {'images':>6} {'flagged':>8} " + " ".join(f"{'by ' + name:>14}" for name in checks))
     for name, images in sets.items():
-        scores = vae.iw_nll(images, k)
-        flagged = sum(bool(f) for f in flags(scores, low, high))
-        print(f"{name:<16} {len(images):>6} {flagged / len(images):>8.1%} {np.median(scores):>13.1f}")
+        scores = detector.scores(images)
+        marks = detector.flags(scores)
+        by_check = [np.mean([check in m for m in marks]) for check in checks]
+        flagged = np.mean([bool(m) for m in marks])
+        print(f"{name:<16} {len(images):>6} {flagged:>8.1%} " + " ".join(f"{f:>14.1%}" for f in by_check))
     if args.picture:
-        examples = np.concatenate([sets["uniform noise"][:3], sets["blank"], sets["inverted digits"][:3], sets["letters"][::6]])
-        write_png(tile(examples.astype(np.float32) / 255, 16), args.picture, scale=2)
+        examples = np.concatenate([sets["uniform noise"][:3], sets["blank"], sets["inverted digits"][:3], sets["letters, thin"][::12], sets["letters"][6::12], sets["letters, bold"][3::12]])
+        write_png(tile(examples.astype(np.float32) / 255, len(examples)), args.picture, scale=2)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""OutlierDetector: a model, its calibration and its reference model, scoring images as digits or not."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from . import providers as eps
+from .errors import ModelError
+from .inputs import as_images
+from .manifest import DEFAULT_MODEL, ROLES, read_manifest, resolve_model_dir, shipped_models_dir
+from .model import DigitVAE
+from .scoring import Calibration, check_scores
+
+logger = logging.getLogger(__name__)
+
+
+def reference_entry(model: str | os.PathLike[str]) -> dict[str, Any]:
+    """Describe a reference model for a calibration: its shipped name or absolute folder, and its fp32 hashes."""
+    model_dir = resolve_model_dir(model)
+    text = os.fspath(model)
+    shipped = model_dir.resolve() == (shipped_models_dir() / text).resolve()
+    files = read_manifest(model_dir).files("fp32")
+    return {"model": text if shipped else str(model_dir.resolve()), "sha256": {role: files[role].sha256 for role in ROLES}}
+
+
+def score_images(
+    vae: DigitVAE, reference: DigitVAE | None, images: Any, labels: Any, k: int, seed: int | None = 0
+) -> dict[str, np.ndarray]:
+    """Return every check's score per image (see digitvae.runtime.scoring)."""
+    x = as_images(images)
+    nll = vae.iw_nll(x, k, labels, seed=seed)
+    reference_nll = None
+    if reference is not None:
+        reference_nll = reference.iw_nll(x, k, labels if reference.num_classes else None, seed=seed)
+    return check_scores(nll, x, reference_nll)
+
+
+class OutlierDetector:
+    """Flag images that are not like the digits a model was calibrated on.
+
+    Create it with `OutlierDetector.load(...)`; `scores` and `flags` take numpy arrays.
+    """
+
+    def __init__(self, vae: DigitVAE, calibration: Calibration, reference: DigitVAE | None = None) -> None:
+        self.vae = vae
+        self.calibration = calibration
+        self.reference = reference
+
+    @classmethod
+    def load(
+        cls,
+        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        providers: eps.ProviderSpec | Sequence[eps.ProviderSpec] | None = None,
+        strict: bool = False,
+        *,
+        variant: str = "fp32",
+        threads: int | None = None,
+        nll_range: tuple[float, float] | None = None,
+    ) -> OutlierDetector:
+        """Load a calibrated model and, when its calibration names one, its reference model.
+
+        `nll_range` replaces the calibrated IW-NLL range, and is required for an uncalibrated model.
+        """
+        vae = DigitVAE.load(model, providers, strict, variant=variant, threads=threads)
+        calibration = Calibration.from_metrics(vae.manifest.metrics, nll_range)
+        reference = None
+        if calibration.reference is not None:
+            reference = _load_reference(vae.model_dir, calibration.reference, providers, strict, variant, threads)
+        return cls(vae, calibration, reference)
+
+    @property
+    def checks(self) -> list[str]:
+        """Return the names of the checks this detector applies."""
+        return list(self.calibration.ranges)
+
+    def scores(self, images: Any, labels: Any = None, *, seed: int | None = 0) -> dict[str, np.ndarray]:
+        """Return each calibrated check's score per image, float64 [N] in nats."""
+        scores = score_images(self.vae, self.reference, images, labels, self.calibration.k, seed)
+        return {name: scores[name] for name in self.checks}
+
+    def flags(self, scores: Mapping[str, np.ndarray]) -> list[str]:
+        """Return "" for each typical image and the failed checks (e.g. "ratio low") for each outlier."""
+        return self.calibration.flags(scores)
+
+    def __repr__(self) -> str:
+        ref = f", reference={self.reference.name!r}" if self.reference is not None else ""
+        return f"OutlierDetector(model={self.vae.name!r}, checks={self.checks}{ref})"
+
+
+def _load_reference(
+    model_dir: Path, entry: Mapping[str, Any], providers: Any, strict: bool, variant: str, threads: int | None
+) -> DigitVAE:
+    """Load the calibration's reference model, refusing one that changed since calibration."""
+    name = entry["model"]
+    try:
+        reference_dir = resolve_model_dir(name)
+    except ModelError as exc:
+        raise ModelError(f"{model_dir}: the score calibration's reference model is missing: {exc}") from None
+    found = reference_entry(name)["sha256"]
+    if found != entry.get("sha256"):
+        raise ModelError(
+            f"{model_dir}: the reference model {name!r} changed since calibration (its sha256 differs); "
+            f"run `digitvae calibrate {model_dir} --reference {name} --data VALID_IDX` again"
+        )
+    logger.info("reference model for the ratio check: %s", reference_dir)
+    return DigitVAE.load(reference_dir, providers, strict, variant=variant, threads=threads)
