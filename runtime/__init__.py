@@ -5,6 +5,8 @@
 >>> digits = vae.generate(16, seed=0)  # float32 [16, 28, 28] in [0, 1]
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from .errors import (
     CheckpointError,
@@ -22,7 +24,9 @@ from .errors import (
 )
 from .manifest import Manifest, list_shipped_models
 from .model import DigitVAE
-from .detector import OutlierDetector
+
+if TYPE_CHECKING:
+    from .detector import OutlierDetector
 
 __all__ = [
     "CheckpointError",
@@ -43,3 +47,12 @@ __all__ = [
     "__version__",
     "list_shipped_models",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Generating digits needs no outlier scoring: import it on first use to keep start-up short.
+    if name == "OutlierDetector":
+        from .detector import OutlierDetector
+
+        return OutlierDetector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -98,6 +98,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     finally:
         gc.enable()
     report["bound"] = _bound(vae, peaks, report["throughput"], config)
+    report["latency_bound"] = _latency_bound(vae, report["latency"], config)
     if config.cold_runs:
         report["cold_start"] = cold_start(config)
     return report
@@ -230,6 +231,44 @@ def _bound(vae: DigitVAE, peaks: list[float], throughput: dict[str, Any], config
     result.update(flops_per_digit=flops, digits_per_s=bound, task=task,
                   fraction={name: throughput[task][name] / bound for name in throughput[task]["ratio_to_onnxruntime"]})
     return result
+
+
+def gemv_seconds(parameters: int, calls: int = 200) -> float:
+    """Return the median time of a numpy float32 matrix-vector product over `parameters` weights.
+
+    At batch 1 a decoder reads each weight once and does two FLOPs with it, so streaming the
+    weights from wherever they live between calls bounds its latency, not arithmetic.
+    """
+    cols = 512
+    matrix = np.full((-(-parameters // cols), cols), 0.5, np.float32)
+    vector = np.ones(cols, np.float32)
+    for _ in range(max(1, calls // 10)):
+        matrix @ vector
+    times = np.empty(calls)
+    for i in range(calls):
+        start = time.perf_counter_ns()
+        matrix @ vector
+        times[i] = time.perf_counter_ns() - start
+    return float(np.median(times)) / 1e9
+
+
+def _latency_bound(vae: DigitVAE, latency: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
+    """Compare batch-1 p50 latency with the median time to stream the decoder's float32 weights once."""
+    cost = vae.manifest.metrics.get("cost")
+    decoder = cost.get("decoder") if isinstance(cost, dict) else None
+    parameters = decoder.get("parameters") if isinstance(decoder, dict) else None
+    if isinstance(parameters, bool) or not isinstance(parameters, int) or parameters <= 0:
+        return {"note": "model.json records no decoder parameter count (metrics.cost)"}
+    calls = max(20, config.latency_calls // 2)
+    gemv_us = min(gemv_seconds(parameters, calls) for _ in range(config.repeats)) * 1e6
+    names = [name for name in latency if isinstance(latency[name], dict)]
+    return {
+        "parameters": parameters,
+        "weights_mib": parameters * 4 / (1 << 20),
+        "gemv_us": gemv_us,
+        "gemv": f"numpy float32 matrix-vector product over {parameters:,} weights",
+        "fraction": {name: gemv_us / latency[name]["p50"] for name in names},
+    }
 
 
 def cold_start(config: BenchConfig) -> dict[str, Any]:

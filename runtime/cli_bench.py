@@ -98,6 +98,15 @@ def format_report(report: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"hardware bound: {bound['note']}")
+    stream = report.get("latency_bound", {})
+    if "gemv_us" in stream:
+        lines.append(
+            f"batch-1 bound: streaming the decoder's {stream['weights_mib']:.1f} MiB of float32 weights once "
+            f"({stream['gemv']}) takes {stream['gemv_us']:.1f} us; batch-1 generate p50 is "
+            + ", ".join(f"{name} {1 / f:.2f}x" for name, f in stream["fraction"].items()) + " of it"
+        )
+    elif stream:
+        lines.append(f"batch-1 bound: {stream['note']}")
     cold = report.get("cold_start")
     if cold:
         ours, base = cold["digitvae"], cold["onnxruntime"]

@@ -42,7 +42,7 @@ def costed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("bench") / "mnist-vae"
     shutil.copytree(shipped_models_dir() / "mnist-vae", folder)
     manifest = json.loads((folder / "model.json").read_text())
-    manifest["metrics"]["cost"] = {"decoder": {"flops_per_digit": 1_304_000}}
+    manifest["metrics"]["cost"] = {"decoder": {"flops_per_digit": 1_304_000, "parameters": 659_784}}
     (folder / "model.json").write_text(json.dumps(manifest))
     return folder
 
@@ -67,6 +67,11 @@ def test_report_has_every_figure_positive_and_finite(costed_model: Path) -> None
     assert bound["flops_per_digit"] == 1_304_000 and bound["task"] == "decode_256"
     assert _positive(bound["gemm_flops_per_s"]) and bound["digits_per_s"] == pytest.approx(bound["gemm_flops_per_s"] / 1_304_000)
     assert _positive(bound["fraction"]["digitvae"])
+    stream = report["latency_bound"]
+    assert stream["parameters"] == 659_784
+    assert _positive(stream["gemv_us"]) and stream["weights_mib"] == pytest.approx(stream["parameters"] * 4 / 2**20)
+    for name in ("digitvae", "onnxruntime"):
+        assert stream["fraction"][name] == pytest.approx(stream["gemv_us"] / latency[name]["p50"])
     assert "torch" not in latency and "cold_start" not in report
 
 
@@ -81,6 +86,7 @@ def test_a_model_without_a_usable_cost_gets_a_note_not_a_bound(costed_model: Pat
     report = run_bench(config)
     assert "flops_per_digit" not in report["bound"] and "metrics.cost" in report["bound"]["note"]
     assert _positive(report["bound"]["gemm_flops_per_s"])
+    assert "gemv_us" not in report["latency_bound"] and "metrics.cost" in report["latency_bound"]["note"]
 
 
 @needs_torch
@@ -119,7 +125,7 @@ def test_cli_bench_quick_json_and_text() -> None:
     report = json.loads(ok(invoke(*args, "--json")).stdout)
     assert report["threads"] == 1 and report["repeats"] == QUICK["repeats"]
     text = ok(invoke(*args)).stdout
-    for fragment in ("batch-1 generate latency", "throughput, digits/s", "decode batch 256", "hardware bound"):
+    for fragment in ("batch-1 generate latency", "throughput, digits/s", "decode batch 256", "hardware bound", "batch-1 bound: streaming"):
         assert fragment in text
     assert_clean_failure(invoke("bench", "--quick", "--variant", "int4"), "no variant 'int4'")
 
@@ -170,7 +176,8 @@ def test_generate_command_loads_neither_pillow_nor_other_commands(tmp_path: Path
         cli(["generate", "-n", "2", "-o", "x.png"], standalone_mode=False)
         heavy = [m for m in sys.modules if m.split(".")[0] in ("PIL", "torch", "onnx", "shlex")
                  or m.startswith(("digitvae.train", "digitvae.export", "digitvae.runtime.cli_eval",
-                                  "digitvae.runtime.cli_latent", "digitvae.runtime.cli_bench", "digitvae.runtime.bench"))]
+                                  "digitvae.runtime.cli_latent", "digitvae.runtime.cli_bench", "digitvae.runtime.bench",
+                                  "digitvae.runtime.detector", "digitvae.runtime.scoring"))]
         print("heavy:", sorted(heavy))
         """
     )
@@ -179,6 +186,15 @@ def test_generate_command_loads_neither_pillow_nor_other_commands(tmp_path: Path
     assert result.stdout.strip().splitlines()[-1] == "heavy: []"
     with Image.open(tmp_path / "x.png") as image:
         assert image.size == (58, 28)
+
+
+def test_the_outlier_detector_is_imported_on_first_use() -> None:
+    import digitvae.runtime as runtime
+    from digitvae.runtime.detector import OutlierDetector
+
+    assert runtime.OutlierDetector is OutlierDetector and "OutlierDetector" in runtime.__all__
+    with pytest.raises(AttributeError, match="no attribute 'Detector'"):
+        runtime.Detector  # noqa: B018
 
 
 def test_torch_note_when_it_cannot_be_rebuilt(costed_model: Path, tmp_path: Path) -> None:
