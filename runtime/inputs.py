@@ -29,6 +29,15 @@ def _as_array(value: Any, what: str) -> np.ndarray:
     return array
 
 
+def _float32(array: np.ndarray) -> np.ndarray:
+    """Return a contiguous float32 copy or view; values beyond float32's range become inf."""
+    if array.dtype == np.float32:
+        # Nothing can overflow, and errstate costs more than a one-digit batch's other checks.
+        return np.ascontiguousarray(array)
+    with np.errstate(over="ignore"):
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+
 def as_images(images: Any) -> np.ndarray:
     """Return a batch of digits as a contiguous float32 [N,1,28,28] array in [0,1].
 
@@ -54,8 +63,7 @@ def as_images(images: Any) -> np.ndarray:
         return out
     if not np.issubdtype(array.dtype, np.floating):
         raise InputError(f"images must be uint8 (0-255) or float (0-1), got dtype {array.dtype}")
-    with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused below
-        out = np.ascontiguousarray(array.reshape(n, 1, IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
+    out = _float32(array.reshape(n, 1, IMAGE_SIDE, IMAGE_SIDE))
     if not np.isfinite(out).all():
         bad = int(np.count_nonzero(~np.isfinite(out)))
         raise InputError(
@@ -81,8 +89,7 @@ def as_latents(z: Any, latent_dim: int) -> np.ndarray:
     # dtype kinds, not issubdtype: numpy files timedelta64 under np.integer.
     if array.dtype.kind not in "fiu":
         raise InputError(f"z must be a float array, got dtype {array.dtype}")
-    with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused below
-        out = np.ascontiguousarray(array, dtype=np.float32)
+    out = _float32(array)
     if not np.isfinite(out).all():
         bad = int(np.count_nonzero(~np.isfinite(out)))
         raise InputError(f"z contains {bad} NaN or infinite value(s) (after conversion to float32)")
