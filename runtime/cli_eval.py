@@ -138,10 +138,10 @@ def calibrate(model_dir: Path, data_paths: tuple[str, ...], labels_file: str | N
         if ref_entry["sha256"] == {role: f.sha256 for role, f in vae.manifest.files("fp32").items()}:
             raise InputError(f"--reference {reference} is the model itself; the ratio check needs a model trained differently")
         ref_vae = load_model(reference, None, False)
+        if ref_vae.num_classes:
+            raise InputError(f"--reference {reference} is conditional; the ratio check needs a reference that scores images alone")
     digits, labels = read_labelled(data_paths, limit, labels_file)
     labels = _labels_for(vae, labels)
-    if ref_vae is not None:
-        _labels_for(ref_vae, labels)
     names = ", ".join(Path(p).name for p in data_paths)
     scores = score_images(vae, ref_vae, digits, labels, k, seed)
     s = calibrate_scores(scores, k, names, false_alarm, ref_entry)

@@ -36,7 +36,7 @@ def score_images(
     nll = vae.iw_nll(x, k, labels, seed=seed)
     reference_nll = None
     if reference is not None:
-        reference_nll = reference.iw_nll(x, k, labels if reference.num_classes else None, seed=seed)
+        reference_nll = reference.iw_nll(x, k, seed=seed)
     return check_scores(nll, x, reference_nll)
 
 
@@ -108,4 +108,7 @@ def _load_reference(
             f"run `digitvae calibrate {model_dir} --reference {name} --data VALID_IDX` again"
         )
     logger.info("reference model for the ratio check: %s", reference_dir)
-    return DigitVAE.load(reference_dir, providers, strict, variant=variant, threads=threads)
+    reference = DigitVAE.load(reference_dir, providers, strict, variant=variant, threads=threads)
+    if reference.num_classes:
+        raise ModelError(f"{model_dir}: the score calibration's reference model {name!r} is conditional; it cannot score images alone")
+    return reference

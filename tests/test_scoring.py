@@ -201,10 +201,21 @@ def test_a_changed_or_missing_reference_is_refused(with_reference: tuple[Path, P
     assert_clean_failure(invoke("score", VALID_IMAGES, "--model", model), "reference model is missing")
 
 
+def test_a_hand_edited_conditional_reference_is_refused(with_reference: tuple[Path, Path]) -> None:
+    model, _ = with_reference
+    manifest = json.loads((model / "model.json").read_text())
+    cvae = DigitVAE.load("mnist-cvae").manifest.files("fp32")
+    manifest["metrics"]["score"]["reference"] = {"model": "mnist-cvae", "sha256": {r: f.sha256 for r, f in cvae.items()}}
+    (model / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="conditional"):
+        OutlierDetector.load(model)
+
+
 def test_calibrate_refuses_the_model_as_its_own_reference(tmp_path: Path) -> None:
     model = copy_shipped_model(tmp_path / "m")
     before = (model / "model.json").read_bytes()
     assert_clean_failure(invoke("calibrate", model, "--reference", "mnist-vae", "--data", VALID_IMAGES, "--k", 2), "model itself")
+    assert_clean_failure(invoke("calibrate", model, "--reference", "mnist-cvae", "--data", VALID_IMAGES, "--k", 2), "conditional")
     assert (model / "model.json").read_bytes() == before
 
 
