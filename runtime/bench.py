@@ -219,11 +219,9 @@ def gemm_peak(size: int) -> float:
 def _bound(vae: DigitVAE, peaks: list[float], throughput: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
     """Compare decode throughput at the largest batch with the decoder's FLOPs at the GEMM peak."""
     peak = max(peaks)
-    cost = vae.manifest.metrics.get("cost")
-    decoder = cost.get("decoder") if isinstance(cost, dict) else None
-    flops = decoder.get("flops_per_digit") if isinstance(decoder, dict) else None
+    flops = _decoder_cost(vae, "flops_per_digit")
     result: dict[str, Any] = {"gemm_flops_per_s": peak, "gemm": f"numpy float32 {config.gemm_size}x{config.gemm_size}"}
-    if isinstance(flops, bool) or not isinstance(flops, (int, float)) or not flops > 0:
+    if flops is None:
         result["note"] = "model.json records no decoder FLOPs (metrics.cost); re-export or run `digitvae variants`"
         return result
     task = f"decode_{max(config.batches)}"
@@ -231,6 +229,16 @@ def _bound(vae: DigitVAE, peaks: list[float], throughput: dict[str, Any], config
     result.update(flops_per_digit=flops, digits_per_s=bound, task=task,
                   fraction={name: throughput[task][name] / bound for name in throughput[task]["ratio_to_onnxruntime"]})
     return result
+
+
+def _decoder_cost(vae: DigitVAE, key: str) -> float | None:
+    """Return a positive figure from model.json's metrics.cost.decoder, or None."""
+    cost = vae.manifest.metrics.get("cost")
+    decoder = cost.get("decoder") if isinstance(cost, dict) else None
+    value = decoder.get(key) if isinstance(decoder, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        return None
+    return value
 
 
 def gemv_seconds(parameters: int, calls: int = 200) -> float:
@@ -254,11 +262,10 @@ def gemv_seconds(parameters: int, calls: int = 200) -> float:
 
 def _latency_bound(vae: DigitVAE, latency: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
     """Compare batch-1 p50 latency with the median time to stream the decoder's float32 weights once."""
-    cost = vae.manifest.metrics.get("cost")
-    decoder = cost.get("decoder") if isinstance(cost, dict) else None
-    parameters = decoder.get("parameters") if isinstance(decoder, dict) else None
-    if isinstance(parameters, bool) or not isinstance(parameters, int) or parameters <= 0:
+    parameters = _decoder_cost(vae, "parameters")
+    if parameters is None:
         return {"note": "model.json records no decoder parameter count (metrics.cost)"}
+    parameters = int(parameters)
     calls = max(20, config.latency_calls // 2)
     gemv_us = min(gemv_seconds(parameters, calls) for _ in range(config.repeats)) * 1e6
     names = [name for name in latency if isinstance(latency[name], dict)]

@@ -93,7 +93,7 @@ def score(inputs: tuple[str, ...], labels_file: str | None, score_range: tuple[f
     marks = detector.flags(scores)
     outliers = sum(bool(m) for m in marks)
     ranges = {name: {"low": low, "high": high} for name, (low, high) in calibration.ranges.items()}
-    reference = None if detector.reference is None else calibration.reference["model"]  # type: ignore[index]
+    reference = calibration.reference["model"] if calibration.reference else None
     if as_json:
         click.echo(json.dumps({
             "model": vae.name, "k": calibration.k, "checks": ranges, "reference": reference, "outliers": outliers,
@@ -125,7 +125,7 @@ def score(inputs: tuple[str, ...], labels_file: str | None, score_range: tuple[f
 def calibrate(model_dir: Path, data_paths: tuple[str, ...], labels_file: str | None, reference: str | None,
               false_alarm: float, k: int | None, limit: int | None, seed: int) -> None:
     """Store a model's typical score ranges and latent principal plane, from validation digits."""
-    from .detector import reference_entry, score_images
+    from .detector import fp32_hashes, reference_entry, score_images
     from .latent import principal_plane
     from .scoring import DEFAULT_K
     from .scoring import calibrate as calibrate_scores
@@ -134,10 +134,10 @@ def calibrate(model_dir: Path, data_paths: tuple[str, ...], labels_file: str | N
     vae = load_model(str(model_dir), None, False)
     ref_vae, ref_entry = None, None
     if reference is not None:
-        ref_entry = reference_entry(reference)
-        if ref_entry["sha256"] == {role: f.sha256 for role, f in vae.manifest.files("fp32").items()}:
-            raise InputError(f"--reference {reference} is the model itself; the ratio check needs a model trained differently")
         ref_vae = load_model(reference, None, False)
+        ref_entry = reference_entry(reference, ref_vae)
+        if ref_entry["sha256"] == fp32_hashes(vae.manifest):
+            raise InputError(f"--reference {reference} is the model itself; the ratio check needs a model trained differently")
         if ref_vae.num_classes:
             raise InputError(f"--reference {reference} is conditional; the ratio check needs a reference that scores images alone")
     digits, labels = read_labelled(data_paths, limit, labels_file)

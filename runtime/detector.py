@@ -10,22 +10,26 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import providers as eps
-from .errors import ModelError
+from .errors import ModelError, ModelNotFoundError
 from .inputs import as_images
-from .manifest import DEFAULT_MODEL, ROLES, read_manifest, resolve_model_dir, shipped_models_dir
+from .manifest import DEFAULT_MODEL, ROLES, Manifest, shipped_models_dir
 from .model import DigitVAE
 from .scoring import Calibration, check_scores
 
 logger = logging.getLogger(__name__)
 
 
-def reference_entry(model: str | os.PathLike[str]) -> dict[str, Any]:
-    """Describe a reference model for a calibration: its shipped name or absolute folder, and its fp32 hashes."""
-    model_dir = resolve_model_dir(model)
+def fp32_hashes(manifest: Manifest) -> dict[str, str]:
+    """Return the sha256 of a model's fp32 encoder and decoder, which identify its weights."""
+    files = manifest.files("fp32")
+    return {role: files[role].sha256 for role in ROLES}
+
+
+def reference_entry(model: str | os.PathLike[str], reference: DigitVAE) -> dict[str, Any]:
+    """Describe a loaded reference model for a calibration: its shipped name or absolute folder, and its hashes."""
     text = os.fspath(model)
-    shipped = model_dir.resolve() == (shipped_models_dir() / text).resolve()
-    files = read_manifest(model_dir).files("fp32")
-    return {"model": text if shipped else str(model_dir.resolve()), "sha256": {role: files[role].sha256 for role in ROLES}}
+    shipped = reference.model_dir.resolve() == (shipped_models_dir() / text).resolve()
+    return {"model": text if shipped else str(reference.model_dir.resolve()), "sha256": fp32_hashes(reference.manifest)}
 
 
 def score_images(
@@ -98,17 +102,15 @@ def _load_reference(
     """Load the calibration's reference model, refusing one that changed since calibration."""
     name = entry["model"]
     try:
-        reference_dir = resolve_model_dir(name)
-    except ModelError as exc:
+        reference = DigitVAE.load(name, providers, strict, variant=variant, threads=threads)
+    except ModelNotFoundError as exc:
         raise ModelError(f"{model_dir}: the score calibration's reference model is missing: {exc}") from None
-    found = reference_entry(name)["sha256"]
-    if found != entry.get("sha256"):
+    if fp32_hashes(reference.manifest) != entry.get("sha256"):
         raise ModelError(
             f"{model_dir}: the reference model {name!r} changed since calibration (its sha256 differs); "
             f"run `digitvae calibrate {model_dir} --reference {name} --data VALID_IDX` again"
         )
-    logger.info("reference model for the ratio check: %s", reference_dir)
-    reference = DigitVAE.load(reference_dir, providers, strict, variant=variant, threads=threads)
     if reference.num_classes:
         raise ModelError(f"{model_dir}: the score calibration's reference model {name!r} is conditional; it cannot score images alone")
+    logger.info("reference model for the ratio check: %s", reference.model_dir)
     return reference
