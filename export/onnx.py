@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -18,12 +16,15 @@ import torch
 
 from digitvae.runtime._version import __version__
 from digitvae.runtime.errors import ExportError, OutputError
-from digitvae.runtime.manifest import MANIFEST_NAME, Manifest, ModelFile
+from digitvae.runtime.idx import labels_beside
+from digitvae.runtime.manifest import Manifest, ModelFile, sha256_file
 from digitvae.train.checkpoint import Checkpoint, load_checkpoint
 from digitvae.train.config import to_dict
 from digitvae.train.loop import BEST
 from digitvae.train.model import VAE, export_halves
 
+from .folder import folder_files, write_model_folder
+from .prior import PriorConfig, fit_model_prior
 from .variants import build_variants
 
 logger = logging.getLogger(__name__)
@@ -128,12 +129,41 @@ def _parity(module: torch.nn.Module, data: bytes, make_inputs: Any, input_names:
     return worst
 
 
-def export_checkpoint(checkpoint: Path, out_dir: Path, *, name: str | None = None, force: bool = False) -> ExportResult:
-    """Export encoder.onnx, decoder.onnx and model.json into out_dir, or fail leaving nothing."""
+def training_images(ckpt: Checkpoint) -> Path:
+    """Return the training images a checkpoint was trained on, checked against their recorded sha256."""
+    train = ckpt.data.get("train", {})
+    path = Path(train["path"]) if train.get("path") else None
+    if path is None or not path.is_file():
+        raise ExportError(
+            f"cannot find the training digits ({train.get('file', 'not recorded')}) to fit the prior on: "
+            "pass --prior-data FILE (training images; labels beside them fit one prior per class), or --no-prior"
+        )
+    if sha256_file(path) != train.get("sha256"):
+        raise ExportError(f"{path} is not the file this model was trained on (its sha256 differs); pass --prior-data FILE")
+    return path
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    out_dir: Path,
+    *,
+    name: str | None = None,
+    force: bool = False,
+    prior: bool = True,
+    prior_data: Path | None = None,
+    prior_config: PriorConfig | None = None,
+) -> ExportResult:
+    """Export encoder.onnx, decoder.onnx and model.json into out_dir, or fail leaving nothing.
+
+    With `prior` (the default), also fit the latent prior to the encoded training digits
+    (`prior_data`, by default the checkpoint's training file, with the labels beside it).
+    """
     ckpt = load_checkpoint(resolve_checkpoint(checkpoint))
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
         raise OutputError(f"{out_dir} already exists and is not empty; pass --force to replace it")
+    if prior:
+        prior_data = Path(prior_data) if prior_data is not None else training_images(ckpt)
     model = VAE(ckpt.model_config)
     model.load_state_dict(ckpt.model_state)
     model.eval()
@@ -168,7 +198,15 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, name: str | None = Non
     manifest = _manifest(ckpt, name or out_dir.resolve().name, blobs, parity)
     bundle = build_variants(blobs, manifest)
     manifest = bundle.apply(manifest)
-    _write_folder(out_dir, {**{f"{role}.onnx": blob for role, blob in blobs.items()}, **bundle.files}, manifest, force=force)
+    files = {**{f"{role}.onnx": blob for role, blob in blobs.items()}, **bundle.files}
+    if prior and prior_data is not None:
+        with tempfile.TemporaryDirectory(prefix="digitvae-export-") as tmp:
+            # The prior is fit through the runtime on the exported files, in a scratch copy.
+            staged = Path(tmp) / "model"
+            write_model_folder(staged, files, manifest, force=False)
+            manifest = fit_model_prior(staged, prior_data, labels_beside(prior_data), prior_config or PriorConfig())
+            files = folder_files(staged)
+    write_model_folder(out_dir, files, manifest, force=force)
     logger.info("exported %s to %s", manifest.name, out_dir)
     return ExportResult(out_dir, manifest, parity)
 
@@ -186,7 +224,7 @@ def _manifest(ckpt: Checkpoint, name: str, blobs: dict[str, bytes], parity: dict
         training={
             "preset": ckpt.preset,
             "command": ckpt.command,
-            "data": ckpt.data,
+            "data": {split: {k: v for k, v in entry.items() if k != "path"} for split, entry in ckpt.data.items()},
             "epochs": ckpt.epoch,
             "best_epoch": ckpt.best.get("epoch"),
             "seconds": round(ckpt.seconds, 1),
@@ -200,35 +238,3 @@ def _manifest(ckpt: Checkpoint, name: str, blobs: dict[str, bytes], parity: dict
             "parity": {"batches": list(PARITY_BATCHES), "tolerance": TOLERANCE, **parity},
         },
     )
-
-
-def _write_folder(out_dir: Path, files: dict[str, bytes], manifest: Manifest, *, force: bool) -> None:
-    """Write the model's files (name -> bytes) into a temporary sibling folder, then swap it into place."""
-    parent = out_dir.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
-    except OSError as exc:
-        raise OutputError(f"{out_dir}: cannot create the model folder: {exc.strerror}") from None
-    old: Path | None = None
-    try:
-        for filename, blob in files.items():
-            (staging / filename).write_bytes(blob)
-        (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
-        os.chmod(staging, 0o755)
-        if out_dir.exists():
-            if not force and (not out_dir.is_dir() or any(out_dir.iterdir())):
-                raise OutputError(f"{out_dir} already exists and is not empty; pass --force to replace it")
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=parent))
-            os.replace(out_dir, old / "model")
-        os.replace(staging, out_dir)
-    except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        if old is not None and not out_dir.exists():
-            os.replace(old / "model", out_dir)  # put the previous model back
-        if isinstance(exc, OSError):
-            raise OutputError(f"{out_dir}: cannot write the model: {exc.strerror}") from None
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)

@@ -29,6 +29,9 @@ from digitvae.runtime.atomic import atomic_write
 from digitvae.runtime.errors import ExportError, InputError
 from digitvae.runtime.manifest import MANIFEST_NAME, ROLES, Manifest, ModelFile, read_manifest, verified_bytes
 
+from .folder import folder_files, variant_file, write_model_folder
+from .prior import attach_generators, with_prior
+
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("int8", "fp16")
@@ -44,11 +47,6 @@ TOLERANCES: dict[str, dict[str, tuple[str, float]]] = {
 _MATMUL_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 
 
-def variant_file(variant: str, role: str) -> str:
-    """Return the file name of one role of one variant, e.g. decoder.int8.onnx."""
-    return f"{role}.onnx" if variant == "fp32" else f"{role}.{variant}.onnx"
-
-
 @dataclass(frozen=True)
 class VariantBundle:
     """The variant files of a model and what goes into its manifest."""
@@ -58,9 +56,10 @@ class VariantBundle:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, manifest: Manifest) -> Manifest:
-        """Return the manifest with these variants and their metrics added (or refreshed)."""
-        variants = {"fp32": manifest.variants["fp32"], **self.entries}
-        return replace(manifest, variants=variants, metrics={**manifest.metrics, **self.metrics})
+        """Return the manifest with these variants and their metrics added (or refreshed), without a prior."""
+        fp32 = {role: manifest.variants["fp32"][role] for role in ROLES}
+        variants = {"fp32": fp32, **self.entries}
+        return replace(manifest, variants=variants, metrics={**manifest.metrics, **self.metrics}, prior=None)
 
 
 def build_variants(fp32: Mapping[str, bytes], manifest: Manifest) -> VariantBundle:
@@ -93,16 +92,20 @@ def add_variants(model_dir: Path, *, valid: Path | None = None, k: int = 100, li
     With `valid` (an IDX image file), also record each variant's importance-weighted -log p(x)
     with k samples on those digits (the first `limit`) next to fp32's.
     """
-    from .onnx import _write_folder
-
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     fp32 = {role: verified_bytes(model_dir, f) for role, f in manifest.files("fp32").items()}
     bundle = build_variants(fp32, manifest)
-    keep = {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file() and p.name != MANIFEST_NAME}
-    keep.update({f.path: fp32[role] for role, f in manifest.files("fp32").items()})
+    files = {**folder_files(model_dir), **{f.path: fp32[role] for role, f in manifest.files("fp32").items()}, **bundle.files}
+    prior = manifest.prior
     manifest = bundle.apply(manifest)
-    _write_folder(model_dir, {**keep, **bundle.files}, manifest, force=True)
+    if prior:
+        # Every variant gets the same prior, and a generator built on its own decoder.
+        decoders = {v: files[entries["decoder"].path] for v, entries in manifest.variants.items()}
+        generators = attach_generators(fp32["prior"], fp32["prior_density"], decoders)
+        files.update(generators.files)
+        manifest = with_prior(manifest, generators, prior)
+    write_model_folder(model_dir, files, manifest, force=True)
     if valid is not None:
         manifest = record_iw_nll(model_dir, Path(valid), k=k, limit=limit)
     return manifest

@@ -81,6 +81,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             torch_note = twin
         else:
             contenders["torch"], torch_note = twin, "torch eager, float32 weights"
+            if vae.manifest.prior:
+                torch_note += "; its generate decodes N(0, I) draws (the learned prior is not rebuilt in torch)"
     report: dict[str, Any] = {
         "machine": _machine(),
         "model": vae.name,
@@ -93,7 +95,10 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     gc.collect()
     gc.disable()  # a collection inside a timed call is noise, not the model's cost
     try:
-        report["latency"] = _latency(contenders, config)
+        latency = _latency(contenders, config)
+        report["latency"], report["latency_decode"] = latency["generate1"], latency["decode1"]
+        # The median over repeats of each repeat's generate p50 / decode p50, measured back to back.
+        report["generate_over_decode"] = latency["generate_over_decode"]
         report["throughput"], peaks = _throughput(contenders, vae, config)
     finally:
         gc.enable()
@@ -113,6 +118,9 @@ class _Ours:
     def generate1(self) -> Any:
         return self.vae.generate(1)
 
+    def decode1(self) -> Any:
+        return self.vae.decode(_ONE_Z[self.vae.latent_dim], _labels(self.vae, 1))
+
     def decode(self, z: np.ndarray, labels: np.ndarray | None) -> Any:
         return self.vae.decode(z, labels)
 
@@ -131,6 +139,9 @@ class _Plain:
             ort.InferenceSession(verified_bytes(vae.model_dir, files[role]), providers=vae.providers)
             for role in ("encoder", "decoder")
         )
+        # With a learned prior, generating is one run of the generator graph (prior -> decoder).
+        self.generator = (ort.InferenceSession(verified_bytes(vae.model_dir, files["generator"]), providers=vae.providers)
+                          if vae.manifest.prior else None)
         self.rng = np.random.default_rng()
         self.d, self.classes = vae.latent_dim, vae.num_classes
 
@@ -139,8 +150,16 @@ class _Plain:
 
     def generate1(self) -> Any:
         z = self.rng.standard_normal((1, self.d), dtype=np.float32)
+        if self.generator is not None:
+            label = np.zeros(1, np.int64) if self.classes else np.full(1, -1, np.int64)
+            feeds = {"noise": z, "uniform": self.rng.random(1, dtype=np.float32), "label": label}
+            return self.generator.run(["image"], feeds)[0].reshape(1, 28, 28)
         labels = np.zeros(1, np.int64) if self.classes else None
         return self.decoder.run(["image"], self._feeds("z", z, labels))[0].reshape(1, 28, 28)
+
+    def decode1(self) -> Any:
+        labels = np.zeros(1, np.int64) if self.classes else None
+        return self.decode(_ONE_Z[self.d], labels)
 
     def decode(self, z: np.ndarray, labels: np.ndarray | None) -> Any:
         return self.decoder.run(["image"], self._feeds("z", z, labels))[0].reshape(len(z), 28, 28)
@@ -150,28 +169,51 @@ class _Plain:
         return self.decode(mean, labels)
 
 
-def _latency(contenders: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
-    """Time batch-1 generate call by call; p50 and p99 in microseconds."""
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+class _OneCode(dict):  # type: ignore[type-arg]
+    """A fixed code [1, D] per latent size, made on first use."""
+
+    def __missing__(self, d: int) -> np.ndarray:
+        self[d] = np.random.default_rng(0).standard_normal((1, d), dtype=np.float32)
+        return self[d]
+
+
+_ONE_Z = _OneCode()
+
+
+def _latency(contenders: dict[str, Any], config: BenchConfig) -> dict[str, dict[str, Any]]:
+    """Time batch-1 generate and decode call by call; p50 and p99 in microseconds.
+
+    Each contender times both calls in each repeat, so generate / decode is a paired ratio too.
+    """
+    methods = ("generate1", "decode1")
+    runs: dict[str, dict[str, list[tuple[float, float]]]] = {m: {name: [] for name in contenders} for m in methods}
     for repeat in range(config.repeats):
         for name in _rotated(contenders, repeat):
-            fn = contenders[name].generate1
-            for _ in range(max(3, config.latency_calls // 10)):
-                fn()
-            times = np.empty(config.latency_calls)
-            for i in range(config.latency_calls):
-                start = time.perf_counter_ns()
-                fn()
-                times[i] = time.perf_counter_ns() - start
-            runs[name].append((float(np.percentile(times, 50)) / 1e3, float(np.percentile(times, 99)) / 1e3))
-    result: dict[str, Any] = {"calls": config.latency_calls, "unit": "us"}
-    for name, values in runs.items():
-        result[name] = {
-            "p50": min(v[0] for v in values),
-            "p99": min(v[1] for v in values),
-            "ratio_to_onnxruntime": _paired_ratio([v[0] for v in values], [v[0] for v in runs[BASELINE]]),
-        }
-    return result
+            for method in methods:
+                fn = getattr(contenders[name], method)
+                for _ in range(max(3, config.latency_calls // 10)):
+                    fn()
+                times = np.empty(config.latency_calls)
+                for i in range(config.latency_calls):
+                    start = time.perf_counter_ns()
+                    fn()
+                    times[i] = time.perf_counter_ns() - start
+                runs[method][name].append((float(np.percentile(times, 50)) / 1e3, float(np.percentile(times, 99)) / 1e3))
+    tables: dict[str, dict[str, Any]] = {}
+    for method, by_name in runs.items():
+        table: dict[str, Any] = {"calls": config.latency_calls, "unit": "us"}
+        for name, values in by_name.items():
+            table[name] = {
+                "p50": min(v[0] for v in values),
+                "p99": min(v[1] for v in values),
+                "ratio_to_onnxruntime": _paired_ratio([v[0] for v in values], [v[0] for v in by_name[BASELINE]]),
+            }
+        tables[method] = table
+    tables["generate_over_decode"] = {
+        name: _paired_ratio([v[0] for v in runs["generate1"][name]], [v[0] for v in runs["decode1"][name]])
+        for name in contenders
+    }
+    return tables
 
 
 def _throughput(contenders: dict[str, Any], vae: DigitVAE, config: BenchConfig) -> tuple[dict[str, Any], list[float]]:

@@ -13,9 +13,10 @@ from typing import Any, NoReturn
 import click
 
 from ._version import __version__
-from .cli_common import model_option, provider_option, scale_option, strict_option, variant_option
+from .cli_common import (
+    load_model, model_option, provider_option, scale_option, standard_prior_option, strict_option, variant_option,
+)
 from .errors import DigitVAEError, InputError, MissingDependencyError
-from .manifest import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ _LAZY_COMMANDS = {
     "bench": "digitvae.runtime.cli_bench",
     "variants": "digitvae.runtime.cli_bench",
     "quality": "digitvae.train.cli_quality",  # imports no torch until it runs
+    "prior": "digitvae.runtime.cli_prior",
 }
 
 
@@ -90,16 +92,6 @@ def _require(*modules: str) -> None:
         )
 
 
-def _providers(value: str | None) -> list[str] | None:
-    return [p for p in value.split(",") if p.strip()] if value else None
-
-
-def _load(model: str, provider: str | None, strict: bool, threads: int | None = None, variant: str = "fp32") -> Any:
-    from .model import DigitVAE
-
-    return DigitVAE.load(model, providers=_providers(provider), strict=strict, variant=variant, threads=threads)
-
-
 threads_option = click.option("--threads", type=click.IntRange(min=0), default=None,
                               help="onnxruntime intra-op threads (default: one per physical core).")
 cols_option = click.option("--cols", type=click.IntRange(1, 1000), default=None, help="Digits per row in a PNG grid.")
@@ -118,7 +110,10 @@ def cli(verbose: int) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="OUT.png (grid) or OUT.npy.")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed for reproducible digits.")
 @click.option("--digit", type=click.IntRange(0, 9), default=None,
-              help="Draw only this digit (conditional models; default: all ten in turn).")
+              help="Draw only this digit (conditional models, and priors fit per class).")
+@click.option("--each-digit", is_flag=True,
+              help="Draw the digits 0-9 in turn, so a 10-column grid holds one digit per column.")
+@standard_prior_option
 @model_option
 @variant_option
 @provider_option
@@ -126,15 +121,23 @@ def cli(verbose: int) -> None:
 @threads_option
 @cols_option
 @scale_option
-def generate(count: int, output: str, seed: int | None, digit: int | None, model: str, variant: str,
-             provider: str | None, strict: bool, threads: int | None, cols: int | None, scale: int) -> None:
-    """Generate new digits by decoding z ~ N(0, I)."""
+def generate(count: int, output: str, seed: int | None, digit: int | None, each_digit: bool, standard_prior: bool,
+             model: str, variant: str, provider: str | None, strict: bool, threads: int | None, cols: int | None,
+             scale: int) -> None:
+    """Generate new digits: draw codes from the model's prior and decode them."""
     from .imageio import default_cols, output_kind, tile, write_npy, write_png
     from .inputs import as_count
 
     kind = output_kind(output)
     count = as_count(count, "-n")
-    digits = _load(model, provider, strict, threads, variant).generate(count, seed=seed, digit=digit)
+    if each_digit:
+        if digit is not None:
+            raise InputError("--digit and --each-digit exclude each other")
+        import numpy as np
+
+        digit = np.arange(count) % 10
+    vae = load_model(model, provider, strict, variant, threads, prior=not standard_prior)
+    digits = vae.generate(count, seed=seed, digit=digit)
     if kind == ".png":
         write_png(tile(digits, cols or default_cols(count)), output, scale)
     else:
@@ -163,7 +166,7 @@ def reconstruct(inputs: tuple[str, ...], output: str, limit: int | None, model: 
 
     kind = output_kind(output)
     originals = read_digits(inputs, limit)
-    rebuilt = _load(model, provider, strict, threads, variant).reconstruct(originals)
+    rebuilt = load_model(model, provider, strict, variant, threads).reconstruct(originals)
     if kind == ".png":
         c = min(cols or default_cols(len(originals)), len(originals))
         write_png(tile(pair_rows(originals, rebuilt, c), c), output, scale)
@@ -182,7 +185,7 @@ def info(model: str, provider: str | None, strict: bool, as_json: bool) -> None:
     from .manifest import list_shipped_models
     from .providers import available_providers
 
-    vae = _load(model, provider, strict)
+    vae = load_model(model, provider, strict)
     report = {
         "model": vae.name,
         "directory": str(vae.model_dir),
@@ -200,7 +203,8 @@ def info(model: str, provider: str | None, strict: bool, as_json: bool) -> None:
         f"model        {m.name} ({vae.model_dir})",
         f"preset       {m.preset or '-'}",
         f"latent size  {m.latent_dim}",
-        f"image        {list(m.image_shape)} float32 in [0, 1], Bernoulli pixels, N(0, I) prior",
+        f"image        {list(m.image_shape)} float32 in [0, 1], Bernoulli pixels",
+        f"prior        {_describe_prior(m.prior)}",
     ]
     for variant, files in m.variants.items():
         for role, f in files.items():
@@ -237,9 +241,18 @@ def info(model: str, provider: str | None, strict: bool, as_json: bool) -> None:
     click.echo("\n".join(lines))
 
 
+def _describe_prior(prior: Any) -> str:
+    if not prior:
+        return "N(0, I)"
+    fit = prior.get("fit", {})
+    classes = f"{prior['classes']} classes (--digit works)" if prior["classes"] else "no classes"
+    data = fit.get("data", {}).get("file", "?")
+    return f"{prior['kind']}, {prior.get('components', '?')} components, {classes}; fit on {data}"
+
+
 @cli.command()
-@click.option("--preset", default="iwae-aug", show_default=True,
-              help="Named model and training configuration: iwae-aug, geron, cvae, vae-2d (see README).")
+@click.option("--preset", default="iwae-mix", show_default=True,
+              help="Named model and training configuration: iwae-mix, iwae-aug, geron, cvae, vae-2d (see README).")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of IDX files (default: where `digitvae data download` puts them).")
 @click.option("--train", "train_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -312,12 +325,19 @@ def train(preset: str, data_dir: Path | None, train_file: Path | None, valid_fil
               help="Model folder to create (e.g. models/my-vae).")
 @click.option("--name", default=None, help="Model name in model.json (default: the folder's name).")
 @click.option("--force", is_flag=True, help="Replace an existing model folder.")
-def export_cmd(checkpoint: Path, output: Path, name: str | None, force: bool) -> None:
-    """Export a checkpoint (or a training folder's best.pt) to encoder.onnx, decoder.onnx, model.json."""
-    _require("torch", "onnx", "onnxscript")
+@click.option("--prior-data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Images (IDX) to fit the latent prior on; labels beside them fit it per class "
+                   "[default: the training images].")
+@click.option("--no-prior", is_flag=True, help="Keep the N(0, I) prior.")
+def export_cmd(checkpoint: Path, output: Path, name: str | None, force: bool, prior_data: Path | None,
+               no_prior: bool) -> None:
+    """Export a checkpoint (or a training folder's best.pt) to ONNX files and model.json, with a fitted prior."""
+    _require("torch", "onnx", "onnxscript", *(() if no_prior else ("sklearn",)))
     from digitvae.export.onnx import TOLERANCE, export_checkpoint
 
-    result = export_checkpoint(checkpoint, output, name=name, force=force)
+    if no_prior and prior_data is not None:
+        raise InputError("--prior-data and --no-prior exclude each other")
+    result = export_checkpoint(checkpoint, output, name=name, force=force, prior=not no_prior, prior_data=prior_data)
     worst = max(d["max_abs_diff"] for d in result.parity.values())
     click.echo(
         f"exported {result.manifest.name} to {result.directory}; "

@@ -78,6 +78,13 @@ def format_report(report: dict[str, Any]) -> str:
     for name in _contenders(lat):
         row = lat[name]
         lines.append(f"  {name:<38}{row['p50']:8.1f}  {row['p99']:8.1f}  {row['ratio_to_onnxruntime']:10.2f}")
+    dec = report.get("latency_decode")
+    if dec:
+        lines.append("batch-1 decode latency" + " " * 33 + "generate / decode")
+        for name in _contenders(dec):
+            row = dec[name]
+            lines.append(f"  {name:<38}{row['p50']:8.1f}  {row['p99']:8.1f}  {row['ratio_to_onnxruntime']:10.2f}"
+                         f"  {report['generate_over_decode'][name]:10.2f}")
     thr = report["throughput"]
     names = _contenders(thr[next(k for k in thr if k != "unit")])
     lines += ["", "throughput, digits/s" + " " * 21 + "".join(f"{n:>13}" for n in names) + "   digitvae / onnxruntime"]

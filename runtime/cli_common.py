@@ -32,11 +32,17 @@ def provider_list(provider: str | None) -> list[str] | None:
     return [p for p in provider.split(",") if p.strip()] if provider else None
 
 
-def load_model(model: str, provider: str | None, strict: bool, variant: str = "fp32", threads: int | None = None) -> Any:
+standard_prior_option = click.option("--standard-prior", is_flag=True,
+                                     help="Use N(0, I) instead of the model's learned prior (for comparison).")
+
+
+def load_model(model: str, provider: str | None, strict: bool, variant: str = "fp32", threads: int | None = None,
+               prior: bool = True) -> Any:
     """Load a DigitVAE for a command."""
     from .model import DigitVAE
 
-    return DigitVAE.load(model, providers=provider_list(provider), strict=strict, variant=variant, threads=threads)
+    return DigitVAE.load(model, providers=provider_list(provider), strict=strict, variant=variant, threads=threads,
+                         prior=prior)
 
 
 def read_labelled(paths: Sequence[str], limit: int | None, labels_file: str | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -11,7 +11,8 @@ import click
 import numpy as np
 
 from .cli_common import (
-    json_option, load_model, model_option, provider_list, provider_option, read_labelled, strict_option, variant_option,
+    json_option, load_model, model_option, provider_list, provider_option, read_labelled, standard_prior_option,
+    strict_option, variant_option,
 )
 from .errors import InputError
 
@@ -49,28 +50,32 @@ def _bits_per_dim(nats: float) -> float:
 @labels_option
 @click.option("--k", type=click.IntRange(1, 100_000), default=200, show_default=True, help="Importance samples per digit.")
 @_scoring_options
-@click.option("--write", is_flag=True, help="Also store the figures in the model's model.json (metrics.likelihood).")
+@standard_prior_option
+@click.option("--write", is_flag=True, help="Also store the figures in the model's model.json (metrics.likelihood, "
+              "or metrics.likelihood_standard_normal with --standard-prior).")
 def evaluate(data_paths: tuple[str, ...], labels_file: str | None, k: int, limit: int | None, seed: int, model: str,
-             provider: str | None, strict: bool, variant: str, as_json: bool, write: bool) -> None:
+             provider: str | None, strict: bool, variant: str, as_json: bool, standard_prior: bool, write: bool) -> None:
     """Print -ELBO and the importance-weighted NLL of digits, from the ONNX files alone."""
-    vae = load_model(model, provider, strict, variant)
+    vae = load_model(model, provider, strict, variant, prior=not standard_prior)
     digits, labels = read_labelled(data_paths, limit, labels_file)
     labels = _labels_for(vae, labels)
     neg_elbo = float(-vae.elbo(digits, labels, seed=seed).mean())
     nll = float(vae.iw_nll(digits, k, labels, seed=seed).mean())
     report = {
-        "model": vae.name, "variant": variant, "digits": int(len(digits)), "data": [Path(p).name for p in data_paths],
+        "model": vae.name, "variant": variant, "prior": vae.prior.kind, "digits": int(len(digits)),
+        "data": [Path(p).name for p in data_paths],
         "k": k, "seed": seed,
         "neg_elbo": neg_elbo, "neg_elbo_bits_per_dim": _bits_per_dim(neg_elbo),
         "iw_nll": nll, "iw_nll_bits_per_dim": _bits_per_dim(nll),
     }
     if write:
         likelihood = {key: report[key] for key in ("data", "digits", "k", "seed", "neg_elbo", "iw_nll")}
-        _update_metrics(vae.model_dir, {"likelihood": {variant: likelihood}}, merge="likelihood")
+        key = "likelihood_standard_normal" if standard_prior and vae.manifest.prior else "likelihood"
+        _update_metrics(vae.model_dir, {key: {variant: likelihood}}, merge=key)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"model    {vae.name} ({variant}) on {len(digits)} digits from {', '.join(report['data'])}")
+    click.echo(f"model    {vae.name} ({variant}, {vae.prior.kind} prior) on {len(digits)} digits from {', '.join(report['data'])}")
     click.echo(f"-ELBO    {neg_elbo:8.2f} nats/digit  {report['neg_elbo_bits_per_dim']:.4f} bits/dim")
     click.echo(f"IW-NLL   {nll:8.2f} nats/digit  {report['iw_nll_bits_per_dim']:.4f} bits/dim  (k={k})")
 

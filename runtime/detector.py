@@ -20,9 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 def fp32_hashes(manifest: Manifest) -> dict[str, str]:
-    """Return the sha256 of a model's fp32 encoder and decoder, which identify its weights."""
+    """Return the sha256 of the fp32 files a model's likelihood depends on: encoder, decoder, prior density."""
     files = manifest.files("fp32")
-    return {role: files[role].sha256 for role in ROLES}
+    return {role: files[role].sha256 for role in (*ROLES, "prior_density") if role in files}
 
 
 def reference_entry(model: str | os.PathLike[str], reference: DigitVAE) -> dict[str, Any]:

@@ -18,6 +18,12 @@ MANIFEST_NAME = "model.json"
 FORMAT = "digitvae-model"
 FORMAT_VERSION = 1
 ROLES = ("encoder", "decoder")
+#: The files of a learned latent prior: its sampler, its log-density, and the sampler composed
+#: with the decoder. A model without them has the N(0, I) prior.
+PRIOR_ROLES = ("prior", "prior_density", "generator")
+STANDARD_NORMAL = "standard_normal"
+#: Kinds of learned prior this digitvae reads.
+PRIOR_KINDS = ("gaussian_mixture",)
 DEFAULT_MODEL = "mnist-vae"
 
 
@@ -44,6 +50,13 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     #: Number of classes a conditional model takes as its `label` input; 0 for unconditional models.
     num_classes: int = 0
+    #: The learned prior (kind, classes, what it was fit on), or None for N(0, I).
+    prior: Mapping[str, Any] | None = None
+
+    @property
+    def prior_classes(self) -> int:
+        """Return how many classes the prior can be asked for (0: none, or no learned prior)."""
+        return int(self.prior["classes"]) if self.prior else 0
 
     @property
     def conditional(self) -> bool:
@@ -70,7 +83,7 @@ class Manifest:
             "num_classes": self.num_classes,
             "image_shape": list(self.image_shape),
             "likelihood": "bernoulli",
-            "prior": "standard_normal",
+            "prior": dict(self.prior) if self.prior else STANDARD_NORMAL,
             "variants": {
                 variant: {role: {"path": f.path, "sha256": f.sha256} for role, f in files.items()}
                 for variant, files in self.variants.items()
@@ -149,10 +162,15 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> Manifest:
         if not isinstance(files, dict):
             raise ModelError(f"{where}: must be an object with {' and '.join(ROLES)}")
         variants[variant] = {role: _parse_file(_expect(files, role, dict, where), f"{where}.{role}") for role in ROLES}
-    # The runtime's likelihoods assume Bernoulli pixels and a N(0, I) prior; refuse a model that says otherwise.
-    for key, supported in (("likelihood", "bernoulli"), ("prior", "standard_normal")):
-        if key in data and _expect(data, key, str, source) != supported:
-            raise ModelError(f"{source}: {key} {data[key]!r} is not supported; this digitvae reads {key} {supported!r}")
+    # The runtime's likelihoods assume Bernoulli pixels; refuse a model that says otherwise.
+    if "likelihood" in data and _expect(data, "likelihood", str, source) != "bernoulli":
+        raise ModelError(f"{source}: likelihood {data['likelihood']!r} is not supported; this digitvae reads 'bernoulli'")
+    prior = _parse_prior(data.get("prior", STANDARD_NORMAL), num_classes, source)
+    if prior is not None:
+        for variant, files in variants_raw.items():
+            where = f"{source}: variants.{variant}"
+            for role in PRIOR_ROLES:
+                variants[variant][role] = _parse_file(_expect(files, role, dict, where), f"{where}.{role}")
     optional: dict[str, Any] = {}
     for key, kind in (("name", str), ("preset", str), ("package_version", str), ("training", dict), ("metrics", dict)):
         if key in data:
@@ -164,8 +182,27 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> Manifest:
         variants=variants,
         format_version=version,
         num_classes=num_classes,
+        prior=prior,
         **optional,
     )
+
+
+def _parse_prior(value: Any, num_classes: int, source: str) -> dict[str, Any] | None:
+    """Return a learned prior's description, or None for N(0, I)."""
+    where = f"{source}: prior"
+    if value == STANDARD_NORMAL:
+        return None
+    if not isinstance(value, dict):
+        raise ModelError(f"{where} must be {STANDARD_NORMAL!r} or an object describing a learned prior, got {value!r}")
+    kind = _expect(value, "kind", str, where)
+    if kind not in PRIOR_KINDS:
+        raise ModelError(f"{where}: kind {kind!r} is not supported; this digitvae reads {', '.join(PRIOR_KINDS)}")
+    classes = _expect(value, "classes", int, where)
+    if classes != 0 and not 2 <= classes <= 1000:
+        raise ModelError(f"{where}: classes must be 0 (none) or between 2 and 1000, got {classes}")
+    if num_classes and classes != num_classes:
+        raise ModelError(f"{where}: a conditional model's prior must have its {num_classes} classes, got {classes}")
+    return dict(value)
 
 
 def read_manifest(model_dir: Path) -> Manifest:

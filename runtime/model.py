@@ -14,8 +14,9 @@ from . import providers as eps
 from .errors import InputError, ModelError
 from . import likelihood as lk
 from .inputs import IMAGE_SIDE, as_count, as_images, as_labels, as_latents
-from .manifest import DEFAULT_MODEL, Manifest, read_manifest, resolve_model_dir, verified_bytes
+from .manifest import DEFAULT_MODEL, ROLES, Manifest, read_manifest, resolve_model_dir, verified_bytes
 from .onnxscan import check_self_contained
+from .prior import ANY_CLASS, DrawPool, LearnedPrior, Prior
 from .sessions import SmallBatchRunner, session_options
 
 if TYPE_CHECKING:
@@ -26,6 +27,10 @@ logger = logging.getLogger(__name__)
 #: Rows per onnxruntime call: bounds the session's working memory for very large batches.
 CHUNK = 4096
 _ENCODED = ["mean", "logvar"]
+#: The prior's `label` for small unseeded-class batches, made once (read-only).
+_ANY_CLASS = {n: np.full(n, ANY_CLASS, np.int64) for n in range(1, 17)}
+for _array in _ANY_CLASS.values():
+    _array.flags.writeable = False
 
 
 class DigitVAE:
@@ -40,14 +45,22 @@ class DigitVAE:
         model_dir: Path,
         encoder: ort.InferenceSession,
         decoder: ort.InferenceSession,
+        prior: Prior | None = None,
+        generator: ort.InferenceSession | None = None,
     ) -> None:
         self.manifest = manifest
         self.model_dir = model_dir
         self._encoder = encoder
         self._decoder = decoder
+        #: The latent prior p(z): N(0, I), or the model's learned prior.
+        self.prior = prior or Prior(manifest.latent_dim)
+        # The learned prior's sampler composed with the decoder: one onnxruntime call per batch.
+        self._generator = generator
         # Small batches skip InferenceSession.run's per-call conversions (CPU only).
         self._small = {"encoder": SmallBatchRunner(encoder), "decoder": SmallBatchRunner(decoder)}
-        self._rng: np.random.Generator | None = None
+        if generator is not None:
+            self._small["generator"] = SmallBatchRunner(generator)
+        self._pool: DrawPool | None = None
         enc_active = encoder.get_providers()
         self.providers: list[str] = [p for p in decoder.get_providers() if p in enc_active]
 
@@ -60,12 +73,14 @@ class DigitVAE:
         *,
         variant: str = "fp32",
         threads: int | None = None,
+        prior: bool = True,
     ) -> DigitVAE:
-        """Load a shipped model by name, or a model folder, and start both sessions.
+        """Load a shipped model by name, or a model folder, and start its sessions.
 
         `providers` takes short names ("cpu", "cuda", "openvino", ...) or onnxruntime names,
         optionally as (name, options) pairs; the default is CPU. A requested provider that is
         unavailable or fails to start is a logged warning, or a ProviderError when `strict`.
+        `prior=False` ignores a learned prior and uses N(0, I), for comparison.
         """
         import onnxruntime as ort
 
@@ -76,8 +91,11 @@ class DigitVAE:
         model_dir = resolve_model_dir(model)
         manifest = read_manifest(model_dir)
         files = manifest.files(variant)
+        learned = bool(manifest.prior) and prior
+        if not learned:
+            files = {role: files[role] for role in ROLES}
         sessions = {}
-        for role in ("encoder", "decoder"):
+        for role in files:
             # Hash and load the same bytes, so the file cannot change between check and use.
             data = verified_bytes(model_dir, files[role])
             check_self_contained(data, model_dir / files[role].path)
@@ -86,8 +104,13 @@ class DigitVAE:
                 sessions[role] = ort.InferenceSession(data, sess_options=opts, providers=names, provider_options=options)
             except Exception as exc:  # onnxruntime raises several unrelated types for bad models
                 raise ModelError(f"{model_dir / files[role].path}: onnxruntime cannot load it: {exc}") from None
-        _check_signatures(model_dir, manifest, sessions["encoder"], sessions["decoder"])
-        vae = cls(manifest, model_dir, sessions["encoder"], sessions["decoder"])
+        _check_signatures(model_dir, manifest, sessions)
+        learned_prior = None
+        if learned:
+            learned_prior = LearnedPrior(
+                manifest.latent_dim, dict(manifest.prior or {}), sessions["prior"], sessions["prior_density"]
+            )
+        vae = cls(manifest, model_dir, sessions["encoder"], sessions["decoder"], learned_prior, sessions.get("generator"))
         eps.check_active(names, vae.providers, strict=strict)
         logger.info("loaded %s from %s on %s", manifest.name, model_dir, ", ".join(vae.providers))
         return vae
@@ -107,33 +130,65 @@ class DigitVAE:
         """Return how many classes a conditional model takes (0 for an unconditional one)."""
         return self.manifest.num_classes
 
-    def sample_latents(self, n: int, seed: int | None = None) -> np.ndarray:
-        """Draw n codes z ~ N(0, I) as float32 [n, D]; a seed makes them reproducible."""
-        n = as_count(n)
-        if seed is None:
-            # Seeding a generator from the OS costs as much as decoding one digit: do it once.
-            if self._rng is None:
-                self._rng = np.random.default_rng()
-            rng = self._rng
-        else:
-            rng = np.random.default_rng(seed)
-        return rng.standard_normal((n, self.latent_dim), dtype=np.float32)
+    def sample_latents(self, n: int, seed: int | None = None, digit: Any = None) -> np.ndarray:
+        """Draw n codes from the model's prior as float32 [n, D]; a seed makes them reproducible.
+
+        `digit` (one class or one per row) asks a prior fit per class for that class's codes.
+        """
+        _, label, noise, uniform = self._draws(n, seed, digit)
+        return self.prior.sample(noise, uniform, label)
 
     def generate(self, n: int, seed: int | None = None, digit: Any = None) -> np.ndarray:
-        """Generate n new digits as float32 [n, 28, 28] in [0, 1].
+        """Generate n new digits from the model's prior as float32 [n, 28, 28] in [0, 1].
 
-        A conditional model draws `digit` (one class or one per row); without it, the classes
-        cycle 0, 1, ..., 9, 0, ... so every class appears equally often.
+        `digit` (one class or one per row) asks for that digit: a conditional model decodes it,
+        a prior fit per class samples it. A conditional model without `digit` cycles the
+        classes 0, 1, ..., 9, 0, ... so every class appears equally often.
         """
-        z = self.sample_latents(n, seed)
+        digit, label, noise, uniform = self._draws(n, seed, digit)
+        n = len(noise)
+        if self._generator is None:
+            z = self.prior.sample(noise, uniform, label)
+            return self._decode(z, self._labels(digit, n) if self.num_classes else None)
+        if n <= CHUNK:
+            feeds = {"noise": noise, "uniform": uniform, "label": label}
+            image = (self._small["generator"].run(["image"], feeds) or self._generator.run(["image"], feeds))[0]
+            return _image_rows(image, n)
+        out = np.empty((n, IMAGE_SIDE, IMAGE_SIDE), np.float32)
+        for i in range(0, n, CHUNK):
+            feeds = {"noise": noise[i : i + CHUNK], "uniform": uniform[i : i + CHUNK], "label": label[i : i + CHUNK]}
+            image = (self._small["generator"].run(["image"], feeds) or self._generator.run(["image"], feeds))[0]
+            out[i : i + len(image)] = _image_rows(image, len(feeds["noise"]))
+        return out
+
+    def _draws(self, n: int, seed: int | None, digit: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Return what n draws from the prior need: the digits asked for, the prior's `label`, noise, uniform.
+
+        A conditional model without `digit` is asked for every class in turn; the prior's
+        `label` is the digit where the prior has classes, else -1 (any class).
+        """
+        n = as_count(n)
         if digit is None and self.num_classes:
-            digit = np.arange(len(z)) % self.num_classes
-        elif digit is not None and not self.num_classes:
+            digit = np.arange(n) % self.num_classes
+        elif digit is not None and not self.num_classes and not self.prior.num_classes:
             raise InputError(
-                f"model {self.name!r} is not conditional and cannot be asked for a digit; "
-                "use a conditional model such as mnist-cvae"
+                f"model {self.name!r} cannot be asked for a digit: it is not conditional and its prior "
+                "has no classes (fit one per class with `digitvae prior fit MODEL --data IMAGES --labels LABELS`, "
+                "or use a conditional model such as mnist-cvae)"
             )
-        return self._decode(z, self._labels(digit, len(z)))
+        if digit is None or not self.prior.num_classes:
+            label = _ANY_CLASS.get(n)
+            label = np.full(n, ANY_CLASS, np.int64) if label is None else label
+        else:
+            label = self.prior.class_rows(digit, n)
+        if seed is not None:
+            noise, uniform = self.prior.draw(np.random.default_rng(seed), n)
+        else:
+            # Seeding a generator from the OS costs as much as decoding one digit: do it once.
+            if self._pool is None:
+                self._pool = DrawPool(self.prior, np.random.default_rng())
+            noise, uniform = self._pool.take(n)
+        return digit, label, noise, uniform
 
     def decode(self, z: Any, labels: Any = None) -> np.ndarray:
         """Decode latent codes [N, D] into digits, float32 [N, 28, 28] in [0, 1]."""
@@ -142,10 +197,11 @@ class DigitVAE:
 
     def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
         if len(z) <= CHUNK:
-            out = self._run_decoder("image", z, y)
-        else:
-            out = np.concatenate([self._run_decoder("image", z[i : i + CHUNK], _rows(y, i)) for i in range(0, len(z), CHUNK)])
-        return out.reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
+            return _image_rows(self._run_decoder("image", z, y), len(z))
+        out = np.empty((len(z), IMAGE_SIDE, IMAGE_SIDE), np.float32)
+        for i in range(0, len(z), CHUNK):
+            out[i : i + CHUNK] = _image_rows(self._run_decoder("image", z[i : i + CHUNK], _rows(y, i)), len(z[i : i + CHUNK]))
+        return out
 
     def encode(self, images: Any, labels: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Encode digits into the posterior's mean and log-variance, each float32 [N, D]."""
@@ -174,8 +230,14 @@ class DigitVAE:
         `samples` draws from the posterior. Higher is more likely; -elbo is the training loss.
         """
         out = []
-        for log_px, mean, logvar, _, _ in self._posterior_samples(images, labels, as_count(samples, "samples"), seed):
-            out.append(log_px.mean(axis=1) - lk.kl_to_standard_normal(mean, logvar))
+        posterior = self._posterior_samples(images, labels, as_count(samples, "samples"), seed)
+        for log_px, mean, logvar, noise, z, y in posterior:
+            if isinstance(self.prior, LearnedPrior):
+                # No closed form against a mixture: the KL term is estimated from the same draws.
+                log_ratio = self.prior.log_prob(z, y) - lk.gaussian_log_prob_of_noise(noise, logvar[:, None, :])
+                out.append((log_px + log_ratio).mean(axis=1))
+            else:
+                out.append(log_px.mean(axis=1) - lk.kl_to_standard_normal(mean, logvar))
         return np.concatenate(out)
 
     def iw_nll(self, images: Any, k: int = 200, labels: Any = None, *, seed: int | None = 0) -> np.ndarray:
@@ -185,15 +247,15 @@ class DigitVAE:
         log-likelihood as k grows, and k=1 is a one-sample -ELBO.
         """
         out = []
-        for log_px, _, logvar, eps, z in self._posterior_samples(images, labels, as_count(k, "k"), seed):
-            log_w = log_px + lk.standard_normal_log_prob(z) - lk.gaussian_log_prob_of_noise(eps, logvar[:, None, :])
+        for log_px, _, logvar, noise, z, y in self._posterior_samples(images, labels, as_count(k, "k"), seed):
+            log_w = log_px + self.prior.log_prob(z, y) - lk.gaussian_log_prob_of_noise(noise, logvar[:, None, :])
             out.append(-lk.log_mean_exp(log_w, axis=1))
         return np.concatenate(out)
 
     def _posterior_samples(
         self, images: Any, labels: Any, samples: int, seed: int | None
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """Yield (log p(x|z) [m, s], mean, logvar, eps, z [m, s, D]) batch by batch for s posterior samples.
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Yield (log p(x|z) [m, s], mean, logvar, eps, z [m, s, D], labels) batch by batch for s posterior samples.
 
         The noise is drawn digit by digit in order, so the values do not depend on the batching.
         """
@@ -206,7 +268,7 @@ class DigitVAE:
             mean, logvar = self._run_encoder(xb, yb)
             eps = rng.standard_normal((len(xb), samples, self.latent_dim), dtype=np.float32)
             z = mean[:, None, :] + np.exp(0.5 * logvar)[:, None, :] * eps
-            yield self._log_px_given_z(xb, yb, z), mean, logvar, eps, z
+            yield self._log_px_given_z(xb, yb, z), mean, logvar, eps, z, yb
 
     def _log_px_given_z(self, x: np.ndarray, labels: np.ndarray | None, z: np.ndarray) -> np.ndarray:
         """Return log p(x | z) [m, s] for codes z of shape [m, s, D]."""
@@ -247,17 +309,28 @@ def _rows(labels: np.ndarray | None, start: int, count: int = CHUNK) -> np.ndarr
     return None if labels is None else labels[start : start + count]
 
 
-def _check_signatures(
-    model_dir: Path, manifest: Manifest, encoder: ort.InferenceSession, decoder: ort.InferenceSession
-) -> None:
-    """Refuse ONNX files that do not follow the encoder/decoder contract of this manifest."""
+def _image_rows(image: np.ndarray, n: int) -> np.ndarray:
+    """Return a decoder's image output as [n, 28, 28], or raise ModelError if it has another shape."""
+    if image.shape != (n, 1, IMAGE_SIDE, IMAGE_SIDE):
+        raise ModelError(f"the model returned images of shape {list(image.shape)}, expected [{n}, 1, 28, 28]")
+    return image.reshape(n, IMAGE_SIDE, IMAGE_SIDE)
+
+
+def _check_signatures(model_dir: Path, manifest: Manifest, sessions: dict[str, ort.InferenceSession]) -> None:
+    """Refuse ONNX files that do not follow the contract of this manifest (README, "ONNX contract")."""
     d = manifest.latent_dim
     label: dict[str, list[int]] = {"label": []} if manifest.conditional else {}
+    draws = {"noise": [d], "uniform": [], "label": []}
+    image = {"logits": [1, 28, 28], "image": [1, 28, 28]}
     expected = {
-        "encoder": (encoder, {"image": [1, 28, 28], **label}, {"mean": [d], "logvar": [d]}),
-        "decoder": (decoder, {"z": [d], **label}, {"logits": [1, 28, 28], "image": [1, 28, 28]}),
+        "encoder": ({"image": [1, 28, 28], **label}, {"mean": [d], "logvar": [d]}),
+        "decoder": ({"z": [d], **label}, image),
+        "prior": (draws, {"z": [d]}),
+        "prior_density": ({"z": [d], "label": []}, {"log_prob": []}),
+        "generator": (draws, {"z": [d], **image}),
     }
-    for role, (session, inputs, outputs) in expected.items():
+    for role, session in sessions.items():
+        inputs, outputs = expected[role]
         where = f"{model_dir}: {role}"
         for kind, wanted, found in (
             ("input", inputs, session.get_inputs()),

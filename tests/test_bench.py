@@ -57,6 +57,10 @@ def test_report_has_every_figure_positive_and_finite(costed_model: Path) -> None
         assert _positive(row["p50"]) and _positive(row["p99"]) and row["p50"] <= row["p99"]
         assert _positive(row["ratio_to_onnxruntime"])
     assert latency["onnxruntime"]["ratio_to_onnxruntime"] == 1.0
+    decode = report["latency_decode"]
+    for name in ("digitvae", "onnxruntime"):
+        assert _positive(decode[name]["p50"]) and decode[name]["p50"] <= decode[name]["p99"]
+        assert _positive(report["generate_over_decode"][name])
     throughput = report["throughput"]
     assert sorted(k for k in throughput if k != "unit") == ["decode_1", "decode_256", "decode_64", "reconstruct_256"]
     for task in ("decode_1", "decode_64", "decode_256", "reconstruct_256"):
@@ -125,7 +129,7 @@ def test_cli_bench_quick_json_and_text() -> None:
     report = json.loads(ok(invoke(*args, "--json")).stdout)
     assert report["threads"] == 1 and report["repeats"] == QUICK["repeats"]
     text = ok(invoke(*args)).stdout
-    for fragment in ("batch-1 generate latency", "throughput, digits/s", "decode batch 256", "hardware bound", "batch-1 bound: streaming"):
+    for fragment in ("batch-1 generate latency", "batch-1 decode latency", "generate / decode", "throughput, digits/s", "decode batch 256", "hardware bound", "batch-1 bound: streaming"):
         assert fragment in text
     assert_clean_failure(invoke("bench", "--quick", "--variant", "int4"), "no variant 'int4'")
 

@@ -565,7 +565,7 @@ def test_train_one_epoch(cli_run: tuple[Path, Result]) -> None:
     out, result = cli_run
     ok(result)
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("training iwae-aug on 300 digits")  # the default preset
+    assert lines[0].startswith("training iwae-mix on 300 digits")  # the default preset
     epoch_lines = [line for line in lines if line.startswith("epoch")]
     assert len(epoch_lines) == 1 and epoch_lines[0].startswith("epoch   1/1"), result.stdout
     assert "*best" in epoch_lines[0]
@@ -618,7 +618,8 @@ def test_export_then_generate(cli_run: tuple[Path, Result], tmp_path: Path) -> N
     assert result.stdout.startswith("exported cli-vae to")
     assert "tolerance" in result.stdout
     files = ["decoder.fp16.onnx", "decoder.int8.onnx", "decoder.onnx", "encoder.fp16.onnx", "encoder.int8.onnx",
-             "encoder.onnx", "model.json"]
+             "encoder.onnx", "generator.fp16.onnx", "generator.int8.onnx", "generator.onnx", "model.json",
+             "prior.onnx", "prior_density.onnx"]
     assert sorted(p.name for p in model.iterdir()) == files
     assert listing(tmp_path / "models") == ["cli-vae", *(f"cli-vae/{name}" for name in files)]
 

@@ -18,11 +18,14 @@ from digitvae.runtime import CheckpointError, DataFormatError, DigitVAE, InputEr
 from digitvae.runtime.idx import read_mnist_labels
 from digitvae.runtime.manifest import sha256_file, shipped_models_dir
 from digitvae.train.cli_quality import quality
+from digitvae.runtime.prior import Prior
 from digitvae.train.quality import FeatureStats, feature_stats, frechet_distance, sqrt_psd, write_sample_quality
 
 from conftest import DATA, TRAIN_IMAGES, VALID_IMAGES, needs_torch
 
-KEYS = {"model", "n", "seed", "fid", "mean_confidence", "class_balance", "class_balance_entropy"}
+KEYS = {"model", "prior", "n", "seed", "fid", "mean_confidence", "class_balance", "class_balance_entropy"}
+#: The shipped default's prior has classes: its samples are also asked for each digit.
+PER_CLASS = {"conditional_accuracy"}
 
 
 def stats(mean: np.ndarray, cov: np.ndarray) -> FeatureStats:
@@ -79,7 +82,7 @@ def test_write_sample_quality_keeps_the_rest_of_the_manifest(tmp_path: Path) -> 
     before = json.loads((model / "model.json").read_text())
     before["metrics"].pop("sample_quality", None)  # the shipped figures, replaced below
     onnx = {p.name: p.read_bytes() for p in model.glob("*.onnx")}
-    write_sample_quality(model, {"fid": 1.5})
+    write_sample_quality(model, "sample_quality", {"fid": 1.5})
     after = json.loads((model / "model.json").read_text())
     assert after["metrics"].pop("sample_quality") == {"fid": 1.5}
     assert after == before
@@ -186,11 +189,16 @@ def test_sample_quality_of_the_shipped_model(classifier: Any, fixture_digits: di
 
     real, reference = real_quality(classifier, fixture_digits["valid"], fixture_digits["valid_labels"], fixture_digits["train"])
     result = sample_quality(vae, classifier, reference, n=200, seed=1)
-    assert set(result) == KEYS and (result["model"], result["n"], result["seed"]) == ("mnist-vae", 200, 1)
+    assert set(result) == KEYS | PER_CLASS and (result["model"], result["n"], result["seed"]) == ("mnist-vae", 200, 1)
+    assert result["prior"] == "gaussian_mixture" and len(result["conditional_accuracy"]["per_class"]) == 10
     assert len(result["class_balance"]) == 10 and sum(result["class_balance"]) == pytest.approx(1.0)
     assert 0.5 < result["class_balance_entropy"] <= 1.0
-    # Blurry samples convince the classifier less than real digits do (0.30 against 0.46 here).
-    assert 0.1 <= result["mean_confidence"] < real["mean_confidence"] - 0.05
+    # Samples convince the classifier less than real digits do (0.42 against 0.46 here), and the
+    # blurry ones that N(0, I) gives the same network far less (0.30).
+    assert 0.1 <= result["mean_confidence"] < real["mean_confidence"]
+    plain = sample_quality(DigitVAE.load(prior=False), classifier, reference, n=200, seed=1)
+    assert plain["prior"] == "standard_normal" and "conditional_accuracy" not in plain
+    assert plain["mean_confidence"] < real["mean_confidence"] - 0.05 and plain["mean_confidence"] < result["mean_confidence"]
     assert result == sample_quality(vae, classifier, fixture_digits["valid"], n=200, seed=1)
     # The FID ranks real digits above the model's samples, and those far above noise.
     noise = np.random.default_rng(0).uniform(size=(200, 28, 28))
@@ -210,6 +218,7 @@ class RealDigits:
     """A stand-in conditional model that returns real digits of the class asked for, plus `offset`."""
 
     name, num_classes = "real-digits", 10
+    prior = Prior(latent_dim=2)  # N(0, I): the stand-in has no learned prior
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, offset: int) -> None:
         self.by_class = {c: images[labels == c] for c in range(10)}
@@ -270,7 +279,8 @@ def test_quality_command_json_and_write(saved_classifier: Path, tmp_path: Path) 
     assert report["classifier"]["path"] == str(saved_classifier)
     assert report["reference"]["valid_digits"] == 100 and report["reference"]["fid"] > 0
     first, second = report["models"]
-    assert set(first) == KEYS | {"directory"} and first["n"] == 50
+    assert set(first) == KEYS | PER_CLASS | {"memorisation", "directory"} and first["n"] == 50
+    assert set(first["memorisation"]) == {"samples", "reconstructions", "ratio"}
     # The same model and seed give the same figures, wherever its folder is.
     assert {k: v for k, v in first.items() if k != "directory"} == {k: v for k, v in second.items() if k != "directory"}
     stored = json.loads((model / "model.json").read_text())["metrics"]["sample_quality"]
@@ -343,3 +353,18 @@ def test_quality_command_loads_without_torch(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("MissingDependencyError") and "digitvae[train]" in out.stdout
+
+
+def test_nearest_distances_and_the_memorisation_ratio() -> None:
+    from digitvae.train.quality import memorisation, nearest_distances
+
+    rng = np.random.default_rng(0)
+    train = rng.random((60, 28, 28)).astype(np.float32)
+    queries = rng.random((25, 28, 28)).astype(np.float32)
+    brute = np.sqrt(((queries[:, None] - train[None]) ** 2).sum(axis=(2, 3)).min(axis=1))
+    np.testing.assert_allclose(nearest_distances(queries, train, batch=7), brute, rtol=1e-6)
+    # Copies of training digits sit at distance 0: a model that memorises scores a ratio of 0.
+    copies = memorisation(train[:25], queries, train)
+    assert copies["samples"] == pytest.approx(0.0, abs=1e-3) and copies["ratio"] < 0.01
+    fresh = memorisation(queries, queries, train)
+    assert fresh["ratio"] == pytest.approx(1.0)

@@ -22,7 +22,7 @@ def test_shipped_model_is_listed_and_described(vae: DigitVAE) -> None:
     assert "mnist-vae" in list_shipped_models()
     assert vae.name == "mnist-vae"
     assert vae.latent_dim == 32
-    assert vae.manifest.preset == "iwae-aug"
+    assert vae.manifest.preset == "iwae-mix"
     assert vae.providers == ["CPUExecutionProvider"]
     assert vae.manifest.metrics["valid_neg_elbo"] < 120
 

@@ -201,7 +201,8 @@ def test_export_refuses_to_replace_without_force(tiny_run: Path, tmp_path: Path)
     export_checkpoint(tiny_run, out, force=True)
     assert sorted(p.name for p in out.iterdir()) == [
         "decoder.fp16.onnx", "decoder.int8.onnx", "decoder.onnx", "encoder.fp16.onnx", "encoder.int8.onnx",
-        "encoder.onnx", "model.json",
+        "encoder.onnx", "generator.fp16.onnx", "generator.int8.onnx", "generator.onnx", "model.json",
+        "prior.onnx", "prior_density.onnx",
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
@@ -214,7 +215,7 @@ def test_runtime_likelihood_agrees_with_torch(tiny_run: Path, tiny_model: Path, 
     ckpt = load_checkpoint(tiny_run / "best.pt")
     model = VAE(ckpt.model_config)
     model.load_state_dict(ckpt.model_state)
-    vae = DigitVAE.load(tiny_model)
+    vae = DigitVAE.load(tiny_model, prior=False)  # torch's bounds use N(0, I); test_prior checks the learned one
     for k in (1, 50):
         ours, theirs = vae.iw_nll(digits, k, seed=3), iw_nll(model, digits, k, seed=3)
         # Same posterior samples: only float32 (onnxruntime) vs float64 (torch) rounding differs.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from digitvae.runtime.errors import CheckpointError, DataFormatError, MissingDependencyError
+from digitvae.runtime.cli_common import standard_prior_option
 from digitvae.runtime.manifest import DEFAULT_MODEL, sha256_file
 
 if TYPE_CHECKING:
@@ -123,9 +124,11 @@ def _table(real: dict[str, Any], results: list[dict[str, Any]]) -> str:
               help="Digits to generate per model.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the generated digits.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-@click.option("--write", is_flag=True, help="Store each model's figures in its model.json under metrics.sample_quality.")
+@standard_prior_option
+@click.option("--write", is_flag=True, help="Store each model's figures in its model.json under metrics.sample_quality "
+              "(metrics.sample_quality_standard_normal with --standard-prior).")
 def quality(models: tuple[str, ...], data_dir: Path | None, classifier_path: Path | None, count: int, seed: int,
-            as_json: bool, write: bool) -> None:
+            as_json: bool, standard_prior: bool, write: bool) -> None:
     """Score generated digits with a digit classifier: FID, confidence, class balance."""
     if importlib.util.find_spec("torch") is None:
         raise MissingDependencyError("this command needs torch, which is not installed: pip install 'digitvae[train]'")
@@ -140,11 +143,14 @@ def quality(models: tuple[str, ...], data_dir: Path | None, classifier_path: Pat
     classifier = {"path": str(path), "data": ckpt.data, "valid_accuracy": real["classifier_valid_accuracy"]}
     results = []
     for model in models or (DEFAULT_MODEL,):
-        vae = DigitVAE.load(model)
-        result = {**sample_quality(vae, ckpt.model, reference, n=count, seed=seed), "directory": str(vae.model_dir)}
+        vae = DigitVAE.load(model, prior=not standard_prior)
+        scores = sample_quality(vae, ckpt.model, reference, n=count, seed=seed, train_images=train.images,
+                                valid_images=valid.images, valid_labels=valid.labels)
+        result = {**scores, "directory": str(vae.model_dir)}
         if write:
             stored = {k: v for k, v in result.items() if k not in ("model", "directory")}
-            write_sample_quality(vae.model_dir, {
+            key = "sample_quality_standard_normal" if standard_prior and vae.manifest.prior else "sample_quality"
+            write_sample_quality(vae.model_dir, key, {
                 **stored, "note": NOTE, "reference": real,
                 "classifier": {"data": ckpt.data, "valid_accuracy": real["classifier_valid_accuracy"]},
             })
@@ -159,4 +165,4 @@ def quality(models: tuple[str, ...], data_dir: Path | None, classifier_path: Pat
     )
     click.echo(_table(real, results))
     if write:
-        click.echo(f"wrote metrics.sample_quality into {len(results)} model.json file(s)")
+        click.echo(f"wrote the figures into {len(results)} model.json file(s)")

@@ -7,6 +7,7 @@ two computations see identical posterior samples and differ only by float roundi
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -29,15 +30,29 @@ def _posterior(
 
 
 @torch.no_grad()
-def iw_nll(model: VAE, images: np.ndarray, k: int = 200, seed: int = 0, labels: np.ndarray | None = None) -> np.ndarray:
-    """Return each digit's k-sample importance-weighted -log p(x) in nats, float64 [N]."""
+def iw_nll(
+    model: VAE,
+    images: np.ndarray,
+    k: int = 200,
+    seed: int = 0,
+    labels: np.ndarray | None = None,
+    log_prior: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Return each digit's k-sample importance-weighted -log p(x) in nats, float64 [N].
+
+    The prior is N(0, I), or `log_prior`: codes float64 [M, D] -> log p(z) float64 [M].
+    """
     model.eval()
     model = model.double()
     try:
         x, y, mean, logvar, eps = _posterior(model, images, labels, k, seed)
         z = mean + torch.exp(0.5 * logvar) * eps
         log_px = -F.binary_cross_entropy_with_logits(model.decode(z, y), x.expand(k, -1, -1), reduction="none").sum(-1)
-        log_ratio = -0.5 * (z.square().sum(-1) - eps.square().sum(-1) - logvar.sum(-1))
+        if log_prior is None:
+            log_ratio = -0.5 * (z.square().sum(-1) - eps.square().sum(-1) - logvar.sum(-1))
+        else:
+            log_pz = torch.from_numpy(log_prior(z.reshape(-1, z.shape[-1]).numpy())).reshape(z.shape[:-1])
+            log_ratio = log_pz + 0.5 * (eps.square() + logvar + math.log(2 * math.pi)).sum(-1)
         return -(torch.logsumexp(log_px + log_ratio, dim=0) - math.log(k)).numpy()
     finally:
         model.float()

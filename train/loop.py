@@ -47,13 +47,14 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def to_labels(split: Split, config: VAEConfig) -> torch.Tensor | None:
-    """Return a split's labels for a conditional model (None for an unconditional one)."""
-    if not config.num_classes:
+    """Return a split's labels for a conditional model or a prior with classes (else None)."""
+    classes = config.num_classes or config.prior_classes
+    if not classes:
         return None
     if split.labels is None:
-        raise InputError(f"{split.images_path}: a conditional model needs labels, but no labels file sits beside it")
-    if int(split.labels.max()) >= config.num_classes:
-        raise InputError(f"{split.images_path}: labels go up to {int(split.labels.max())}, beyond {config.num_classes} classes")
+        raise InputError(f"{split.images_path}: this model needs labels (it has classes), but no labels file sits beside it")
+    if int(split.labels.max()) >= classes:
+        raise InputError(f"{split.images_path}: labels go up to {int(split.labels.max())}, beyond {classes} classes")
     return torch.from_numpy(split.labels.astype(np.int64))
 
 
@@ -129,7 +130,9 @@ def train(
             optimizer_state=optimizer.state_dict(),
             epoch=0,
             generator_state=torch.Generator().manual_seed(train_config.seed).get_state(),
-            data={"train": train_split.describe(), "valid": valid_split.describe()},
+            # The path lets export fit the prior on the same digits; model.json keeps only the name.
+            data={"train": {**train_split.describe(), "path": str(train_split.images_path.resolve())},
+                  "valid": valid_split.describe()},
             command=command,
             package_version=__version__,
         )
@@ -152,7 +155,9 @@ def _run(
     generator = torch.Generator()
     generator.set_state(ckpt.generator_state)
     x_train, x_valid = to_tensor(train_split.images), to_tensor(valid_split.images)
-    y_train, y_valid = to_labels(train_split, ckpt.model_config), to_labels(valid_split, ckpt.model_config)
+    y_train = to_labels(train_split, ckpt.model_config)
+    # Validation scores p(x) itself: a prior's classes are marginalised, only a conditional model takes labels.
+    y_valid = to_labels(valid_split, ckpt.model_config) if ckpt.model_config.num_classes else None
     if len(x_train) < 1:
         raise InputError("the training split holds no digits")
     best = ckpt.best.get("valid_loss", float("inf"))

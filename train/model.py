@@ -47,6 +47,34 @@ class VAE(nn.Module):
             for module in self.modules():
                 if isinstance(module, nn.Linear):
                     he_init_(module)
+        if config.prior_components:
+            # Means start spread like N(0, I) draws, so every component begins near the data.
+            k, d = config.prior_components, config.latent_dim
+            self.prior_means = nn.Parameter(torch.randn(k, d, generator=torch.Generator().manual_seed(0)))
+            self.prior_logvars = nn.Parameter(torch.zeros(k, d))
+            self.prior_logits = nn.Parameter(torch.zeros(k))
+
+    def log_prior(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """Return log p(z) [...] for codes z [..., N, D]: N(0, I), or the learned mixture.
+
+        With classes in the prior and labels [N], log p(z | label) per row; without labels the
+        marginal, the classes weighted equally.
+        """
+        d = z.shape[-1]
+        if not self.config.prior_components:
+            return -0.5 * (z.square().sum(-1) + d * math.log(2 * math.pi))
+        diff = z.unsqueeze(-2) - self.prior_means  # [..., K, D]
+        per_component = -0.5 * (diff.square() * torch.exp(-self.prior_logvars) + self.prior_logvars).sum(-1)
+        constant = 0.5 * d * math.log(2 * math.pi)
+        classes = self.config.prior_classes
+        if not classes:
+            return torch.logsumexp(per_component + torch.log_softmax(self.prior_logits, dim=0), dim=-1) - constant
+        grouped = per_component.unflatten(-1, (classes, -1)) + torch.log_softmax(self.prior_logits.view(classes, -1), dim=-1)
+        per_class = torch.logsumexp(grouped, dim=-1)  # [..., N, C]
+        if label is None:
+            return torch.logsumexp(per_class, dim=-1) - math.log(classes) - constant
+        index = label.long().view(-1, 1).expand(*per_class.shape[:-1], 1)
+        return per_class.gather(-1, index).squeeze(-1) - constant
 
     def _with_label(self, h: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
         if not self.config.num_classes:
@@ -79,6 +107,9 @@ class VAE(nn.Module):
         beta: float = 1.0,
     ) -> torch.Tensor:
         """Return -ELBO per image in nats [N]: pixel cross-entropy plus beta times the KL to N(0, I)."""
+        if self.config.prior_components:
+            # No closed-form KL against a mixture: the one-sample bound is the IW bound with k = 1.
+            return self.neg_iw_bound(x, 1, generator, label, beta)
         logits, mean, logvar = self(x, generator, label)
         target = x.flatten(1)
         reconstruction = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1)
@@ -98,8 +129,12 @@ class VAE(nn.Module):
         z = mean + torch.exp(0.5 * logvar) * eps
         target = x.flatten(1).expand(k, -1, -1)
         log_px = -F.binary_cross_entropy_with_logits(self.decode(z, label), target, reduction="none").sum(-1)
-        # log N(z; 0, I) - log N(z; mean, sigma^2): the 2*pi terms cancel.
-        log_ratio = -0.5 * (z.square().sum(-1) - eps.square().sum(-1) - logvar.sum(-1))
+        if self.config.prior_components:
+            log_q = -0.5 * (eps.square() + logvar + math.log(2 * math.pi)).sum(-1)
+            log_ratio = self.log_prior(z, label if self.config.prior_classes else None) - log_q
+        else:
+            # log N(z; 0, I) - log N(z; mean, sigma^2): the 2*pi terms cancel.
+            log_ratio = -0.5 * (z.square().sum(-1) - eps.square().sum(-1) - logvar.sum(-1))
         log_w = log_px + beta * log_ratio
         return -(torch.logsumexp(log_w, dim=0) - math.log(k))
 

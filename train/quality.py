@@ -8,8 +8,12 @@
 - `class_balance`: the fraction of samples the classifier assigns to each class 0-9, and
   `class_balance_entropy`, the entropy of those fractions divided by ln 10: 1 when every class
   is equally frequent, 0 when all samples look like one digit.
-- `conditional_accuracy` (conditional models only): the fraction of samples asked for digit c
-  that the classifier reads as c, per class and overall.
+- `conditional_accuracy` (conditional models, and models whose prior was fit per class): the
+  fraction of samples asked for digit c that the classifier reads as c, per class and overall.
+- `memorisation`: the median Euclidean pixel distance from each sample to its nearest training
+  digit, beside the same for reconstructions of validation digits, and their ratio. A model
+  that copies its training digits brings its samples closer to them than its reconstructions of
+  unseen digits are: a ratio well below 1.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ __all__ = [
     "feature_stats",
     "features",
     "frechet_distance",
+    "memorisation",
+    "nearest_distances",
     "real_quality",
     "sample_quality",
     "sqrt_psd",
@@ -50,6 +56,8 @@ NUM_CLASSES = 10
 #: Fewest samples that give every class one and a covariance estimate.
 MIN_SAMPLES = 10
 _BATCH = 1000
+#: Samples and validation digits compared with the training digits in the memorisation check.
+MEMORISATION_DIGITS = 2000
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,26 @@ def _class_scores(probs: np.ndarray) -> dict[str, Any]:
     }
 
 
+def nearest_distances(images: Any, references: Any, batch: int = 1000) -> np.ndarray:
+    """Return each image's Euclidean pixel distance (pixels in [0, 1]) to its nearest reference, float64 [N]."""
+    a = as_images(images).reshape(-1, 784).astype(np.float64)
+    b = as_images(references).reshape(-1, 784).astype(np.float64)
+    b_sq = np.square(b).sum(axis=1)
+    out = np.empty(len(a))
+    for i in range(0, len(a), batch):
+        part = a[i : i + batch]
+        d2 = np.square(part).sum(axis=1)[:, None] + b_sq[None] - 2 * part @ b.T
+        out[i : i + batch] = np.sqrt(np.clip(d2.min(axis=1), 0.0, None))
+    return out
+
+
+def memorisation(samples: Any, reconstructions: Any, train_images: Any) -> dict[str, float]:
+    """Return median nearest-training-digit distances of samples and of reconstructions, and their ratio."""
+    to_samples = float(np.median(nearest_distances(samples, train_images)))
+    to_reconstructions = float(np.median(nearest_distances(reconstructions, train_images)))
+    return {"samples": to_samples, "reconstructions": to_reconstructions, "ratio": to_samples / to_reconstructions}
+
+
 def real_quality(
     classifier: DigitClassifier, valid_images: np.ndarray, valid_labels: np.ndarray, train_images: np.ndarray
 ) -> tuple[dict[str, Any], FeatureStats]:
@@ -153,48 +181,64 @@ def sample_quality(
     reference: FeatureStats | np.ndarray,
     n: int = 5000,
     seed: int = 0,
+    *,
+    train_images: np.ndarray | None = None,
+    valid_images: np.ndarray | None = None,
+    valid_labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Generate n digits with a seed and score them (see the module docstring for each key).
 
     `reference` is real digits (images) or their feature statistics, for the FID. A conditional
-    model is asked for each class in turn (0, 1, ..., 9, 0, ...), n/10 digits per class.
+    model is asked for each class in turn (0, 1, ..., 9, 0, ...), n/10 digits per class; an
+    unconditional model whose prior has classes draws from its whole prior, and then n/10
+    digits of each class for the per-class accuracy. With `train_images` and `valid_images`
+    (the first 2,000 are reconstructed; a conditional model needs `valid_labels`), also the
+    memorisation check, on the first 2,000 samples.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < MIN_SAMPLES:
         raise InputError(f"n must be an integer of at least {MIN_SAMPLES}, got {n!r}")
     if not isinstance(reference, FeatureStats):
         reference = feature_stats(features(classifier, reference)[0])
-    requested = None
-    if vae.num_classes:
-        if vae.num_classes != NUM_CLASSES:
-            raise InputError(f"model {vae.name!r} has {vae.num_classes} classes; the digit classifier knows {NUM_CLASSES}")
-        requested = np.arange(n) % NUM_CLASSES
-    feats, probs = features(classifier, vae.generate(n, seed=seed, digit=requested))
+    classes = vae.num_classes or vae.prior.num_classes
+    if classes and classes != NUM_CLASSES:
+        raise InputError(f"model {vae.name!r} has {classes} classes; the digit classifier knows {NUM_CLASSES}")
+    requested = np.arange(n) % NUM_CLASSES if vae.num_classes else None
+    samples = vae.generate(n, seed=seed, digit=requested)
+    feats, probs = features(classifier, samples)
     result: dict[str, Any] = {
         "model": vae.name,
+        "prior": vae.prior.kind,
         "n": n,
         "seed": seed,
         "fid": frechet_distance(feature_stats(feats), reference),
         **_class_scores(probs),
     }
-    if requested is not None:
+    if classes:
+        if requested is None:
+            requested = np.repeat(np.arange(NUM_CLASSES), n // NUM_CLASSES)
+            probs = features(classifier, vae.generate(len(requested), seed=seed + 1, digit=requested))[1]
         hits = probs.argmax(axis=1) == requested
         result["conditional_accuracy"] = {
             "per_class": [float(hits[requested == c].mean()) for c in range(NUM_CLASSES)],
             "overall": float(hits.mean()),
         }
+    if train_images is not None and valid_images is not None:
+        labels = valid_labels[:MEMORISATION_DIGITS] if vae.num_classes and valid_labels is not None else None
+        rebuilt = vae.reconstruct(valid_images[:MEMORISATION_DIGITS], labels)
+        result["memorisation"] = memorisation(samples[:MEMORISATION_DIGITS], rebuilt, train_images)
     logger.info("%s: fid %.3f, mean confidence %.4f", vae.name, result["fid"], result["mean_confidence"])
     return result
 
 
-def write_sample_quality(model_dir: Path, record: dict[str, Any]) -> None:
-    """Store a record under metrics.sample_quality in a model folder's model.json, atomically."""
+def write_sample_quality(model_dir: Path, key: str, record: dict[str, Any]) -> None:
+    """Store a record under metrics.<key> (sample_quality, ...) in a model folder's model.json, atomically."""
     path = Path(model_dir) / MANIFEST_NAME
     read_manifest(Path(model_dir))  # refuse to edit anything that is not a valid manifest
     data = json.loads(path.read_text(encoding="utf-8"))
     metrics = data.setdefault("metrics", {})
     if not isinstance(metrics, dict):
         raise ModelError(f"{path}: field 'metrics' must be an object")
-    metrics["sample_quality"] = record
+    metrics[key] = record
     with atomic_write(path, "w") as fh:
         fh.write(json.dumps(data, indent=2) + "\n")
-    logger.info("wrote metrics.sample_quality to %s", path)
+    logger.info("wrote metrics.%s to %s", key, path)

@@ -1,0 +1,140 @@
+"""The latent prior p(z): N(0, I), or a learned one whose sampler and log-density are ONNX graphs.
+
+Every draw is a function of numbers the caller can reproduce in any language: `noise`
+float32 [N, D] from N(0, I), then `uniform` float32 [N] from U[0, 1) (which picks a mixture
+component), and `label` int64 [N] (-1 for any class, 0..C-1 for that class's own prior).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import likelihood as lk
+from .errors import InputError, ModelError
+from .inputs import as_labels
+from .sessions import SmallBatchRunner
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+#: The label that asks a learned prior for any class (its marginal).
+ANY_CLASS = -1
+
+
+class Prior:
+    """p(z) = N(0, I): samples are the noise itself, the log-density is exact in numpy."""
+
+    kind = "standard_normal"
+
+    def __init__(self, latent_dim: int) -> None:
+        self.latent_dim = latent_dim
+
+    @property
+    def num_classes(self) -> int:
+        """Return how many classes the prior can be asked for (0 = none)."""
+        return 0
+
+    def class_rows(self, digit: Any, n: int) -> np.ndarray:
+        """Return the prior's `label` input for n draws: -1 without a digit, else the class per row."""
+        if digit is None:
+            return np.full(n, ANY_CLASS, np.int64)
+        if not self.num_classes:
+            raise InputError(f"this model's prior ({self.kind}) has no classes; it cannot be asked for a digit")
+        return as_labels(digit, n, self.num_classes, "digit")
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return the random inputs of n draws: noise [n, D], and uniform [n] where the prior uses one."""
+        return rng.standard_normal((n, self.latent_dim), dtype=np.float32), None
+
+    def sample(self, noise: np.ndarray, uniform: np.ndarray | None, label: np.ndarray) -> np.ndarray:
+        """Return codes z float32 [N, D] for these random inputs."""
+        return noise
+
+    def log_prob(self, z: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
+        """Return log p(z) (log p(z | label) per row where given) in nats, float64 [...] over z's last axis."""
+        return lk.standard_normal_log_prob(z)
+
+
+class LearnedPrior(Prior):
+    """A prior given by two ONNX graphs: the sampler and the log-density (see README's contract)."""
+
+    def __init__(self, latent_dim: int, description: dict[str, Any], sampler: ort.InferenceSession,
+                 density: ort.InferenceSession) -> None:
+        super().__init__(latent_dim)
+        self.kind = str(description["kind"])
+        self.description = description
+        self._classes = int(description["classes"])
+        self._sampler = sampler
+        self._density = density
+        self._small = SmallBatchRunner(sampler)
+
+    @property
+    def num_classes(self) -> int:
+        """Return how many classes the prior can be asked for (0 = none)."""
+        return self._classes
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return the random inputs of n draws: noise [n, D], then uniform [n]."""
+        noise = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
+        return noise, rng.random(n, dtype=np.float32)
+
+    def sample(self, noise: np.ndarray, uniform: np.ndarray | None, label: np.ndarray) -> np.ndarray:
+        """Return codes z float32 [N, D] for these random inputs."""
+        feeds = {"noise": noise, "uniform": uniform, "label": label}
+        z = (self._small.run(["z"], feeds) or self._sampler.run(["z"], feeds))[0]
+        return _finite(z, "prior sampler")
+
+    def log_prob(self, z: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
+        """Return log p(z) (log p(z | label) per row where given) in nats, float64 [...] over z's last axis."""
+        shape = z.shape[:-1]
+        flat = np.ascontiguousarray(z.reshape(-1, self.latent_dim), dtype=np.float32)
+        if label is None:
+            rows = np.full(len(flat), ANY_CLASS, np.int64)
+        else:
+            # One label per leading row of z, repeated over any sample axes after it.
+            rows = np.repeat(np.asarray(label, np.int64), len(flat) // len(label))
+        out = self._density.run(["log_prob"], {"z": flat, "label": rows})[0]
+        if out.shape != (len(flat),):
+            raise ModelError(f"prior density returned shape {list(out.shape)}, expected [{len(flat)}]")
+        return out.astype(np.float64).reshape(shape)
+
+
+class DrawPool:
+    """The random inputs of unseeded draws, made a block at a time from one generator.
+
+    Drawing noise and uniform for a single digit costs two generator calls, about a tenth of
+    decoding it; a block of 1,024 rows spreads that cost. Taking rows is thread-safe, and a
+    new block never overwrites rows already handed out.
+    """
+
+    BLOCK = 1024
+
+    def __init__(self, prior: Prior, rng: np.random.Generator) -> None:
+        self._prior = prior
+        self._rng = rng
+        self._lock = threading.Lock()
+        self._noise, self._uniform = prior.draw(rng, self.BLOCK)
+        self._next = 0
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return n fresh rows of noise [n, D] and uniform [n] (None for N(0, I))."""
+        with self._lock:
+            start = self._next
+            end = start + n
+            if end > self.BLOCK:
+                if n > self.BLOCK // 4:
+                    return self._prior.draw(self._rng, n)
+                self._noise, self._uniform = self._prior.draw(self._rng, self.BLOCK)
+                start, end = 0, n
+            self._next = end
+            uniform = self._uniform
+            return self._noise[start:end], None if uniform is None else uniform[start:end]
+
+
+def _finite(z: np.ndarray, what: str) -> np.ndarray:
+    if not np.isfinite(z).all():
+        raise ModelError(f"the {what} returned NaN or infinite codes; the model's prior file is broken")
+    return z
