@@ -89,9 +89,6 @@ def fit_mixture(codes: np.ndarray, classes: np.ndarray | None, config: PriorConf
         return Mixture(weights[None], means, covs)
     num_classes = int(classes.max()) + 1
     counts = np.bincount(classes, minlength=num_classes)
-    if counts.min() < MIN_CLASS_DIGITS:
-        missing = [c for c in range(num_classes) if counts[c] < MIN_CLASS_DIGITS]
-        raise InputError(f"a per-class prior needs digits of every class 0-{num_classes - 1}; too few of {missing}")
     parts = [fit(codes[classes == c]) for c in range(num_classes)]
     sizes = [len(p[0]) for p in parts]
     table = np.zeros((num_classes + 1, sum(sizes)))
@@ -160,6 +157,15 @@ def fit_prior(vae: Any, images: np.ndarray, labels: np.ndarray | None, config: P
     """Fit a prior to a loaded model's posterior codes of these digits (per class with labels)."""
     if vae.num_classes and labels is None:
         raise InputError(f"model {vae.name!r} is conditional: fitting its prior needs the digits' labels")
+    if labels is not None:
+        labels = np.asarray(labels, np.int64)
+        counts = np.bincount(labels, minlength=int(labels.max()) + 1)
+        if counts.min() < MIN_CLASS_DIGITS:
+            few = [c for c, count in enumerate(counts) if count < MIN_CLASS_DIGITS]
+            raise InputError(
+                f"a per-class prior needs at least {MIN_CLASS_DIGITS} digits of every class 0-{len(counts) - 1}; "
+                f"too few of class {', '.join(map(str, few))} (or fit without labels)"
+            )
     codes = posterior_codes(vae, images, labels, config.samples, config.seed, config.spread)
     classes = None if labels is None else np.repeat(np.asarray(labels, np.int64), config.samples)
     mixture = fit_mixture(codes, classes, config)

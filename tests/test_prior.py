@@ -351,3 +351,13 @@ def test_generate_command_each_digit_and_standard_prior(vae: DigitVAE, tmp_path:
     assert_clean_failure(invoke("generate", "-n", 5, "--each-digit", "--digit", 3, "-o", tmp_path / "x.npy"), "exclude")
     assert_clean_failure(invoke("generate", "-n", 5, "--standard-prior", "--digit", 3, "-o", tmp_path / "x.npy"), "digit")
     assert not (tmp_path / "x.npy").exists()
+
+
+@needs_fit
+def test_a_class_without_digits_is_refused(vae: DigitVAE, digits: np.ndarray) -> None:
+    from digitvae.export.prior import PriorConfig, fit_prior
+
+    labels = np.arange(len(digits)) % 10
+    labels[labels == 4] = 5  # no fours at all
+    with pytest.raises(InputError, match="too few of class 4"):
+        fit_prior(vae, digits, labels, PriorConfig(samples=1))
