@@ -16,8 +16,8 @@ from . import likelihood as lk
 from .inputs import IMAGE_SIDE, as_count, as_images, as_labels, as_latents
 from .manifest import DEFAULT_MODEL, ROLES, Manifest, read_manifest, resolve_model_dir, verified_bytes
 from .onnxscan import check_self_contained
-from .prior import ANY_CLASS, DrawPool, LearnedPrior, Prior
-from .sessions import SmallBatchRunner, session_options
+from .prior import ANY_CLASS, BlockPool, LearnedPrior, Prior, code_pool, draw_pool
+from .sessions import SMALL_BATCH, SmallBatchRunner, session_options
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 #: Rows per onnxruntime call: bounds the session's working memory for very large batches.
 CHUNK = 4096
 _ENCODED = ["mean", "logvar"]
+_SINGLE_THREADED = ("prior", "prior_density")
 #: The prior's `label` for small unseeded-class batches, made once (read-only).
 _ANY_CLASS = {n: np.full(n, ANY_CLASS, np.int64) for n in range(1, 17)}
 for _array in _ANY_CLASS.values():
@@ -60,7 +61,10 @@ class DigitVAE:
         self._small = {"encoder": SmallBatchRunner(encoder), "decoder": SmallBatchRunner(decoder)}
         if generator is not None:
             self._small["generator"] = SmallBatchRunner(generator)
-        self._pool: DrawPool | None = None
+        # Unseeded draws come from blocks made ahead from one generator seeded by the OS.
+        self._rng: np.random.Generator | None = None
+        self._draw_pool: BlockPool | None = None
+        self._code_pools: dict[int, BlockPool] = {}
         enc_active = encoder.get_providers()
         self.providers: list[str] = [p for p in decoder.get_providers() if p in enc_active]
 
@@ -99,7 +103,9 @@ class DigitVAE:
             # Hash and load the same bytes, so the file cannot change between check and use.
             data = verified_bytes(model_dir, files[role])
             check_self_contained(data, model_dir / files[role].path)
-            opts = session_options(threads)
+            # The prior's graphs are small: a thread pool of their own would only spin beside the
+            # decoder's and steal its cores (4 ms stalls of batch-1 calls on two cores).
+            opts = session_options(1 if role in _SINGLE_THREADED else threads)
             try:
                 sessions[role] = ort.InferenceSession(data, sess_options=opts, providers=names, provider_options=options)
             except Exception as exc:  # onnxruntime raises several unrelated types for bad models
@@ -135,7 +141,9 @@ class DigitVAE:
 
         `digit` (one class or one per row) asks a prior fit per class for that class's codes.
         """
-        _, label, noise, uniform = self._draws(n, seed, digit)
+        n = as_count(n)
+        _, label = self._classes(n, digit)
+        noise, uniform = self._noise(n, seed)
         return self.prior.sample(noise, uniform, label)
 
     def generate(self, n: int, seed: int | None = None, digit: Any = None) -> np.ndarray:
@@ -145,15 +153,16 @@ class DigitVAE:
         a prior fit per class samples it. A conditional model without `digit` cycles the
         classes 0, 1, ..., 9, 0, ... so every class appears equally often.
         """
-        digit, label, noise, uniform = self._draws(n, seed, digit)
-        n = len(noise)
+        n = as_count(n)
+        pooled = seed is None and np.ndim(digit) == 0 and n <= SMALL_BATCH and not self.num_classes
+        digit, label = self._classes(n, digit)
+        if pooled and self._generator is not None:
+            # Unseeded codes of one class (or any) are sampled a block ahead: a small batch costs a decode.
+            return self._decode(self._code_pool(int(label[0])).take(n)[0], None)
+        noise, uniform = self._noise(n, seed)
         if self._generator is None:
             z = self.prior.sample(noise, uniform, label)
             return self._decode(z, self._labels(digit, n) if self.num_classes else None)
-        if n <= CHUNK:
-            feeds = {"noise": noise, "uniform": uniform, "label": label}
-            image = (self._small["generator"].run(["image"], feeds) or self._generator.run(["image"], feeds))[0]
-            return _image_rows(image, n)
         out = np.empty((n, IMAGE_SIDE, IMAGE_SIDE), np.float32)
         for i in range(0, n, CHUNK):
             feeds = {"noise": noise[i : i + CHUNK], "uniform": uniform[i : i + CHUNK], "label": label[i : i + CHUNK]}
@@ -161,13 +170,12 @@ class DigitVAE:
             out[i : i + len(image)] = _image_rows(image, len(feeds["noise"]))
         return out
 
-    def _draws(self, n: int, seed: int | None, digit: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
-        """Return what n draws from the prior need: the digits asked for, the prior's `label`, noise, uniform.
+    def _classes(self, n: int, digit: Any) -> tuple[Any, np.ndarray]:
+        """Return the digits asked for and the prior's `label` input for n draws.
 
         A conditional model without `digit` is asked for every class in turn; the prior's
         `label` is the digit where the prior has classes, else -1 (any class).
         """
-        n = as_count(n)
         if digit is None and self.num_classes:
             digit = np.arange(n) % self.num_classes
         elif digit is not None and not self.num_classes and not self.prior.num_classes:
@@ -176,19 +184,30 @@ class DigitVAE:
                 "has no classes (fit one per class with `digitvae prior fit MODEL --data IMAGES --labels LABELS`, "
                 "or use a conditional model such as mnist-cvae)"
             )
-        if digit is None or not self.prior.num_classes:
-            label = _ANY_CLASS.get(n)
-            label = np.full(n, ANY_CLASS, np.int64) if label is None else label
-        else:
-            label = self.prior.class_rows(digit, n)
+        if digit is not None and self.prior.num_classes:
+            return digit, self.prior.class_rows(digit, n)
+        label = _ANY_CLASS.get(n)
+        return digit, np.full(n, ANY_CLASS, np.int64) if label is None else label
+
+    def _noise(self, n: int, seed: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return the prior's random inputs for n draws: from `seed`, or the next rows of a block."""
         if seed is not None:
-            noise, uniform = self.prior.draw(np.random.default_rng(seed), n)
-        else:
-            # Seeding a generator from the OS costs as much as decoding one digit: do it once.
-            if self._pool is None:
-                self._pool = DrawPool(self.prior, np.random.default_rng())
-            noise, uniform = self._pool.take(n)
-        return digit, label, noise, uniform
+            return self.prior.draw(np.random.default_rng(seed), n)
+        if self._draw_pool is None:
+            self._draw_pool = draw_pool(self.prior, self._os_rng())
+        return self._draw_pool.take(n)  # type: ignore[return-value]
+
+    def _code_pool(self, label: int) -> BlockPool:
+        pool = self._code_pools.get(label)
+        if pool is None:
+            pool = self._code_pools[label] = code_pool(self.prior, self._os_rng(), label)
+        return pool
+
+    def _os_rng(self) -> np.random.Generator:
+        # Seeding a generator from the OS costs as much as decoding one digit: do it once.
+        if self._rng is None:
+            self._rng = np.random.default_rng()
+        return self._rng
 
     def decode(self, z: Any, labels: Any = None) -> np.ndarray:
         """Decode latent codes [N, D] into digits, float32 [N, 28, 28] in [0, 1]."""

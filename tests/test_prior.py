@@ -361,3 +361,23 @@ def test_a_class_without_digits_is_refused(vae: DigitVAE, digits: np.ndarray) ->
     labels[labels == 4] = 5  # no fours at all
     with pytest.raises(InputError, match="too few of class 4"):
         fit_prior(vae, digits, labels, PriorConfig(samples=1))
+
+
+def test_unseeded_small_batches_decode_codes_drawn_a_block_ahead() -> None:
+    from digitvae.runtime.prior import ANY_CLASS, BlockPool
+
+    vae = DigitVAE.load()
+    vae._rng = np.random.default_rng(42)  # the generator an unseeded call would seed from the OS
+    firsts = [vae.generate(1), vae.generate(2), vae.generate(1, digit=7)]
+    rng = np.random.default_rng(42)
+    noise, uniform = vae.prior.draw(rng, BlockPool.BLOCK)
+    block = vae.prior.sample(noise, uniform, np.full(BlockPool.BLOCK, ANY_CLASS, np.int64))
+    np.testing.assert_allclose(firsts[0], vae.decode(block[:1]), atol=1e-6)
+    np.testing.assert_allclose(firsts[1], vae.decode(block[1:3]), atol=1e-6)
+    # Each class has a block of its own, drawn when first asked for.
+    noise, uniform = vae.prior.draw(rng, BlockPool.BLOCK)
+    sevens = vae.prior.sample(noise, uniform, np.full(BlockPool.BLOCK, 7, np.int64))
+    np.testing.assert_allclose(firsts[2], vae.decode(sevens[:1]), atol=1e-6)
+    # A block is used up in order and replaced; no code is handed out twice.
+    many = np.concatenate([vae.generate(16) for _ in range(80)])
+    assert len(np.unique(many.reshape(len(many), -1), axis=0)) == len(many)
