@@ -25,9 +25,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, shape_inference
 
-from digitvae.runtime.atomic import atomic_write
 from digitvae.runtime.errors import ExportError, InputError
-from digitvae.runtime.manifest import MANIFEST_NAME, ROLES, Manifest, ModelFile, read_manifest, verified_bytes
+from digitvae.runtime.manifest import ROLES, Manifest, ModelFile, read_manifest, update_metrics, verified_bytes
 
 from .folder import folder_files, variant_file, write_model_folder
 from .prior import attach_generators, with_prior
@@ -112,29 +111,27 @@ def add_variants(model_dir: Path, *, valid: Path | None = None, k: int = 100, li
 
 
 def record_iw_nll(model_dir: Path, valid: Path, *, k: int = 100, limit: int | None = None) -> Manifest:
-    """Measure every variant's mean IW-NLL on an IDX image file and store it in model.json."""
-    from digitvae.runtime.idx import read_mnist_images, read_mnist_labels
+    """Measure every variant's -ELBO and IW-NLL on an IDX image file; store them in metrics.likelihood."""
+    from digitvae.runtime.idx import labels_beside, read_mnist_images, read_mnist_labels
     from digitvae.runtime.model import DigitVAE
 
     images = read_mnist_images(valid)[:limit]
     labels = None
     manifest = read_manifest(model_dir)
     if manifest.num_classes:
-        label_file = valid.with_name(valid.name.replace("images-idx3", "labels-idx1"))
-        if label_file == valid or not label_file.is_file():
-            raise InputError(f"{valid}: a conditional model needs the labels beside the images ({label_file.name})")
+        label_file = labels_beside(valid)
+        if label_file is None:
+            raise InputError(f"{valid}: a conditional model needs the labels file beside the images")
         labels = read_mnist_labels(label_file)[: len(images)]
-    result: dict[str, Any] = {"data": valid.name, "digits": len(images), "k": k, "seed": 0}
+    figures: dict[str, Any] = {}
     for variant in manifest.variants:
         vae = DigitVAE.load(model_dir.resolve(), variant=variant)
-        result[variant] = float(np.mean(vae.iw_nll(images, k, labels)))
-        logger.info("%s: IW-NLL %.3f nats on %s", variant, result[variant], valid.name)
-    metrics = dict(manifest.metrics)
-    metrics["iw_nll"] = result
-    manifest = replace(manifest, metrics=metrics)
-    with atomic_write(model_dir / MANIFEST_NAME, "w") as fh:
-        fh.write(manifest.to_json())
-    return manifest
+        figures[variant] = {
+            "data": [valid.name], "digits": len(images), "k": k, "seed": 0,
+            "neg_elbo": float(-vae.elbo(images, labels).mean()), "iw_nll": float(vae.iw_nll(images, k, labels).mean()),
+        }
+        logger.info("%s: IW-NLL %.3f nats on %s", variant, figures[variant]["iw_nll"], valid.name)
+    return update_metrics(model_dir, {"likelihood": figures}, merge="likelihood")
 
 
 def quantize_int8(blob: bytes) -> bytes:

@@ -24,6 +24,10 @@ PRIOR_ROLES = ("prior", "prior_density", "generator")
 STANDARD_NORMAL = "standard_normal"
 #: Kinds of learned prior this digitvae reads.
 PRIOR_KINDS = ("gaussian_mixture",)
+_KNOWN_FIELDS = frozenset({
+    "format", "format_version", "name", "preset", "latent_dim", "num_classes", "image_shape", "likelihood", "prior",
+    "variants", "package_version", "training", "metrics",
+})
 DEFAULT_MODEL = "mnist-vae"
 
 
@@ -52,6 +56,8 @@ class Manifest:
     num_classes: int = 0
     #: The learned prior (kind, classes, what it was fit on), or None for N(0, I).
     prior: Mapping[str, Any] | None = None
+    #: Top-level fields this version does not model, kept as read so that rewriting loses nothing.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def prior_classes(self) -> int:
@@ -91,6 +97,7 @@ class Manifest:
             "package_version": self.package_version,
             "training": dict(self.training),
             "metrics": dict(self.metrics),
+            **{k: v for k, v in self.extra.items() if k not in _KNOWN_FIELDS},
         }
 
     def to_json(self) -> str:
@@ -183,6 +190,7 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> Manifest:
         format_version=version,
         num_classes=num_classes,
         prior=prior,
+        extra={k: v for k, v in data.items() if k not in _KNOWN_FIELDS},
         **optional,
     )
 
@@ -282,3 +290,30 @@ def verified_bytes(model_dir: Path, entry: ModelFile) -> bytes:
             f"{found[:16]}...); the file was modified or corrupted"
         )
     return data
+
+
+def update_metrics(model_dir: Path, entries: Mapping[str, Any], merge: str | None = None) -> Manifest:
+    """Store entries under `metrics` in model_dir/model.json, atomically; return the new manifest.
+
+    This is the one writer of figures into an existing model folder. The JSON is edited as
+    read, so fields this version does not model are kept, and each entry replaces its key
+    (the entry named by `merge` is merged one level deep: metrics.likelihood.<variant>).
+    """
+    from .atomic import atomic_write
+
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST_NAME
+    read_manifest(model_dir)  # refuse to edit anything that is not a valid manifest
+    data = json.loads(path.read_text(encoding="utf-8"))
+    metrics = data.setdefault("metrics", {})
+    if not isinstance(metrics, dict):
+        raise ModelError(f"{path}: field 'metrics' must be an object")
+    for key, value in entries.items():
+        if key == merge and isinstance(metrics.get(key), dict):
+            metrics[key].update(value)
+        else:
+            metrics[key] = value
+    with atomic_write(path, "w") as fh:
+        fh.write(json.dumps(data, indent=2) + "\n")
+    logger.info("wrote metrics %s to %s", ", ".join(entries), path)
+    return read_manifest(model_dir)

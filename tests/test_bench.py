@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from digitvae.runtime import DigitVAE
-from digitvae.runtime.bench import QUICK, BenchConfig, cold_start, run_bench
+from digitvae.cli.benchmark import QUICK, BenchConfig, cold_start, run_bench
 from digitvae.runtime.imageio import encode_png
 from digitvae.runtime.manifest import shipped_models_dir
 from digitvae.runtime.sessions import SmallBatchRunner, session_options
@@ -95,7 +95,7 @@ def test_a_model_without_a_usable_cost_gets_a_note_not_a_bound(costed_model: Pat
 
 @needs_torch
 def test_torch_contender_is_the_same_network(costed_model: Path) -> None:
-    from digitvae.runtime.bench_torch import torch_contender
+    from digitvae.cli.benchmark_torch import torch_contender
 
     vae = DigitVAE.load(costed_model)
     twin = torch_contender(vae)
@@ -176,11 +176,12 @@ def test_generate_command_loads_neither_pillow_nor_other_commands(tmp_path: Path
     code = textwrap.dedent(
         """
         import sys
-        from digitvae.runtime.cli import cli
+        from digitvae.cli.main import cli
         cli(["generate", "-n", "2", "-o", "x.png"], standalone_mode=False)
         heavy = [m for m in sys.modules if m.split(".")[0] in ("PIL", "torch", "onnx", "shlex")
-                 or m.startswith(("digitvae.train", "digitvae.export", "digitvae.runtime.cli_eval",
-                                  "digitvae.runtime.cli_latent", "digitvae.runtime.cli_bench", "digitvae.runtime.bench",
+                 or m.startswith(("digitvae.train", "digitvae.export", "digitvae.cli.likelihood",
+                                  "digitvae.cli.latent", "digitvae.cli.bench", "digitvae.cli.benchmark",
+                                  "digitvae.cli.train", "digitvae.cli.prior", "digitvae.cli.quality",
                                   "digitvae.runtime.detector", "digitvae.runtime.scoring"))]
         print("heavy:", sorted(heavy))
         """
@@ -202,7 +203,7 @@ def test_the_outlier_detector_is_imported_on_first_use() -> None:
 
 
 def test_torch_note_when_it_cannot_be_rebuilt(costed_model: Path, tmp_path: Path) -> None:
-    from digitvae.runtime.bench_torch import torch_contender
+    from digitvae.cli.benchmark_torch import torch_contender
 
     folder = tmp_path / "m"
     shutil.copytree(costed_model, folder)

@@ -1,4 +1,4 @@
-"""Tests for the `digitvae` command line (digitvae.runtime.cli), driven in-process with click's CliRunner."""
+"""Tests for the `digitvae` command line (digitvae.cli), driven in-process with click's CliRunner."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from digitvae.runtime import __version__
-from digitvae.runtime.cli import cli
+from digitvae.cli.main import cli
 from digitvae.runtime.manifest import read_manifest, shipped_models_dir
 
 from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch

@@ -24,7 +24,7 @@ def _command() -> list[str]:
     script = Path(sys.executable).with_name("digitvae")
     if script.is_file():
         return [str(script)]
-    return [sys.executable, "-c", "from digitvae.runtime.cli import main; main()"]
+    return [sys.executable, "-c", "from digitvae.cli.main import main; main()"]
 
 
 @needs_torch

@@ -37,7 +37,7 @@ def test_cli_generate_runs_with_torch_unimportable(tmp_path: Path) -> None:
         import sys
         sys.modules["torch"] = None
         sys.modules["onnx"] = None
-        from digitvae.runtime.cli import cli
+        from digitvae.cli.main import cli
         try:
             cli(["generate", "-n", "4", "-o", "out.png", "--seed", "1"], prog_name="digitvae")
         except SystemExit as exc:

@@ -381,3 +381,21 @@ def test_unseeded_small_batches_decode_codes_drawn_a_block_ahead() -> None:
     # A block is used up in order and replaced; no code is handed out twice.
     many = np.concatenate([vae.generate(16) for _ in range(80)])
     assert len(np.unique(many.reshape(len(many), -1), axis=0)) == len(many)
+
+
+@needs_torch
+def test_rewriting_a_model_folder_keeps_fields_it_does_not_model(tiny_model: Path, tmp_path: Path) -> None:
+    from digitvae.export.prior import PriorConfig, fit_model_prior
+    from digitvae.runtime.manifest import update_metrics
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    data = json.loads((model / "model.json").read_text())
+    data["x-origin"] = {"team": "digits"}
+    data["metrics"]["x-note"] = "kept"
+    (model / "model.json").write_text(json.dumps(data))
+    fit_model_prior(model, TRAIN_IMAGES, None, PriorConfig(components=2, samples=1))
+    update_metrics(model, {"likelihood": {"fp32": {"iw_nll": 1.0}}}, merge="likelihood")
+    after = json.loads((model / "model.json").read_text())
+    assert after["x-origin"] == {"team": "digits"} and after["metrics"]["x-note"] == "kept"
+    assert after["metrics"]["likelihood"]["fp32"] == {"iw_nll": 1.0}

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from digitvae.runtime import CheckpointError, DataFormatError, DigitVAE, InputError
 from digitvae.runtime.idx import read_mnist_labels
 from digitvae.runtime.manifest import sha256_file, shipped_models_dir
-from digitvae.train.cli_quality import quality
+from digitvae.cli.quality import quality
 from digitvae.runtime.prior import Prior
 from digitvae.train.quality import FeatureStats, feature_stats, frechet_distance, sqrt_psd, write_sample_quality
 
@@ -258,7 +258,7 @@ def run(*args: object) -> Result:
 def saved_classifier(classifier: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Save the fixture classifier as the command would, for the fixture data folder."""
     from digitvae.train.classifier import ClassifierCheckpoint, ClassifierTrainConfig, save_classifier
-    from digitvae.train.cli_quality import describe_labelled
+    from digitvae.cli.quality import describe_labelled
     from digitvae.train.data import load_splits
 
     train, valid = load_splits(DATA, None, None)
@@ -329,7 +329,7 @@ def test_quality_command_refuses_other_data_and_missing_labels(saved_classifier:
 
 
 def test_table_shows_conditional_accuracy_only_for_conditional_models() -> None:
-    from digitvae.train.cli_quality import _table
+    from digitvae.cli.quality import _table
 
     base = {"fid": 1.0, "mean_confidence": 0.9, "class_balance": [0.1] * 10, "class_balance_entropy": 1.0}
     plain = _table(base, [{**base, "model": "plain"}])
@@ -346,7 +346,7 @@ def test_quality_command_loads_without_torch(tmp_path: Path) -> None:
         import sys
         sys.modules["torch"] = None
         from click.testing import CliRunner
-        from digitvae.train.cli_quality import quality
+        from digitvae.cli.quality import quality
         result = CliRunner().invoke(quality, [])
         print(type(result.exception).__name__, result.exception)
     """

@@ -175,9 +175,11 @@ def test_iw_nll_of_the_variants_is_recorded(model_dir: Path, tmp_path: Path) -> 
     folder = tmp_path / "m"
     shutil.copytree(model_dir, folder)
     manifest = V.record_iw_nll(folder, VALID_IMAGES, k=8, limit=40)
-    nll = json.loads((folder / "model.json").read_text())["metrics"]["iw_nll"]
-    assert nll == manifest.metrics["iw_nll"]
-    assert (nll["digits"], nll["k"], nll["data"]) == (40, 8, VALID_IMAGES.name)
+    stored = json.loads((folder / "model.json").read_text())["metrics"]
+    nll = {v: stored["likelihood"][v]["iw_nll"] for v in ("fp32", "int8", "fp16")}
+    assert stored["likelihood"] == manifest.metrics["likelihood"] and "iw_nll" not in stored  # each figure once
+    assert all((stored["likelihood"][v]["digits"], stored["likelihood"][v]["k"]) == (40, 8) for v in nll)
+    assert stored["likelihood"]["fp32"]["data"] == [VALID_IMAGES.name]
     assert 60 < nll["fp32"] < 200
     assert abs(nll["int8"] - nll["fp32"]) < 1.0 and abs(nll["fp16"] - nll["fp32"]) < 0.1
     DigitVAE.load(folder, variant="int8")  # the rewritten model.json still verifies

@@ -19,8 +19,7 @@ from digitvae.runtime.errors import CheckpointError, InputError
 from digitvae.runtime.inputs import as_images
 
 from .checkpoint import read_state
-from .config import from_dict, to_dict, with_overrides
-from .quality import NUM_CLASSES, features
+from .config import DIGIT_CLASSES, from_dict, to_dict, with_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +27,8 @@ FORMAT = "digitvae-classifier"
 VERSION = 1
 # Mean and standard deviation of MNIST pixels in [0, 1]: centred inputs train faster.
 _PIXEL_MEAN, _PIXEL_STD = 0.1307, 0.3081
+#: Digits per forward pass when scoring.
+_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class DigitClassifier(nn.Module):
         self.norm2 = nn.BatchNorm2d(config.conv2) if config.batch_norm else nn.Identity()
         self.hidden = nn.Linear(config.conv2 * 7 * 7, config.features)
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.features, NUM_CLASSES)
+        self.head = nn.Linear(config.features, DIGIT_CLASSES)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Return the penultimate (post-ReLU) activations [N, features]."""
@@ -90,6 +91,18 @@ class DigitClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return class logits [N, 10]."""
         return self.head(self.dropout(self.embed(x)))
+
+    def features(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Return penultimate features float64 [N, 128] and class probabilities float64 [N, 10] of digits."""
+        x = torch.from_numpy(as_images(images))
+        self.eval()
+        feats, probs = [], []
+        with torch.no_grad():
+            for i in range(0, len(x), _BATCH):
+                h = self.embed(x[i : i + _BATCH])
+                feats.append(h.double().numpy())
+                probs.append(torch.softmax(self.head(h).double(), dim=1).numpy())
+        return np.concatenate(feats), np.concatenate(probs)
 
 
 @dataclass
@@ -117,7 +130,7 @@ def _shifted(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> tor
 def _check_labelled(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.from_numpy(as_images(images))
     y = np.asarray(labels)
-    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= NUM_CLASSES:
+    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= DIGIT_CLASSES:
         raise InputError(f"labels must be {len(x)} integers in 0..9, got shape {list(y.shape)}, dtype {y.dtype}")
     return x, torch.from_numpy(y.astype(np.int64))
 
@@ -165,7 +178,7 @@ def train_classifier(
 
 def accuracy(classifier: DigitClassifier, images: Any, labels: np.ndarray) -> float:
     """Return the fraction of digits whose most probable class is their label."""
-    _, probs = features(classifier, images)
+    _, probs = classifier.features(images)
     labels = np.asarray(labels)
     if labels.shape != (len(probs),):
         raise InputError(f"labels must be shaped [{len(probs)}], got {list(labels.shape)}")

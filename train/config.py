@@ -9,6 +9,8 @@ from digitvae.runtime.errors import CheckpointError, InputError
 
 
 ACTIVATIONS = ("elu", "relu", "tanh")
+#: Classes of MNIST: the digits 0-9.
+DIGIT_CLASSES = 10
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -27,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from digitvae.runtime.atomic import atomic_write
-from digitvae.runtime.errors import InputError, ModelError
+from digitvae.runtime.errors import InputError
 from digitvae.runtime.inputs import as_images
-from digitvae.runtime.manifest import MANIFEST_NAME, read_manifest
+from digitvae.runtime.manifest import update_metrics
+
+from .config import DIGIT_CLASSES
 
 if TYPE_CHECKING:
     from digitvae.runtime.model import DigitVAE
@@ -52,10 +52,9 @@ __all__ = [
     "write_sample_quality",
 ]
 
-NUM_CLASSES = 10
+NUM_CLASSES = DIGIT_CLASSES
 #: Fewest samples that give every class one and a covariance estimate.
 MIN_SAMPLES = 10
-_BATCH = 1000
 #: Samples and validation digits compared with the training digits in the memorisation check.
 MEMORISATION_DIGITS = 2000
 
@@ -79,18 +78,7 @@ def feature_stats(feats: np.ndarray) -> FeatureStats:
 
 def features(classifier: DigitClassifier, images: Any) -> tuple[np.ndarray, np.ndarray]:
     """Return penultimate features float64 [N, 128] and class probabilities float64 [N, 10]."""
-    # Imported here so that the distance maths and manifest writing work without torch.
-    import torch
-
-    x = torch.from_numpy(as_images(images))
-    classifier.eval()
-    feats, probs = [], []
-    with torch.no_grad():
-        for i in range(0, len(x), _BATCH):
-            h = classifier.embed(x[i : i + _BATCH])
-            feats.append(h.double().numpy())
-            probs.append(torch.softmax(classifier.head(h).double(), dim=1).numpy())
-    return np.concatenate(feats), np.concatenate(probs)
+    return classifier.features(images)
 
 
 def sqrt_psd(matrix: np.ndarray) -> np.ndarray:
@@ -232,13 +220,4 @@ def sample_quality(
 
 def write_sample_quality(model_dir: Path, key: str, record: dict[str, Any]) -> None:
     """Store a record under metrics.<key> (sample_quality, ...) in a model folder's model.json, atomically."""
-    path = Path(model_dir) / MANIFEST_NAME
-    read_manifest(Path(model_dir))  # refuse to edit anything that is not a valid manifest
-    data = json.loads(path.read_text(encoding="utf-8"))
-    metrics = data.setdefault("metrics", {})
-    if not isinstance(metrics, dict):
-        raise ModelError(f"{path}: field 'metrics' must be an object")
-    metrics[key] = record
-    with atomic_write(path, "w") as fh:
-        fh.write(json.dumps(data, indent=2) + "\n")
-    logger.info("wrote metrics.%s to %s", key, path)
+    update_metrics(Path(model_dir), {key: record})

@@ -9,8 +9,8 @@ from typing import Any, Sequence
 import click
 import numpy as np
 
-from .errors import DataFormatError, InputError
-from .manifest import DEFAULT_MODEL
+from digitvae.runtime.errors import DataFormatError, InputError
+from digitvae.runtime.manifest import DEFAULT_MODEL
 
 model_option = click.option(
     "--model", "-m", default=DEFAULT_MODEL, show_default=True, metavar="NAME|DIR",
@@ -25,6 +25,9 @@ variant_option = click.option("--variant", default="fp32", show_default=True, me
                               help="Model variant: fp32, int8, fp16 (those the model ships).")
 scale_option = click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="Enlarge PNG output.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+threads_option = click.option("--threads", type=click.IntRange(min=0), default=None,
+                              help="onnxruntime intra-op threads (default: one per physical core).")
+cols_option = click.option("--cols", type=click.IntRange(1, 1000), default=None, help="Digits per row in a PNG grid.")
 
 
 def provider_list(provider: str | None) -> list[str] | None:
@@ -39,7 +42,7 @@ standard_prior_option = click.option("--standard-prior", is_flag=True,
 def load_model(model: str, provider: str | None, strict: bool, variant: str = "fp32", threads: int | None = None,
                prior: bool = True) -> Any:
     """Load a DigitVAE for a command."""
-    from .model import DigitVAE
+    from digitvae.runtime.model import DigitVAE
 
     return DigitVAE.load(model, providers=provider_list(provider), strict=strict, variant=variant, threads=threads,
                          prior=prior)
@@ -47,8 +50,8 @@ def load_model(model: str, provider: str | None, strict: bool, variant: str = "f
 
 def read_labelled(paths: Sequence[str], limit: int | None, labels_file: str | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Read digits, with labels from --labels or an IDX labels file beside a single IDX input."""
-    from .idx import labels_beside, read_mnist_labels
-    from .imageio import read_digits
+    from digitvae.runtime.idx import labels_beside, read_mnist_labels
+    from digitvae.runtime.imageio import read_digits
 
     digits = read_digits(paths, limit)
     source = Path(labels_file) if labels_file else (labels_beside(Path(paths[0])) if len(paths) == 1 else None)
@@ -65,7 +68,7 @@ _INDEXED = re.compile(r"^(?P<path>.+):(?P<index>\d+)$")
 
 def read_one_digit(spec: str) -> np.ndarray:
     """Read one digit from "FILE.png", or "FILE:INDEX" for an IDX or .npy file; float32 [28,28]."""
-    from .imageio import read_digits
+    from digitvae.runtime.imageio import read_digits
 
     match = _INDEXED.match(spec)
     if match and not Path(spec).is_file():

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .manifest import verified_bytes
-from .model import DigitVAE
+from digitvae.runtime.manifest import verified_bytes
+from digitvae.runtime.model import DigitVAE
 
 logger = logging.getLogger(__name__)
 

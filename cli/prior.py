@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .errors import InputError, MissingDependencyError
+from digitvae.runtime.errors import InputError, MissingDependencyError
 
 
 @click.group("prior")
@@ -39,7 +39,7 @@ def fit(model_dir: Path, images: Path, labels: Path | None, no_labels: bool, com
         raise MissingDependencyError(f"prior fit needs {', '.join(missing)}: pip install 'digitvae[prior]'")
     from digitvae.export.prior import PriorConfig, fit_model_prior
 
-    from .idx import labels_beside
+    from digitvae.runtime.idx import labels_beside
 
     if labels is not None and no_labels:
         raise InputError("--labels and --no-labels exclude each other")

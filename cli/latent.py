@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 import click
 import numpy as np
 
-from .cli_common import load_model, model_option, provider_option, read_labelled, read_one_digit, scale_option, strict_option
-from .errors import InputError
+from .options import load_model, model_option, provider_option, read_labelled, read_one_digit, scale_option, strict_option
+from digitvae.runtime.errors import InputError
 
 if TYPE_CHECKING:
-    from .model import DigitVAE
+    from digitvae.runtime.model import DigitVAE
 
 output_option = click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
                              help="OUT.png (picture) or OUT.npy (float32 digits).")
@@ -20,7 +20,7 @@ digit_option = click.option("--digit", type=click.IntRange(0, 9), default=None,
 
 
 def _write(images: np.ndarray, output: str, cols: int, scale: int) -> None:
-    from .imageio import output_kind, tile, write_npy, write_png
+    from digitvae.runtime.imageio import output_kind, tile, write_npy, write_png
 
     if output_kind(output) == ".png":
         write_png(tile(images, cols), output, scale)
@@ -53,8 +53,8 @@ def interpolate(start: str, end: str, output: str, steps: int, mode: str, digit:
     A and B are 28x28 PNG files, or FILE:INDEX for a digit of an IDX or .npy file. Each row
     decodes codes between the posterior means of A and B.
     """
-    from .imageio import output_kind
-    from .latent import MODES, interpolate as path
+    from digitvae.runtime.imageio import output_kind
+    from digitvae.runtime.latent import MODES, interpolate as path
 
     output_kind(output)
     vae = load_model(model, provider, strict)
@@ -85,8 +85,8 @@ def manifold(output: str, size: int, data_paths: tuple[str, ...], digit: int | N
     A 2-D latent is walked over prior quantiles; a larger one over the plane of the two
     leading principal directions of encoded validation digits.
     """
-    from .imageio import output_kind
-    from .latent import manifold_codes, principal_plane
+    from digitvae.runtime.imageio import output_kind
+    from digitvae.runtime.latent import manifold_codes, principal_plane
 
     output_kind(output)
     vae = load_model(model, provider, strict)

@@ -10,9 +10,8 @@ from typing import Any
 
 import click
 
-from .cli import threads_option
-from .cli_common import json_option, model_option, provider_option, variant_option
-from .errors import MissingDependencyError
+from .options import json_option, model_option, provider_option, threads_option, variant_option
+from digitvae.runtime.errors import MissingDependencyError
 
 
 @click.command()
@@ -27,7 +26,7 @@ from .errors import MissingDependencyError
 def bench(model: str, variant: str, provider: str | None, threads: int | None, quick: bool, no_torch: bool,
           no_cold_start: bool, as_json: bool) -> None:
     """Measure latency, throughput, the hardware bound and cold start on this machine."""
-    from .bench import QUICK, BenchConfig, run_bench
+    from .benchmark import QUICK, BenchConfig, run_bench
 
     providers = [p for p in provider.split(",") if p.strip()] if provider else None
     config = BenchConfig(model=model, variant=variant, providers=providers, threads=threads, torch=not no_torch)
@@ -58,10 +57,11 @@ def variants(model_dir: Path, valid: Path | None, k: int, limit: int | None) -> 
     for variant, files in manifest.variants.items():
         for role, entry in files.items():
             click.echo(f"  {variant:<5} {role:<8} {entry.path:<20} sha256 {entry.sha256}")
-    nll = manifest.metrics.get("iw_nll")
-    if isinstance(nll, dict):
-        figures = ", ".join(f"{v} {nll[v]:.2f}" for v in manifest.variants if isinstance(nll.get(v), float))
-        click.echo(f"  IW-NLL (k={nll['k']}, {nll['digits']} digits of {nll['data']}): {figures} nats")
+    if valid is not None:
+        nll = manifest.metrics["likelihood"]
+        figures = ", ".join(f"{v} {nll[v]['iw_nll']:.2f}" for v in manifest.variants)
+        first = nll["fp32"]
+        click.echo(f"  IW-NLL (k={first['k']}, {first['digits']} digits of {valid.name}): {figures} nats")
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from digitvae.runtime.errors import CheckpointError, DataFormatError, MissingDependencyError
-from digitvae.runtime.cli_common import standard_prior_option
+from .options import standard_prior_option
 from digitvae.runtime.manifest import DEFAULT_MODEL, sha256_file
 
 if TYPE_CHECKING:
-    from .classifier import ClassifierCheckpoint
-    from .data import Split
+    from digitvae.train.classifier import ClassifierCheckpoint
+    from digitvae.train.data import Split
 
 #: Where trained classifiers are cached, one file per training set (named by its sha256).
 CACHE_DIR = Path("runs")
@@ -43,7 +43,7 @@ def describe_labelled(split: Split) -> dict[str, Any]:
 
 def _classifier(path: Path | None, train: Split, valid: Split) -> tuple[ClassifierCheckpoint, Path]:
     """Load the classifier trained on these digits, or train and save one."""
-    from .classifier import (
+    from digitvae.train.classifier import (
         ClassifierCheckpoint,
         ClassifierConfig,
         ClassifierTrainConfig,
@@ -134,8 +134,8 @@ def quality(models: tuple[str, ...], data_dir: Path | None, classifier_path: Pat
         raise MissingDependencyError("this command needs torch, which is not installed: pip install 'digitvae[train]'")
     from digitvae.runtime.model import DigitVAE
 
-    from .data import load_splits
-    from .quality import real_quality, sample_quality, write_sample_quality
+    from digitvae.train.data import load_splits
+    from digitvae.train.quality import real_quality, sample_quality, write_sample_quality
 
     train, valid = load_splits(data_dir, None, None)
     ckpt, path = _classifier(classifier_path, train, valid)

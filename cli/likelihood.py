@@ -10,11 +10,13 @@ from typing import Any
 import click
 import numpy as np
 
-from .cli_common import (
+from digitvae.runtime.manifest import update_metrics
+
+from .options import (
     json_option, load_model, model_option, provider_list, provider_option, read_labelled, standard_prior_option,
     strict_option, variant_option,
 )
-from .errors import InputError
+from digitvae.runtime.errors import InputError
 
 _PIXELS = 784
 data_option = click.option("--data", "data_paths", multiple=True, required=True, type=click.Path(dir_okay=False),
@@ -71,7 +73,7 @@ def evaluate(data_paths: tuple[str, ...], labels_file: str | None, k: int, limit
     if write:
         likelihood = {key: report[key] for key in ("data", "digits", "k", "seed", "neg_elbo", "iw_nll")}
         key = "likelihood_standard_normal" if standard_prior and vae.manifest.prior else "likelihood"
-        _update_metrics(vae.model_dir, {key: {variant: likelihood}}, merge=key)
+        update_metrics(vae.model_dir, {key: {variant: likelihood}}, merge=key)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -89,7 +91,7 @@ def evaluate(data_paths: tuple[str, ...], labels_file: str | None, k: int, limit
 def score(inputs: tuple[str, ...], labels_file: str | None, score_range: tuple[float, float] | None, limit: int | None,
           seed: int, model: str, provider: str | None, strict: bool, variant: str, as_json: bool) -> None:
     """Score digits by IW-NLL (nats) and flag those outside the typical ranges of real digits."""
-    from .detector import OutlierDetector
+    from digitvae.runtime.detector import OutlierDetector
 
     detector = OutlierDetector.load(model, provider_list(provider), strict, variant=variant, nll_range=score_range)
     vae, calibration = detector.vae, detector.calibration
@@ -130,10 +132,10 @@ def score(inputs: tuple[str, ...], labels_file: str | None, score_range: tuple[f
 def calibrate(model_dir: Path, data_paths: tuple[str, ...], labels_file: str | None, reference: str | None,
               false_alarm: float, k: int | None, limit: int | None, seed: int) -> None:
     """Store a model's typical score ranges and latent principal plane, from validation digits."""
-    from .detector import fp32_hashes, reference_entry, score_images
-    from .latent import principal_plane
-    from .scoring import DEFAULT_K
-    from .scoring import calibrate as calibrate_scores
+    from digitvae.runtime.detector import fp32_hashes, reference_entry, score_images
+    from digitvae.runtime.latent import principal_plane
+    from digitvae.runtime.scoring import DEFAULT_K
+    from digitvae.runtime.scoring import calibrate as calibrate_scores
 
     k = k or DEFAULT_K
     vae = load_model(str(model_dir), None, False)
@@ -151,30 +153,9 @@ def calibrate(model_dir: Path, data_paths: tuple[str, ...], labels_file: str | N
     scores = score_images(vae, ref_vae, digits, labels, k, seed)
     s = calibrate_scores(scores, k, names, false_alarm, ref_entry)
     plane = principal_plane(vae.encode(digits, labels)[0]) | {"data": names}
-    _update_metrics(model_dir, {"score": s, "latent_plane": plane})
+    update_metrics(model_dir, {"score": s, "latent_plane": plane})
     nll = s["checks"]["nll"]
     click.echo(
         f"calibrated {vae.name} on {len(digits)} digits: typical IW-NLL (k={k}) in [{nll['low']:.1f}, {nll['high']:.1f}] nats; "
         f"checks {', '.join(s['checks'])} flag {s['flagged']:.1%} of them"
     )
-
-
-def _update_metrics(model_dir: Path, entries: dict[str, Any], merge: str | None = None) -> None:
-    """Store entries under metrics in model_dir/model.json, atomically.
-
-    The JSON is edited as read, so fields this version does not model are kept; the entry
-    named by `merge` is merged one level deep instead of replaced.
-    """
-    from .atomic import atomic_write
-    from .manifest import MANIFEST_NAME
-
-    path = Path(model_dir) / MANIFEST_NAME
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    metrics = raw.setdefault("metrics", {})
-    for key, value in entries.items():
-        if key == merge and isinstance(metrics.get(key), dict):
-            metrics[key].update(value)
-        else:
-            metrics[key] = value
-    with atomic_write(path, "w") as fh:
-        fh.write(json.dumps(raw, indent=2) + "\n")

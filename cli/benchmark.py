@@ -23,15 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DigitVAEError
-from .manifest import DEFAULT_MODEL, verified_bytes
-from .model import DigitVAE
+from digitvae.runtime.errors import DigitVAEError
+from digitvae.runtime.manifest import DEFAULT_MODEL, verified_bytes
+from digitvae.runtime.model import DigitVAE
 
 logger = logging.getLogger(__name__)
 
 BASELINE = "onnxruntime"
 #: What a cold-start run executes: the console script's own entry point.
-_CLI = "import sys; from digitvae.runtime.cli import main; sys.argv[0] = 'digitvae'; sys.exit(main())"
+_CLI = "import sys; from digitvae.cli.main import main; sys.argv[0] = 'digitvae'; sys.exit(main())"
 #: Runs argv[1:] with stdout discarded; prints its wall seconds, peak RSS (ru_maxrss) and exit code.
 _LAUNCHER = """import os, sys, time
 start = time.perf_counter()
@@ -74,7 +74,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     contenders = {"digitvae": _Ours(vae), BASELINE: _Plain(vae, config.variant)}
     torch_note = "not measured (left out)"
     if config.torch:
-        from .bench_torch import torch_contender
+        from .benchmark_torch import torch_contender
 
         twin = torch_contender(vae)
         if isinstance(twin, str):

@@ -1,0 +1,1 @@
+"""digitvae.cli: the `digitvae` command line, above the runtime, training and export."""

@@ -1,0 +1,241 @@
+"""The `digitvae` command line; heavy imports happen inside the commands that need them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from digitvae.runtime._version import __version__
+from digitvae.runtime.errors import DigitVAEError, InputError
+
+from .console import fail
+from .options import (
+    cols_option, load_model, model_option, provider_option, scale_option, standard_prior_option, strict_option,
+    threads_option, variant_option,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Commands defined in other modules, imported only when they run (or when help lists them),
+#: so that starting `digitvae generate` does not pay for every other command.
+_LAZY_COMMANDS = {
+    "evaluate": ("digitvae.cli.likelihood", "evaluate"),
+    "score": ("digitvae.cli.likelihood", "score"),
+    "calibrate": ("digitvae.cli.likelihood", "calibrate"),
+    "interpolate": ("digitvae.cli.latent", "interpolate"),
+    "manifold": ("digitvae.cli.latent", "manifold"),
+    "bench": ("digitvae.cli.bench", "bench"),
+    "variants": ("digitvae.cli.bench", "variants"),
+    "quality": ("digitvae.cli.quality", "quality"),  # imports no torch until it runs
+    "prior": ("digitvae.cli.prior", "prior"),
+    "train": ("digitvae.cli.train", "train"),
+    "export": ("digitvae.cli.train", "export_cmd"),
+    "data": ("digitvae.cli.train", "data"),
+}
+
+
+class _Group(click.Group):
+    """A click group that turns our errors into one clean line and a non-zero exit."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in _LAZY_COMMANDS:
+            module_name, attribute = _LAZY_COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(module_name), attribute), name)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except DigitVAEError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted", code=130)
+        except MemoryError:
+            fail("out of memory; ask for fewer digits at once")
+        except Exception as exc:
+            if os.environ.get("DIGITVAE_DEBUG"):
+                raise
+            fail(f"unexpected {type(exc).__name__}: {exc} (set DIGITVAE_DEBUG=1 for a traceback)")
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger("digitvae")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    root.propagate = False
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="Log more (-vv for debug).")
+@click.version_option(__version__, prog_name="digitvae")
+def cli(verbose: int) -> None:
+    """Generate, reconstruct, train and export handwritten-digit VAEs."""
+    _setup_logging(verbose)
+
+
+@cli.command()
+@click.option("-n", "count", type=int, default=60, show_default=True, help="How many digits.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="OUT.png (grid) or OUT.npy.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed for reproducible digits.")
+@click.option("--digit", type=click.IntRange(0, 9), default=None,
+              help="Draw only this digit (conditional models, and priors fit per class).")
+@click.option("--each-digit", is_flag=True,
+              help="Draw the digits 0-9 in turn, so a 10-column grid holds one digit per column.")
+@standard_prior_option
+@model_option
+@variant_option
+@provider_option
+@strict_option
+@threads_option
+@cols_option
+@scale_option
+def generate(count: int, output: str, seed: int | None, digit: int | None, each_digit: bool, standard_prior: bool,
+             model: str, variant: str, provider: str | None, strict: bool, threads: int | None, cols: int | None,
+             scale: int) -> None:
+    """Generate new digits: draw codes from the model's prior and decode them."""
+    from digitvae.runtime.imageio import default_cols, output_kind, tile, write_npy, write_png
+    from digitvae.runtime.inputs import as_count
+
+    kind = output_kind(output)
+    count = as_count(count, "-n")
+    if each_digit:
+        if digit is not None:
+            raise InputError("--digit and --each-digit exclude each other")
+        import numpy as np
+
+        digit = np.arange(count) % 10
+    vae = load_model(model, provider, strict, variant, threads, prior=not standard_prior)
+    digits = vae.generate(count, seed=seed, digit=digit)
+    if kind == ".png":
+        write_png(tile(digits, cols or default_cols(count)), output, scale)
+    else:
+        write_npy(digits, output)
+    click.echo(f"wrote {count} digits to {output}")
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="OUT.png (grid) or OUT.npy.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N digits.")
+@model_option
+@variant_option
+@provider_option
+@strict_option
+@threads_option
+@cols_option
+@scale_option
+def reconstruct(inputs: tuple[str, ...], output: str, limit: int | None, model: str, variant: str,
+                provider: str | None, strict: bool, threads: int | None, cols: int | None, scale: int) -> None:
+    """Encode and decode digits from PNG (28x28), .npy or IDX files.
+
+    A PNG output shows each row of originals above its reconstructions.
+    """
+    from digitvae.runtime.imageio import default_cols, output_kind, pair_rows, read_digits, tile, write_npy, write_png
+
+    kind = output_kind(output)
+    originals = read_digits(inputs, limit)
+    rebuilt = load_model(model, provider, strict, variant, threads).reconstruct(originals)
+    if kind == ".png":
+        c = min(cols or default_cols(len(originals)), len(originals))
+        write_png(tile(pair_rows(originals, rebuilt, c), c), output, scale)
+    else:
+        write_npy(rebuilt, output)
+    click.echo(f"wrote {len(rebuilt)} reconstructions to {output}")
+
+
+@cli.command()
+@model_option
+@provider_option
+@strict_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def info(model: str, provider: str | None, strict: bool, as_json: bool) -> None:
+    """Show a model's manifest and the execution providers."""
+    from digitvae.runtime.manifest import list_shipped_models
+    from digitvae.runtime.providers import available_providers
+
+    vae = load_model(model, provider, strict)
+    report = {
+        "model": vae.name,
+        "directory": str(vae.model_dir),
+        "manifest": vae.manifest.to_dict(),
+        "shipped_models": list_shipped_models(),
+        "available_providers": available_providers(),
+        "active_providers": vae.providers,
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    m = vae.manifest
+    metrics = m.metrics
+    lines = [
+        f"model        {m.name} ({vae.model_dir})",
+        f"preset       {m.preset or '-'}",
+        f"latent size  {m.latent_dim}",
+        f"image        {list(m.image_shape)} float32 in [0, 1], Bernoulli pixels",
+        f"prior        {_describe_prior(m.prior)}",
+    ]
+    for variant, files in m.variants.items():
+        for role, f in files.items():
+            lines.append(f"file         {variant}/{role}: {f.path} sha256 {f.sha256}")
+    if m.conditional:
+        lines.append(f"conditional  label input, {m.num_classes} classes")
+    if metrics.get("valid_neg_elbo") is not None:
+        lines.append(f"valid -ELBO  {metrics['valid_neg_elbo']:.2f} nats/digit (training-time estimate)")
+    for variant, figures in (metrics.get("likelihood") or {}).items():
+        if isinstance(figures, dict) and {"iw_nll", "neg_elbo", "k"} <= figures.keys():
+            lines.append(
+                f"likelihood   {variant}: -ELBO {figures['neg_elbo']:.2f}, IW-NLL {figures['iw_nll']:.2f} nats/digit "
+                f"(k={figures['k']}, {figures.get('digits', '?')} digits of {', '.join(figures.get('data', []))})"
+            )
+    if isinstance(metrics.get("score"), dict):
+        from digitvae.runtime.scoring import Calibration
+
+        try:
+            calibration = Calibration.from_metrics(metrics)
+        except DigitVAEError as exc:
+            lines.append(f"score range  unusable: {exc}")
+        else:
+            for check, (low, high) in calibration.ranges.items():
+                lines.append(f"score range  {check} (k={calibration.k}) in [{low:.1f}, {high:.1f}] nats")
+            if calibration.reference is not None:
+                lines.append(f"score ref    {calibration.reference['model']}")
+    if m.training.get("command"):
+        lines.append(f"trained with {m.training['command']}")
+    lines += [
+        f"shipped      {', '.join(report['shipped_models'])}",
+        f"available    {', '.join(report['available_providers'])}",
+        f"active       {', '.join(vae.providers)}",
+    ]
+    click.echo("\n".join(lines))
+
+
+def _describe_prior(prior: Any) -> str:
+    if not prior:
+        return "N(0, I)"
+    fit = prior.get("fit", {})
+    classes = f"{prior['classes']} classes (--digit works)" if prior["classes"] else "no classes"
+    data = fit.get("data", {}).get("file", "?")
+    return f"{prior['kind']}, {prior.get('components', '?')} components, {classes}; fit on {data}"
+
+
+def main() -> None:
+    """Run the command line."""
+    cli(prog_name="digitvae")

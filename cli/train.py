@@ -1,0 +1,153 @@
+"""The commands that need the [train] extra: train, export, and data download."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from digitvae.runtime.errors import InputError, MissingDependencyError
+
+from .console import fail
+
+
+def _require(*modules: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingDependencyError(
+            f"this command needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
+            "pip install 'digitvae[train]'"
+        )
+
+
+@click.command()
+@click.option("--preset", default="iwae-mix", show_default=True,
+              help="Named model and training configuration: iwae-mix, iwae-aug, geron, cvae, vae-2d (see README).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of IDX files (default: where `digitvae data download` puts them).")
+@click.option("--train", "train_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Training images IDX file (overrides --data).")
+@click.option("--valid", "valid_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Validation images IDX file (overrides --data).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (preset default).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (preset default).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate.")
+@click.option("--latent-dim", type=click.IntRange(min=1), default=None, help="Latent size D.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed (preset default 0).")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/vae"),
+              show_default=True, help="Folder for last.pt and best.pt.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+def train(preset: str, data_dir: Path | None, train_file: Path | None, valid_file: Path | None,
+          epochs: int | None, batch_size: int | None, lr: float | None, latent_dim: int | None,
+          seed: int | None, out: Path, resume: bool) -> None:
+    """Train a VAE on MNIST IDX files, keeping the best-validation checkpoint."""
+    _require("torch")
+    from digitvae.train.config import get_preset, with_overrides
+    from digitvae.train.data import load_splits
+    from digitvae.train.loop import BEST, EpochStats
+    from digitvae.train.loop import train as run_training
+
+    if resume:
+        # A resumed run keeps the configs saved in its checkpoint; only --epochs may extend it.
+        ctx = click.get_current_context()
+        fixed = [f"--{name.replace('_', '-')}" for name in ("preset", "batch_size", "lr", "latent_dim", "seed")
+                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if fixed:
+            raise InputError(f"{', '.join(fixed)} cannot change when resuming; the run keeps its saved settings (only --epochs may be given)")
+    chosen = get_preset(preset)
+    model_config = with_overrides(chosen.model, latent_dim=latent_dim)
+    train_config = with_overrides(chosen.train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    train_split, valid_split = load_splits(data_dir, train_file, valid_file)
+    click.echo(
+        f"training {preset} on {len(train_split.images)} digits ({train_split.images_path.name}), "
+        f"validating on {len(valid_split.images)} ({valid_split.images_path.name})"
+    )
+
+    def show(stats: EpochStats) -> None:
+        mark = "  *best" if stats.is_best else ""
+        valid = "       -" if stats.valid_loss is None else f"{stats.valid_loss:8.2f}"
+        click.echo(
+            f"epoch {stats.epoch:>3}/{stats.epochs}  train {stats.train_loss:8.2f}  "
+            f"valid {valid}  nats/digit  {stats.seconds:5.1f}s{mark}"
+        )
+
+    import shlex  # only training records its command line
+
+    # Recorded in the checkpoint and the exported manifest; argv is ours only when run as `digitvae`.
+    ran_as_script = Path(sys.argv[0]).name == "digitvae"
+    command = shlex.join(["digitvae", *sys.argv[1:]]) if ran_as_script else "digitvae train"
+    try:
+        ckpt = run_training(
+            train_split, valid_split, out, model_config=model_config, train_config=train_config,
+            preset=preset, resume=resume, epochs=epochs, command=command, on_epoch=show,
+        )
+    except KeyboardInterrupt:
+        fail(f"interrupted; the last complete epoch is in {out / 'last.pt'}: continue with --resume", code=130)
+    click.echo(
+        f"done in {ckpt.seconds:.1f}s; best valid -ELBO {ckpt.best.get('valid_loss', float('nan')):.2f} "
+        f"at epoch {ckpt.best.get('epoch')} -> {out / BEST}"
+    )
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model folder to create (e.g. models/my-vae).")
+@click.option("--name", default=None, help="Model name in model.json (default: the folder's name).")
+@click.option("--force", is_flag=True, help="Replace an existing model folder.")
+@click.option("--prior-data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Images (IDX) to fit the latent prior on; labels beside them fit it per class "
+                   "[default: the training images].")
+@click.option("--no-prior", is_flag=True, help="Keep the N(0, I) prior.")
+def export_cmd(checkpoint: Path, output: Path, name: str | None, force: bool, prior_data: Path | None,
+               no_prior: bool) -> None:
+    """Export a checkpoint (or a training folder's best.pt) to ONNX files and model.json, with a fitted prior."""
+    _require("torch", "onnx", "onnxscript", *(() if no_prior else ("sklearn",)))
+    from digitvae.export.onnx import TOLERANCE, export_checkpoint
+
+    if no_prior and prior_data is not None:
+        raise InputError("--prior-data and --no-prior exclude each other")
+    result = export_checkpoint(checkpoint, output, name=name, force=force, prior=not no_prior, prior_data=prior_data)
+    worst = max(d["max_abs_diff"] for d in result.parity.values())
+    click.echo(
+        f"exported {result.manifest.name} to {result.directory}; "
+        f"max |onnxruntime - torch| {worst:.2g} over {len(result.parity)} outputs (tolerance {TOLERANCE:g})"
+    )
+
+
+@click.group()
+def data() -> None:
+    """Get the MNIST data set."""
+
+
+@data.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to put the files (default: $DIGITVAE_DATA or ~/.cache/digitvae/mnist).")
+@click.option("--mirror", "mirrors", multiple=True, metavar="URL",
+              help="Base URL to fetch the files from, tried in order (default: the public mirrors).")
+def download(directory: Path | None, mirrors: tuple[str, ...]) -> None:
+    """Download the four official MNIST files, verified against their MD5 sums."""
+    from digitvae.train.download import MIRRORS, default_data_dir, download_mnist
+
+    directory = directory or default_data_dir()
+    bars: dict[str, Any] = {}
+
+    def progress(name: str, done: int, total: int | None) -> None:
+        if name not in bars:
+            for bar in bars.values():
+                bar.render_finish()
+            bars[name] = click.progressbar(length=total or 0, label=name, file=sys.stderr, show_pos=False)
+        bar = bars[name]
+        bar.update(done - bar.pos)
+
+    try:
+        paths = download_mnist(directory, mirrors=mirrors or MIRRORS, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.render_finish()
+    click.echo(f"MNIST is in {directory} ({len(paths)} files verified)")
+
+

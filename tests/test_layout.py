@@ -1,0 +1,105 @@
+"""The package's shape: which layer may import which, and no import cycles (function-level imports too)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Import name -> folder, as pyproject.toml maps them.
+PACKAGES = {"runtime": "runtime", "train": "train", "export": "export", "cli": "cli"}
+
+
+def _module_name(path: Path) -> str:
+    package = path.parent.name
+    return f"digitvae.{package}" if path.stem == "__init__" else f"digitvae.{package}.{path.stem}"
+
+
+def _imports(path: Path) -> set[str]:
+    """Return every module a file imports, at any depth, relative imports resolved.
+
+    A string literal that names one of our modules (a lazily imported command, say) counts too.
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = f"digitvae.{path.parent.name}"
+    found: set[str] = set()
+    for node in _executed(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = f"{package}.{base}" if base else package
+            # `from . import x` imports the sibling module x, not the package's __init__ again.
+            if node.module or not node.level:
+                found.add(base)
+            # `from . import x` and `from digitvae.runtime import x` may name modules.
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("digitvae."):
+            found.add(node.value)
+    return found
+
+
+def _executed(tree: ast.AST) -> list[ast.AST]:
+    """Return every node that can run: all but the bodies of `if TYPE_CHECKING:` blocks."""
+    out: list[ast.AST] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for folder in PACKAGES.values() for p in (ROOT / folder).glob("*.py")}
+    return {name: {m for m in _imports(path) if m in files and m != name} for name, path in files.items()}
+
+
+def test_the_runtime_imports_no_other_layer_nor_click_torch_onnx() -> None:
+    for path in (ROOT / "runtime").glob("*.py"):
+        for module in _imports(path):
+            top = module.split(".")[0]
+            assert top not in ("click", "torch", "onnx", "onnxscript", "sklearn"), f"{path.name} imports {module}"
+            assert not module.startswith(("digitvae.cli", "digitvae.train", "digitvae.export")), f"{path.name} imports {module}"
+
+
+@pytest.mark.parametrize("layer, forbidden", [
+    ("train", ("digitvae.cli", "digitvae.export")),
+    ("export", ("digitvae.cli",)),
+])
+def test_train_and_export_do_not_import_the_cli(layer: str, forbidden: tuple[str, ...]) -> None:
+    for path in (ROOT / layer).glob("*.py"):
+        for module in _imports(path):
+            assert not module.startswith(forbidden), f"{layer}/{path.name} imports {module}"
+
+
+def test_no_module_imports_its_importer() -> None:
+    graph = _graph()
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt):], nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
+def test_the_graph_sees_function_level_and_string_imports() -> None:
+    graph = _graph()
+    assert "digitvae.cli.likelihood" in graph["digitvae.cli.main"]  # named for importlib.import_module
+    assert "digitvae.export.onnx" in graph["digitvae.cli.train"]  # inside a command function
