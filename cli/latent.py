@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 import click
 import numpy as np
 
-from .options import load_model, model_option, provider_option, read_labelled, read_one_digit, scale_option, strict_option
 from digitvae.runtime.errors import InputError
+
+from .options import ModelSpec, model_options, read_labelled, read_one_digit, scale_option
 
 if TYPE_CHECKING:
     from digitvae.runtime.model import DigitVAE
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 output_option = click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
                              help="OUT.png (picture) or OUT.npy (float32 digits).")
 digit_option = click.option("--digit", type=click.IntRange(0, 9), default=None,
-                            help="Class to draw, for a conditional model.")
+                            help="Class to encode and draw with, for a conditional model.")
 
 
 def _write(images: np.ndarray, output: str, cols: int, scale: int) -> None:
@@ -42,12 +43,10 @@ def _labels(vae: DigitVAE, digit: int | None, n: int) -> np.ndarray | None:
 @click.option("--mode", type=click.Choice(["both", "linear", "spherical"]), default="both", show_default=True,
               help="Straight line, great-circle arc, or one row of each.")
 @digit_option
-@model_option
-@provider_option
-@strict_option
+@model_options
 @scale_option
-def interpolate(start: str, end: str, output: str, steps: int, mode: str, digit: int | None, model: str,
-                provider: str | None, strict: bool, scale: int) -> None:
+def interpolate(start: str, end: str, output: str, steps: int, mode: str, digit: int | None, spec: ModelSpec,
+                scale: int) -> None:
     """Morph digit A into digit B through the latent space.
 
     A and B are 28x28 PNG files, or FILE:INDEX for a digit of an IDX or .npy file. Each row
@@ -57,7 +56,7 @@ def interpolate(start: str, end: str, output: str, steps: int, mode: str, digit:
     from digitvae.runtime.latent import MODES, interpolate as path
 
     output_kind(output)
-    vae = load_model(model, provider, strict)
+    vae = spec.load()
     pair = np.stack([read_one_digit(start), read_one_digit(end)])
     labels = _labels(vae, digit, 2)
     means, _ = vae.encode(pair, labels)
@@ -65,7 +64,8 @@ def interpolate(start: str, end: str, output: str, steps: int, mode: str, digit:
     codes = np.concatenate([path(means[0], means[1], steps, m) for m in modes])
     rows = vae.decode(codes, _labels(vae, digit, len(codes)))
     _write(rows, output, steps, scale)
-    click.echo(f"wrote {len(modes)} x {steps} interpolated digits ({', '.join(modes)}) to {output}")
+    as_class = f"; both ends encoded and drawn as {digit}" if digit is not None else ""
+    click.echo(f"wrote {len(modes)} x {steps} interpolated digits ({', '.join(modes)}) to {output}{as_class}")
 
 
 @click.command()
@@ -74,12 +74,10 @@ def interpolate(start: str, end: str, output: str, steps: int, mode: str, digit:
 @click.option("--data", "data_paths", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="Digits whose encodings define the plane of a >2-D latent (default: the model's calibration).")
 @digit_option
-@model_option
-@provider_option
-@strict_option
+@model_options
 @scale_option
-def manifold(output: str, size: int, data_paths: tuple[str, ...], digit: int | None, model: str,
-             provider: str | None, strict: bool, scale: int) -> None:
+def manifold(output: str, size: int, data_paths: tuple[str, ...], digit: int | None, spec: ModelSpec,
+             scale: int) -> None:
     """Draw the latent manifold: a grid of decoded codes.
 
     A 2-D latent is walked over prior quantiles; a larger one over the plane of the two
@@ -89,7 +87,7 @@ def manifold(output: str, size: int, data_paths: tuple[str, ...], digit: int | N
     from digitvae.runtime.latent import manifold_codes, principal_plane
 
     output_kind(output)
-    vae = load_model(model, provider, strict)
+    vae = spec.load()
     plane = None
     if data_paths:
         digits, labels = read_labelled(data_paths, None, None)

@@ -10,19 +10,22 @@ from typing import Any
 import click
 import numpy as np
 
+from digitvae.runtime.errors import InputError
 from digitvae.runtime.manifest import update_metrics
 
 from .options import (
-    json_option, load_model, model_option, provider_list, provider_option, read_labelled, standard_prior_option,
-    strict_option, variant_option,
+    ModelSpec, json_option, labels_for, labels_option, load_model, model_options, provider_list, read_labelled,
+    standard_prior_option,
 )
-from digitvae.runtime.errors import InputError
 
 _PIXELS = 784
 data_option = click.option("--data", "data_paths", multiple=True, required=True, type=click.Path(dir_okay=False),
                            metavar="FILE", help="Digits: IDX (idx3-ubyte[.gz]), .npy or 28x28 PNG; repeatable.")
-labels_option = click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
-                             help="IDX labels for a conditional model (default: the labels file beside an IDX input).")
+inputs_argument = click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False))
+#: `--data FILE` is still read where the files are now arguments, so older command lines keep working.
+old_data_option = click.option("--data", "data_paths", multiple=True, type=click.Path(dir_okay=False), hidden=True)
+k_option = click.option("-k", "--k", "k", type=click.IntRange(1, 100_000), default=200, show_default=True,
+                        help="Importance samples per digit.")
 limit_option = click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N digits.")
 seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                            help="Seed of the posterior samples.")
@@ -30,17 +33,28 @@ seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show
 
 def _scoring_options(command: Any) -> Any:
     """Add the options that evaluate and score share, in help order."""
-    for option in reversed((limit_option, seed_option, model_option, provider_option, strict_option, variant_option, json_option)):
+    for option in reversed((limit_option, seed_option, model_options, json_option)):
         command = option(command)
     return command
 
 
-def _labels_for(vae: Any, labels: np.ndarray | None) -> np.ndarray | None:
-    if not vae.num_classes:
-        return None
-    if labels is None:
-        raise InputError(f"model {vae.name!r} is conditional: its digits need labels (--labels FILE, or an IDX labels file beside the images)")
-    return labels
+def _names(paths: tuple[str, ...]) -> list[str]:
+    """Name every digit of these files: the file's name for a single image, NAME:INDEX within a set."""
+    from digitvae.runtime.imageio import read_digits
+
+    names = []
+    for path in paths:
+        count = len(read_digits([path]))
+        base = Path(path).name
+        names += [base] if count == 1 else [f"{base}:{i}" for i in range(count)]
+    return names
+
+
+def _inputs(inputs: tuple[str, ...], data_paths: tuple[str, ...]) -> tuple[str, ...]:
+    files = (*inputs, *data_paths)
+    if not files:
+        raise click.UsageError("give the digits to read: one or more IDX, .npy or PNG files")
+    return files
 
 
 def _bits_per_dim(nats: float) -> float:
@@ -48,19 +62,22 @@ def _bits_per_dim(nats: float) -> float:
 
 
 @click.command()
-@data_option
+@inputs_argument
+@old_data_option
 @labels_option
-@click.option("--k", type=click.IntRange(1, 100_000), default=200, show_default=True, help="Importance samples per digit.")
+@k_option
 @_scoring_options
 @standard_prior_option
 @click.option("--write", is_flag=True, help="Also store the figures in the model's model.json (metrics.likelihood, "
               "or metrics.likelihood_standard_normal with --standard-prior).")
-def evaluate(data_paths: tuple[str, ...], labels_file: str | None, k: int, limit: int | None, seed: int, model: str,
-             provider: str | None, strict: bool, variant: str, as_json: bool, standard_prior: bool, write: bool) -> None:
-    """Print -ELBO and the importance-weighted NLL of digits, from the ONNX files alone."""
-    vae = load_model(model, provider, strict, variant, prior=not standard_prior)
+def evaluate(inputs: tuple[str, ...], data_paths: tuple[str, ...], labels_file: str | None, k: int, limit: int | None,
+             seed: int, spec: ModelSpec, as_json: bool, standard_prior: bool, write: bool) -> None:
+    """Print -ELBO and the importance-weighted NLL of digits (IDX, .npy or PNG files), from the ONNX files alone."""
+    data_paths = _inputs(inputs, data_paths)
+    variant = spec.variant
+    vae = spec.load(prior=not standard_prior)
     digits, labels = read_labelled(data_paths, limit, labels_file)
-    labels = _labels_for(vae, labels)
+    labels = labels_for(vae, labels)
     neg_elbo = float(-vae.elbo(digits, labels, seed=seed).mean())
     nll = float(vae.iw_nll(digits, k, labels, seed=seed).mean())
     report = {
@@ -89,14 +106,16 @@ def evaluate(data_paths: tuple[str, ...], labels_file: str | None, k: int, limit
               help="Typical IW-NLL range (default: the model's calibration on validation digits).")
 @_scoring_options
 def score(inputs: tuple[str, ...], labels_file: str | None, score_range: tuple[float, float] | None, limit: int | None,
-          seed: int, model: str, provider: str | None, strict: bool, variant: str, as_json: bool) -> None:
+          seed: int, spec: ModelSpec, as_json: bool) -> None:
     """Score digits by IW-NLL (nats) and flag those outside the typical ranges of real digits."""
     from digitvae.runtime.detector import OutlierDetector
 
-    detector = OutlierDetector.load(model, provider_list(provider), strict, variant=variant, nll_range=score_range)
+    detector = OutlierDetector.load(spec.model, provider_list(spec.provider), spec.strict, variant=spec.variant,
+                                    threads=spec.threads, nll_range=score_range)
     vae, calibration = detector.vae, detector.calibration
     digits, labels = read_labelled(inputs, limit, labels_file)
-    scores = detector.scores(digits, _labels_for(vae, labels), seed=seed)
+    names = _names(inputs)[: len(digits)]
+    scores = detector.scores(digits, labels_for(vae, labels), seed=seed)
     marks = detector.flags(scores)
     outliers = sum(bool(m) for m in marks)
     ranges = {name: {"low": low, "high": high} for name, (low, high) in calibration.ranges.items()}
@@ -105,7 +124,7 @@ def score(inputs: tuple[str, ...], labels_file: str | None, score_range: tuple[f
         click.echo(json.dumps({
             "model": vae.name, "k": calibration.k, "checks": ranges, "reference": reference, "outliers": outliers,
             "scores": [
-                {"index": i, "score": float(scores["nll"][i]), "flag": mark,
+                {"index": i, "image": names[i], "score": float(scores["nll"][i]), "flag": mark,
                  "checks": {name: float(values[i]) for name, values in scores.items()}}
                 for i, mark in enumerate(marks)
             ],
@@ -113,8 +132,9 @@ def score(inputs: tuple[str, ...], labels_file: str | None, score_range: tuple[f
         return
     bounds = ", ".join(f"{name} [{r['low']:.1f}, {r['high']:.1f}]" for name, r in ranges.items())
     click.echo(f"# IW-NLL (k={calibration.k}) in nats; typical ranges: {bounds}" + (f"; reference {reference}" if reference else ""))
-    for i, (s, m) in enumerate(zip(scores["nll"], marks)):
-        click.echo(f"{i:6d} {s:9.2f}" + (f"  outlier ({m})" if m else ""))
+    width = max(len(name) for name in names)
+    for name, s, m in zip(names, scores["nll"], marks):
+        click.echo(f"{name:<{width}} {s:9.2f}" + (f"  outlier ({m})" if m else ""))
     click.echo(f"# {outliers} of {len(marks)} outside the typical ranges")
 
 
@@ -126,7 +146,8 @@ def score(inputs: tuple[str, ...], labels_file: str | None, score_range: tuple[f
               help="A second model, trained differently, for the likelihood-ratio check (e.g. mnist-vae-geron).")
 @click.option("--false-alarm", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.01,
               show_default=True, help="Fraction of the validation digits the checks may flag together.")
-@click.option("--k", type=click.IntRange(1, 100_000), default=None, help="Importance samples per digit for scores (default 50).")
+@click.option("-k", "--k", "k", type=click.IntRange(1, 100_000), default=None,
+              help="Importance samples per digit for scores (default 50).")
 @limit_option
 @seed_option
 def calibrate(model_dir: Path, data_paths: tuple[str, ...], labels_file: str | None, reference: str | None,
@@ -148,7 +169,7 @@ def calibrate(model_dir: Path, data_paths: tuple[str, ...], labels_file: str | N
         if ref_vae.num_classes:
             raise InputError(f"--reference {reference} is conditional; the ratio check needs a reference that scores images alone")
     digits, labels = read_labelled(data_paths, limit, labels_file)
-    labels = _labels_for(vae, labels)
+    labels = labels_for(vae, labels)
     names = ", ".join(Path(p).name for p in data_paths)
     scores = score_images(vae, ref_vae, digits, labels, k, seed)
     s = calibrate_scores(scores, k, names, false_alarm, ref_entry)

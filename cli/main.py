@@ -16,8 +16,8 @@ from digitvae.runtime.errors import DigitVAEError, InputError
 
 from .console import fail
 from .options import (
-    cols_option, load_model, model_option, provider_option, scale_option, standard_prior_option, strict_option,
-    threads_option, variant_option,
+    ModelSpec, cols_option, json_option, labels_for, labels_option, model_options, read_labelled, scale_option,
+    standard_prior_option,
 )
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ _LAZY_COMMANDS = {
     "train": ("digitvae.cli.train", "train"),
     "export": ("digitvae.cli.train", "export_cmd"),
     "data": ("digitvae.cli.train", "data"),
+    "models": ("digitvae.cli.models", "models"),
 }
 
 
@@ -100,17 +101,15 @@ def cli(verbose: int) -> None:
 @click.option("--each-digit", is_flag=True,
               help="Draw the digits 0-9 in turn, so a 10-column grid holds one digit per column.")
 @standard_prior_option
-@model_option
-@variant_option
-@provider_option
-@strict_option
-@threads_option
+@model_options
 @cols_option
 @scale_option
 def generate(count: int, output: str, seed: int | None, digit: int | None, each_digit: bool, standard_prior: bool,
-             model: str, variant: str, provider: str | None, strict: bool, threads: int | None, cols: int | None,
-             scale: int) -> None:
-    """Generate new digits: draw codes from the model's prior and decode them."""
+             spec: ModelSpec, cols: int | None, scale: int) -> None:
+    """Generate new digits: draw codes from the model's prior and decode them.
+
+    Without --seed, a seed is drawn and printed, so any run can be repeated.
+    """
     from digitvae.runtime.imageio import default_cols, output_kind, tile, write_npy, write_png
     from digitvae.runtime.inputs import as_count
 
@@ -122,56 +121,55 @@ def generate(count: int, output: str, seed: int | None, digit: int | None, each_
         import numpy as np
 
         digit = np.arange(count) % 10
-    vae = load_model(model, provider, strict, variant, threads, prior=not standard_prior)
-    digits = vae.generate(count, seed=seed, digit=digit)
+    if seed is None:
+        import secrets
+
+        seed = secrets.randbelow(2**32)
+    digits = spec.load(prior=not standard_prior).generate(count, seed=seed, digit=digit)
     if kind == ".png":
         write_png(tile(digits, cols or default_cols(count)), output, scale)
     else:
         write_npy(digits, output)
-    click.echo(f"wrote {count} digits to {output}")
+    click.echo(f"wrote {_count(count, 'digit')} to {output} (seed {seed})")
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="OUT.png (grid) or OUT.npy.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N digits.")
-@model_option
-@variant_option
-@provider_option
-@strict_option
-@threads_option
+@labels_option
+@model_options
 @cols_option
 @scale_option
-def reconstruct(inputs: tuple[str, ...], output: str, limit: int | None, model: str, variant: str,
-                provider: str | None, strict: bool, threads: int | None, cols: int | None, scale: int) -> None:
+def reconstruct(inputs: tuple[str, ...], output: str, limit: int | None, labels_file: str | None, spec: ModelSpec,
+                cols: int | None, scale: int) -> None:
     """Encode and decode digits from PNG (28x28), .npy or IDX files.
 
     A PNG output shows each row of originals above its reconstructions.
     """
-    from digitvae.runtime.imageio import default_cols, output_kind, pair_rows, read_digits, tile, write_npy, write_png
+    from digitvae.runtime.imageio import default_cols, output_kind, pair_rows, tile, write_npy, write_png
 
     kind = output_kind(output)
-    originals = read_digits(inputs, limit)
-    rebuilt = load_model(model, provider, strict, variant, threads).reconstruct(originals)
+    vae = spec.load()
+    originals, labels = read_labelled(inputs, limit, labels_file)
+    rebuilt = vae.reconstruct(originals, labels_for(vae, labels))
     if kind == ".png":
         c = min(cols or default_cols(len(originals)), len(originals))
         write_png(tile(pair_rows(originals, rebuilt, c), c), output, scale)
     else:
         write_npy(rebuilt, output)
-    click.echo(f"wrote {len(rebuilt)} reconstructions to {output}")
+    click.echo(f"wrote {_count(len(rebuilt), 'reconstruction')} to {output}")
 
 
 @cli.command()
-@model_option
-@provider_option
-@strict_option
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def info(model: str, provider: str | None, strict: bool, as_json: bool) -> None:
+@model_options
+@json_option
+def info(spec: ModelSpec, as_json: bool) -> None:
     """Show a model's manifest and the execution providers."""
     from digitvae.runtime.manifest import list_shipped_models
     from digitvae.runtime.providers import available_providers
 
-    vae = load_model(model, provider, strict)
+    vae = spec.load()
     report = {
         "model": vae.name,
         "directory": str(vae.model_dir),
@@ -225,6 +223,10 @@ def info(model: str, provider: str | None, strict: bool, as_json: bool) -> None:
         f"active       {', '.join(vae.providers)}",
     ]
     click.echo("\n".join(lines))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _describe_prior(prior: Any) -> str:

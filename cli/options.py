@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
 import numpy as np
 
 from digitvae.runtime.errors import DataFormatError, InputError
 from digitvae.runtime.manifest import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from digitvae.runtime.model import DigitVAE
 
 model_option = click.option(
     "--model", "-m", default=DEFAULT_MODEL, show_default=True, metavar="NAME|DIR",
@@ -39,13 +44,59 @@ standard_prior_option = click.option("--standard-prior", is_flag=True,
                                      help="Use N(0, I) instead of the model's learned prior (for comparison).")
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model a command loads and how: --model, --variant, --provider, --strict, --threads."""
+
+    model: str
+    variant: str
+    provider: str | None
+    strict: bool
+    threads: int | None
+
+    def load(self, prior: bool = True) -> DigitVAE:
+        """Load the model (N(0, I) instead of its learned prior when `prior` is False)."""
+        return load_model(self.model, self.provider, self.strict, self.variant, self.threads, prior=prior)
+
+
+_SPEC_FIELDS = ("model", "variant", "provider", "strict", "threads")
+
+
+def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the options that choose and load a model, passed to it as `spec: ModelSpec`."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        spec = ModelSpec(*(kwargs.pop(name) for name in _SPEC_FIELDS))
+        return command(*args, spec=spec, **kwargs)
+
+    for option in reversed((model_option, variant_option, provider_option, strict_option, threads_option)):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 def load_model(model: str, provider: str | None, strict: bool, variant: str = "fp32", threads: int | None = None,
-               prior: bool = True) -> Any:
+               prior: bool = True) -> DigitVAE:
     """Load a DigitVAE for a command."""
     from digitvae.runtime.model import DigitVAE
 
     return DigitVAE.load(model, providers=provider_list(provider), strict=strict, variant=variant, threads=threads,
                          prior=prior)
+
+
+labels_option = click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
+                             help="IDX labels for a conditional model (default: the labels file beside an IDX input).")
+
+
+def labels_for(vae: DigitVAE, labels: np.ndarray | None) -> np.ndarray | None:
+    """Return the labels a model takes: those read for a conditional model, None for the others."""
+    if not vae.num_classes:
+        return None
+    if labels is None:
+        raise InputError(
+            f"model {vae.name!r} is conditional: its digits need labels (--labels FILE, or an IDX labels file beside the images)"
+        )
+    return labels
 
 
 def read_labelled(paths: Sequence[str], limit: int | None, labels_file: str | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -196,7 +196,7 @@ def _mean_abs(a: np.ndarray, b: np.ndarray) -> float:
 def test_reconstruct_one_png(tmp_path: Path, digits: np.ndarray) -> None:
     src = write_png(digits[0], tmp_path / "d0.png")
     result = ok(invoke("reconstruct", src, "-o", tmp_path / "r.png"))
-    assert "wrote 1 reconstructions" in result.stdout
+    assert "wrote 1 reconstruction to" in result.stdout
     grid = read_grid(tmp_path / "r.png")
     assert grid.shape == (2 * STEP - GAP, 28)  # original above its reconstruction
     np.testing.assert_array_equal(cell(grid, 0, 0), digits[0])

@@ -1,0 +1,95 @@
+"""One house: the same options everywhere, inputs as arguments, a printed seed, file names in scores."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitvae.runtime import DigitVAE
+
+from conftest import VALID_IMAGES
+from test_cli import assert_clean_failure, invoke, ok
+
+#: Every command that loads a model takes these.
+MODEL_OPTIONS = ("--model", "--variant", "--provider", "--strict", "--threads")
+
+
+@pytest.mark.parametrize("command", ["generate", "reconstruct", "info", "interpolate", "manifold", "evaluate", "score"])
+def test_every_model_loading_command_takes_the_same_options(command: str) -> None:
+    text = ok(invoke(command, "--help")).stdout
+    for option in MODEL_OPTIONS:
+        assert option in text, f"{command} lacks {option}"
+
+
+def test_generate_prints_the_seed_it_drew_and_the_seed_repeats_the_run(tmp_path: Path) -> None:
+    line = ok(invoke("generate", "-n", 3, "-o", tmp_path / "a.npy")).stdout
+    seed = int(re.search(r"\(seed (\d+)\)", line).group(1))  # type: ignore[union-attr]
+    ok(invoke("generate", "-n", 3, "--seed", seed, "-o", tmp_path / "b.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_evaluate_reads_its_digits_as_arguments_and_with_data(tmp_path: Path) -> None:
+    new = ok(invoke("evaluate", VALID_IMAGES, "--limit", 10, "-k", 5, "--json")).stdout
+    old = ok(invoke("evaluate", "--data", VALID_IMAGES, "--limit", 10, "--k", 5, "--json")).stdout
+    assert new == old
+    result = invoke("evaluate", "--limit", 10)
+    assert result.exit_code != 0 and "give the digits to read" in result.output
+
+
+def test_model_options_reach_the_model(tmp_path: Path, digits: np.ndarray) -> None:
+    from digitvae.runtime.latent import MODES
+    from digitvae.runtime.latent import interpolate as path
+
+    for variant in ("fp32", "int8"):
+        ok(invoke("interpolate", f"{VALID_IMAGES}:0", f"{VALID_IMAGES}:1", "--variant", variant, "--threads", 1,
+                  "-o", tmp_path / f"{variant}.npy"))
+    int8 = DigitVAE.load(variant="int8", threads=1)
+    means = int8.encode(digits[:2])[0]
+    expected = int8.decode(np.concatenate([path(means[0], means[1], 10, m) for m in MODES]))
+    np.testing.assert_allclose(np.load(tmp_path / "int8.npy"), expected, atol=1e-5)
+    assert not np.allclose(np.load(tmp_path / "fp32.npy"), expected, atol=1e-5)
+    assert_clean_failure(invoke("manifold", "--variant", "int4", "-o", tmp_path / "m.png"), "no variant 'int4'")
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_reconstruct_takes_labels_for_a_conditional_model(tmp_path: Path) -> None:
+    ok(invoke("reconstruct", VALID_IMAGES, "--limit", 4, "--model", "mnist-cvae", "-o", tmp_path / "r.npy"))
+    assert np.load(tmp_path / "r.npy").shape == (4, 28, 28)
+    digits = np.load(tmp_path / "r.npy")
+    np.save(tmp_path / "d.npy", (digits * 255).astype(np.uint8))
+    assert_clean_failure(invoke("reconstruct", tmp_path / "d.npy", "--model", "mnist-cvae", "-o", tmp_path / "x.npy"),
+                         "--labels")
+    assert not (tmp_path / "x.npy").exists()
+    labels = VALID_IMAGES.with_name("t10k-labels-idx1-ubyte.gz")
+    ok(invoke("reconstruct", tmp_path / "d.npy", "--model", "mnist-cvae", "--labels", labels, "-o", tmp_path / "y.npy"))
+
+
+def test_score_names_each_image_by_file(tmp_path: Path, digits: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(digits[0]).save(tmp_path / "seven.png")
+    np.save(tmp_path / "pair.npy", digits[1:3])
+    text = ok(invoke("score", tmp_path / "seven.png", tmp_path / "pair.npy")).stdout
+    rows = [line.split()[0] for line in text.splitlines() if not line.startswith("#")]
+    assert rows == ["seven.png", "pair.npy:0", "pair.npy:1"]
+
+
+def test_models_lists_shipped_and_given_models(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from digitvae.runtime.manifest import shipped_models_dir
+
+    shutil.copytree(shipped_models_dir() / "mnist-vae-2d", tmp_path / "mine")
+    rows = json.loads(ok(invoke("models", tmp_path / "mine", "--json")).stdout)
+    names = [r["model"] for r in rows]
+    assert names == ["mnist-cvae", "mnist-vae", "mnist-vae-2d", "mnist-vae-geron", str(tmp_path / "mine")]
+    default = rows[1]
+    assert default["variants"] == ["fp32", "int8", "fp16"] and default["latent_dim"] == 32
+    assert default["iw_nll"] == DigitVAE.load().manifest.metrics["likelihood"]["fp32"]["iw_nll"]
+    text = ok(invoke("models")).stdout
+    assert "mnist-vae-geron" in text and "gaussian_mixture, 10 classes" in text
+    assert_clean_failure(invoke("models", tmp_path / "nothing"), "no model")
