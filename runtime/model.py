@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 #: Rows per onnxruntime call: bounds the session's working memory for very large batches.
 CHUNK = 4096
 _ENCODED = ["mean", "logvar"]
-_SINGLE_THREADED = ("prior", "prior_density")
+_SINGLE_THREADED = _PRIOR_FILES = ("prior", "prior_density")
 #: The prior's `label` for small unseeded-class batches, made once (read-only).
 _ANY_CLASS = {n: np.full(n, ANY_CLASS, np.int64) for n in range(1, 17)}
 for _array in _ANY_CLASS.values():
@@ -47,7 +47,6 @@ class DigitVAE:
         encoder: ort.InferenceSession,
         decoder: ort.InferenceSession,
         prior: Prior | None = None,
-        generator: ort.InferenceSession | None = None,
     ) -> None:
         self.manifest = manifest
         self.model_dir = model_dir
@@ -55,12 +54,8 @@ class DigitVAE:
         self._decoder = decoder
         #: The latent prior p(z): N(0, I), or the model's learned prior.
         self.prior = prior or Prior(manifest.latent_dim)
-        # The learned prior's sampler composed with the decoder: one onnxruntime call per batch.
-        self._generator = generator
         # Small batches skip InferenceSession.run's per-call conversions (CPU only).
         self._small = {"encoder": SmallBatchRunner(encoder), "decoder": SmallBatchRunner(decoder)}
-        if generator is not None:
-            self._small["generator"] = SmallBatchRunner(generator)
         # Unseeded draws come from blocks made ahead from one generator seeded by the OS.
         self._rng: np.random.Generator | None = None
         self._draw_pool: BlockPool | None = None
@@ -96,8 +91,9 @@ class DigitVAE:
         manifest = read_manifest(model_dir)
         files = manifest.files(variant)
         learned = bool(manifest.prior) and prior
-        if not learned:
-            files = {role: files[role] for role in ROLES}
+        # generator.onnx (sampler and decoder in one graph) is for apps; here the pool below makes
+        # small batches as cheap, and leaving it out saves a third copy of the decoder's weights.
+        files = {role: files[role] for role in (*ROLES, *(_PRIOR_FILES if learned else ()))}
         sessions = {}
         for role in files:
             # Hash and load the same bytes, so the file cannot change between check and use.
@@ -116,7 +112,7 @@ class DigitVAE:
             learned_prior = LearnedPrior(
                 manifest.latent_dim, dict(manifest.prior or {}), sessions["prior"], sessions["prior_density"]
             )
-        vae = cls(manifest, model_dir, sessions["encoder"], sessions["decoder"], learned_prior, sessions.get("generator"))
+        vae = cls(manifest, model_dir, sessions["encoder"], sessions["decoder"], learned_prior)
         eps.check_active(names, vae.providers, strict=strict)
         logger.info("loaded %s from %s on %s", manifest.name, model_dir, ", ".join(vae.providers))
         return vae
@@ -156,19 +152,12 @@ class DigitVAE:
         n = as_count(n)
         pooled = seed is None and np.ndim(digit) == 0 and n <= SMALL_BATCH and not self.num_classes
         digit, label = self._classes(n, digit)
-        if pooled and self._generator is not None:
+        if pooled and isinstance(self.prior, LearnedPrior):
             # Unseeded codes of one class (or any) are sampled a block ahead: a small batch costs a decode.
             return self._decode(self._code_pool(int(label[0])).take(n)[0], None)
         noise, uniform = self._noise(n, seed)
-        if self._generator is None:
-            z = self.prior.sample(noise, uniform, label)
-            return self._decode(z, self._labels(digit, n) if self.num_classes else None)
-        out = np.empty((n, IMAGE_SIDE, IMAGE_SIDE), np.float32)
-        for i in range(0, n, CHUNK):
-            feeds = {"noise": noise[i : i + CHUNK], "uniform": uniform[i : i + CHUNK], "label": label[i : i + CHUNK]}
-            image = (self._small["generator"].run(["image"], feeds) or self._generator.run(["image"], feeds))[0]
-            out[i : i + len(image)] = _image_rows(image, len(feeds["noise"]))
-        return out
+        z = self.prior.sample(noise, uniform, label)
+        return self._decode(z, self._labels(digit, n) if self.num_classes else None)
 
     def _classes(self, n: int, digit: Any) -> tuple[Any, np.ndarray]:
         """Return the digits asked for and the prior's `label` input for n draws.

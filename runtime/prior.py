@@ -15,13 +15,15 @@ import numpy as np
 from . import likelihood as lk
 from .errors import InputError, ModelError
 from .inputs import as_labels
-from .sessions import SmallBatchRunner
+from .sessions import SMALL_BATCH, SmallBatchRunner
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
 #: The label that asks a learned prior for any class (its marginal).
 ANY_CLASS = -1
+#: Rows per sampler or density call: bounds onnxruntime's working memory for very large batches.
+CHUNK = 4096
 
 
 class Prior:
@@ -82,9 +84,15 @@ class LearnedPrior(Prior):
         return noise, rng.random(n, dtype=np.float32)
 
     def sample(self, noise: np.ndarray, uniform: np.ndarray | None, label: np.ndarray) -> np.ndarray:
-        """Return codes z float32 [N, D] for these random inputs."""
-        feeds = {"noise": noise, "uniform": uniform, "label": label}
-        z = (self._small.run(["z"], feeds) or self._sampler.run(["z"], feeds))[0]
+        """Return codes z float32 [N, D] for these random inputs, CHUNK rows per onnxruntime call."""
+        if len(noise) <= SMALL_BATCH:
+            feeds = {"noise": noise, "uniform": uniform, "label": label}
+            return _finite((self._small.run(["z"], feeds) or self._sampler.run(["z"], feeds))[0], "prior sampler")
+        z = np.empty_like(noise)
+        for i in range(0, len(noise), CHUNK):
+            # The sampler gathers a D x D factor per row: chunks bound that memory.
+            feeds = {"noise": noise[i : i + CHUNK], "uniform": uniform[i : i + CHUNK], "label": label[i : i + CHUNK]}  # type: ignore[index]
+            z[i : i + CHUNK] = self._sampler.run(["z"], feeds)[0]
         return _finite(z, "prior sampler")
 
     def log_prob(self, z: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
@@ -96,10 +104,13 @@ class LearnedPrior(Prior):
         else:
             # One label per leading row of z, repeated over any sample axes after it.
             rows = np.repeat(np.asarray(label, np.int64), len(flat) // len(label))
-        out = self._density.run(["log_prob"], {"z": flat, "label": rows})[0]
-        if out.shape != (len(flat),):
-            raise ModelError(f"prior density returned shape {list(out.shape)}, expected [{len(flat)}]")
-        return out.astype(np.float64).reshape(shape)
+        out = np.empty(len(flat))
+        for i in range(0, len(flat), CHUNK):
+            part = self._density.run(["log_prob"], {"z": flat[i : i + CHUNK], "label": rows[i : i + CHUNK]})[0]
+            if part.shape != (len(flat[i : i + CHUNK]),):
+                raise ModelError(f"prior density returned shape {list(part.shape)}, expected [{len(flat[i : i + CHUNK])}]")
+            out[i : i + CHUNK] = part
+        return out.reshape(shape)
 
 
 class BlockPool:
