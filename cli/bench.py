@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 
-from .options import json_option, model_option, provider_option, threads_option, variant_option
 from digitvae.runtime.errors import MissingDependencyError
+
+from .options import json_option, model_option, provider_option, threads_option, variant_option
 
 
 @click.command()
@@ -23,8 +24,16 @@ from digitvae.runtime.errors import MissingDependencyError
 @click.option("--no-torch", is_flag=True, help="Leave out the torch eager comparison.")
 @click.option("--no-cold-start", is_flag=True, help="Leave out the fresh-process measurements.")
 @json_option
-def bench(model: str, variant: str, provider: str | None, threads: int | None, quick: bool, no_torch: bool,
-          no_cold_start: bool, as_json: bool) -> None:
+def bench(
+    model: str,
+    variant: str,
+    provider: str | None,
+    threads: int | None,
+    quick: bool,
+    no_torch: bool,
+    no_cold_start: bool,
+    as_json: bool,
+) -> None:
     """Measure latency, throughput, the hardware bound and cold start on this machine."""
     from .benchmark import QUICK, BenchConfig, run_bench
 
@@ -40,10 +49,19 @@ def bench(model: str, variant: str, provider: str | None, threads: int | None, q
 
 @click.command("variants")
 @click.argument("model_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--valid", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="IDX images: also record every variant's IW-NLL on them in model.json.")
-@click.option("--k", type=click.IntRange(1, 100_000), default=100, show_default=True,
-              help="Importance samples per digit for --valid.")
+@click.option(
+    "--valid",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="IDX images: also record every variant's IW-NLL on them in model.json.",
+)
+@click.option(
+    "--k",
+    type=click.IntRange(1, 100_000),
+    default=100,
+    show_default=True,
+    help="Importance samples per digit for --valid.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N digits of --valid.")
 def variants(model_dir: Path, valid: Path | None, k: int, limit: int | None) -> None:
     """Add or refresh a model folder's int8 and fp16 variants in place, checked against fp32."""
@@ -83,8 +101,10 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append("batch-1 decode latency" + " " * 33 + "generate / decode")
         for name in _contenders(dec):
             row = dec[name]
-            lines.append(f"  {name:<38}{row['p50']:8.1f}  {row['p99']:8.1f}  {row['ratio_to_onnxruntime']:10.2f}"
-                         f"  {report['generate_over_decode'][name]:10.2f}")
+            lines.append(
+                f"  {name:<38}{row['p50']:8.1f}  {row['p99']:8.1f}  {row['ratio_to_onnxruntime']:10.2f}"
+                f"  {report['generate_over_decode'][name]:10.2f}"
+            )
     thr = report["throughput"]
     names = _contenders(thr[next(k for k in thr if k != "unit")])
     lines += ["", "throughput, digits/s" + " " * 21 + "".join(f"{n:>13}" for n in names) + "   digitvae / onnxruntime"]
@@ -110,7 +130,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"batch-1 bound: streaming the decoder's {stream['weights_mib']:.1f} MiB of float32 weights once "
             f"({stream['gemv']}) takes {stream['gemv_us']:.1f} us; batch-1 generate p50 is "
-            + ", ".join(f"{name} {1 / f:.2f}x" for name, f in stream["fraction"].items()) + " of it"
+            + ", ".join(f"{name} {1 / f:.2f}x" for name, f in stream["fraction"].items())
+            + " of it"
         )
     elif stream:
         lines.append(f"batch-1 bound: {stream['note']}")

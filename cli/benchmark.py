@@ -64,8 +64,15 @@ class BenchConfig:
 
 
 #: A configuration that runs in a few seconds: the same report, not to be quoted.
-QUICK = {"repeats": 2, "latency_calls": 20, "batches": (1, 64, 256), "reconstruct_batch": 256,
-         "gemm_size": 512, "slot_s": 0.005, "cold_runs": 1}
+QUICK = {
+    "repeats": 2,
+    "latency_calls": 20,
+    "batches": (1, 64, 256),
+    "reconstruct_batch": 256,
+    "gemm_size": 512,
+    "slot_s": 0.005,
+    "cold_runs": 1,
+}
 
 
 def run_bench(config: BenchConfig) -> dict[str, Any]:
@@ -140,8 +147,11 @@ class _Plain:
             for role in ("encoder", "decoder")
         )
         # With a learned prior, generating is one run of the generator graph (prior -> decoder).
-        self.generator = (ort.InferenceSession(verified_bytes(vae.model_dir, files["generator"]), providers=vae.providers)
-                          if vae.manifest.prior else None)
+        self.generator = (
+            ort.InferenceSession(verified_bytes(vae.model_dir, files["generator"]), providers=vae.providers)
+            if vae.manifest.prior
+            else None
+        )
         self.rng = np.random.default_rng()
         self.d, self.classes = vae.latent_dim, vae.num_classes
 
@@ -198,7 +208,9 @@ def _latency(contenders: dict[str, Any], config: BenchConfig) -> dict[str, dict[
                     start = time.perf_counter_ns()
                     fn()
                     times[i] = time.perf_counter_ns() - start
-                runs[method][name].append((float(np.percentile(times, 50)) / 1e3, float(np.percentile(times, 99)) / 1e3))
+                runs[method][name].append(
+                    (float(np.percentile(times, 50)) / 1e3, float(np.percentile(times, 99)) / 1e3)
+                )
     tables: dict[str, dict[str, Any]] = {}
     for method, by_name in runs.items():
         table: dict[str, Any] = {"calls": config.latency_calls, "unit": "us"}
@@ -242,7 +254,9 @@ def _throughput(contenders: dict[str, Any], vae: DigitVAE, config: BenchConfig) 
     result: dict[str, Any] = {"unit": "digits/s"}
     for task, per in seconds.items():
         result[task] = {name: 1.0 / min(times) for name, times in per.items()}
-        result[task]["ratio_to_onnxruntime"] = {name: _paired_ratio(per[BASELINE], times) for name, times in per.items()}
+        result[task]["ratio_to_onnxruntime"] = {
+            name: _paired_ratio(per[BASELINE], times) for name, times in per.items()
+        }
     return result, peaks
 
 
@@ -268,8 +282,12 @@ def _bound(vae: DigitVAE, peaks: list[float], throughput: dict[str, Any], config
         return result
     task = f"decode_{max(config.batches)}"
     bound = peak / flops
-    result.update(flops_per_digit=flops, digits_per_s=bound, task=task,
-                  fraction={name: throughput[task][name] / bound for name in throughput[task]["ratio_to_onnxruntime"]})
+    result.update(
+        flops_per_digit=flops,
+        digits_per_s=bound,
+        task=task,
+        fraction={name: throughput[task][name] / bound for name in throughput[task]["ratio_to_onnxruntime"]},
+    )
     return result
 
 
@@ -338,14 +356,19 @@ def cold_start(config: BenchConfig) -> dict[str, Any]:
                 wall, rss = _run_process(command, Path(tmp))
                 if i:
                     samples[name].append((wall, rss))
-    result: dict[str, Any] = {"command": "digitvae " + " ".join(args), "baseline": 'python -c "import onnxruntime"',
-                              "runs": config.cold_runs,
-                              # Without cached bytecode every start compiles digitvae's modules again.
-                              "dont_write_bytecode": bool(sys.flags.dont_write_bytecode)}
+    result: dict[str, Any] = {
+        "command": "digitvae " + " ".join(args),
+        "baseline": 'python -c "import onnxruntime"',
+        "runs": config.cold_runs,
+        # Without cached bytecode every start compiles digitvae's modules again.
+        "dont_write_bytecode": bool(sys.flags.dont_write_bytecode),
+    }
     for name, values in samples.items():
         rss = [v[1] for v in values if v[1] is not None]
-        result[name] = {"wall_s": statistics.median(v[0] for v in values),
-                        "peak_rss_mib": statistics.median(rss) if rss else None}
+        result[name] = {
+            "wall_s": statistics.median(v[0] for v in values),
+            "peak_rss_mib": statistics.median(rss) if rss else None,
+        }
     result["wall_ratio"] = _paired_ratio([v[0] for v in samples["digitvae"]], [v[0] for v in samples[BASELINE]])
     return result
 
@@ -362,7 +385,11 @@ def _run_process(command: list[str], cwd: Path) -> tuple[float, float | None]:
         wall, rss = time.perf_counter() - start, None
         if proc.returncode == 0 and hasattr(os, "fork"):
             wall_text, kib, code = proc.stdout.split()
-            wall, rss, proc.returncode = float(wall_text), int(kib) / (1 << 20 if sys.platform == "darwin" else 1024), int(code)
+            wall, rss, proc.returncode = (
+                float(wall_text),
+                int(kib) / (1 << 20 if sys.platform == "darwin" else 1024),
+                int(code),
+            )
         if proc.returncode:
             err.seek(0)
             last = (err.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
@@ -394,5 +421,10 @@ def _machine() -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "onnxruntime": ort.__version__, "numpy": np.__version__}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+    }

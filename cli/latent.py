@@ -14,10 +14,16 @@ from .options import ModelSpec, model_options, read_labelled, read_one_digit, sc
 if TYPE_CHECKING:
     from digitvae.runtime.model import DigitVAE
 
-output_option = click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-                             help="OUT.png (picture) or OUT.npy (float32 digits).")
-digit_option = click.option("--digit", type=click.IntRange(0, 9), default=None,
-                            help="Class to encode and draw with, for a conditional model.")
+output_option = click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="OUT.png (picture) or OUT.npy (float32 digits).",
+)
+digit_option = click.option(
+    "--digit", type=click.IntRange(0, 9), default=None, help="Class to encode and draw with, for a conditional model."
+)
 
 
 def _write(images: np.ndarray, output: str, cols: int, scale: int) -> None:
@@ -39,21 +45,30 @@ def _labels(vae: DigitVAE, digit: int | None, n: int) -> np.ndarray | None:
 @click.argument("start", metavar="A")
 @click.argument("end", metavar="B")
 @output_option
-@click.option("--steps", type=click.IntRange(2, 100), default=10, show_default=True, help="Digits per row, ends included.")
-@click.option("--mode", type=click.Choice(["both", "linear", "spherical"]), default="both", show_default=True,
-              help="Straight line, great-circle arc, or one row of each.")
+@click.option(
+    "--steps", type=click.IntRange(2, 100), default=10, show_default=True, help="Digits per row, ends included."
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["both", "linear", "spherical"]),
+    default="both",
+    show_default=True,
+    help="Straight line, great-circle arc, or one row of each.",
+)
 @digit_option
 @model_options
 @scale_option
-def interpolate(start: str, end: str, output: str, steps: int, mode: str, digit: int | None, spec: ModelSpec,
-                scale: int) -> None:
+def interpolate(
+    start: str, end: str, output: str, steps: int, mode: str, digit: int | None, spec: ModelSpec, scale: int
+) -> None:
     """Morph digit A into digit B through the latent space.
 
     A and B are 28x28 PNG files, or FILE:INDEX for a digit of an IDX or .npy file. Each row
     decodes codes between the posterior means of A and B.
     """
     from digitvae.runtime.imageio import output_kind
-    from digitvae.runtime.latent import MODES, interpolate as path
+    from digitvae.runtime.latent import MODES
+    from digitvae.runtime.latent import interpolate as path
 
     output_kind(output)
     vae = spec.load()
@@ -71,13 +86,20 @@ def interpolate(start: str, end: str, output: str, steps: int, mode: str, digit:
 @click.command()
 @output_option
 @click.option("--size", type=click.IntRange(2, 100), default=20, show_default=True, help="Digits per side of the grid.")
-@click.option("--data", "data_paths", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
-              help="Digits whose encodings define the plane of a >2-D latent (default: the model's calibration).")
+@click.option(
+    "--data",
+    "data_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Digits whose encodings define the plane of a >2-D latent (default: the model's calibration).",
+)
 @digit_option
 @model_options
 @scale_option
-def manifold(output: str, size: int, data_paths: tuple[str, ...], digit: int | None, spec: ModelSpec,
-             scale: int) -> None:
+def manifold(
+    output: str, size: int, data_paths: tuple[str, ...], digit: int | None, spec: ModelSpec, scale: int
+) -> None:
     """Draw the latent manifold: a grid of decoded codes.
 
     A 2-D latent is walked over prior quantiles; a larger one over the plane of the two

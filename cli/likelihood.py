@@ -8,27 +8,48 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 from digitvae.runtime.errors import InputError
 from digitvae.runtime.manifest import update_metrics
 
 from .options import (
-    ModelSpec, json_option, labels_for, labels_option, load_model, model_options, provider_list, read_labelled,
+    ModelSpec,
+    json_option,
+    labels_for,
+    labels_option,
+    load_model,
+    model_options,
+    provider_list,
+    read_labelled,
     standard_prior_option,
 )
 
 _PIXELS = 784
-data_option = click.option("--data", "data_paths", multiple=True, required=True, type=click.Path(dir_okay=False),
-                           metavar="FILE", help="Digits: IDX (idx3-ubyte[.gz]), .npy or 28x28 PNG; repeatable.")
+data_option = click.option(
+    "--data",
+    "data_paths",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Digits: IDX (idx3-ubyte[.gz]), .npy or 28x28 PNG; repeatable.",
+)
 inputs_argument = click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False))
 #: `--data FILE` is still read where the files are now arguments, so older command lines keep working.
 old_data_option = click.option("--data", "data_paths", multiple=True, type=click.Path(dir_okay=False), hidden=True)
-k_option = click.option("-k", "--k", "k", type=click.IntRange(1, 100_000), default=200, show_default=True,
-                        help="Importance samples per digit.")
+k_option = click.option(
+    "-k",
+    "--k",
+    "k",
+    type=click.IntRange(1, 100_000),
+    default=200,
+    show_default=True,
+    help="Importance samples per digit.",
+)
 limit_option = click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N digits.")
-seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-                           help="Seed of the posterior samples.")
+seed_option = click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the posterior samples."
+)
 
 
 def _scoring_options(command: Any) -> Any:
@@ -68,10 +89,24 @@ def _bits_per_dim(nats: float) -> float:
 @k_option
 @_scoring_options
 @standard_prior_option
-@click.option("--write", is_flag=True, help="Also store the figures in the model's model.json (metrics.likelihood, "
-              "or metrics.likelihood_standard_normal with --standard-prior).")
-def evaluate(inputs: tuple[str, ...], data_paths: tuple[str, ...], labels_file: str | None, k: int, limit: int | None,
-             seed: int, spec: ModelSpec, as_json: bool, standard_prior: bool, write: bool) -> None:
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Also store the figures in the model's model.json (metrics.likelihood, "
+    "or metrics.likelihood_standard_normal with --standard-prior).",
+)
+def evaluate(
+    inputs: tuple[str, ...],
+    data_paths: tuple[str, ...],
+    labels_file: str | None,
+    k: int,
+    limit: int | None,
+    seed: int,
+    spec: ModelSpec,
+    as_json: bool,
+    standard_prior: bool,
+    write: bool,
+) -> None:
     """Print -ELBO and the importance-weighted NLL of digits (IDX, .npy or PNG files), from the ONNX files alone."""
     data_paths = _inputs(inputs, data_paths)
     variant = spec.variant
@@ -81,11 +116,17 @@ def evaluate(inputs: tuple[str, ...], data_paths: tuple[str, ...], labels_file: 
     neg_elbo = float(-vae.elbo(digits, labels, seed=seed).mean())
     nll = float(vae.iw_nll(digits, k, labels, seed=seed).mean())
     report = {
-        "model": vae.name, "variant": variant, "prior": vae.prior.kind, "digits": int(len(digits)),
+        "model": vae.name,
+        "variant": variant,
+        "prior": vae.prior.kind,
+        "digits": int(len(digits)),
         "data": [Path(p).name for p in data_paths],
-        "k": k, "seed": seed,
-        "neg_elbo": neg_elbo, "neg_elbo_bits_per_dim": _bits_per_dim(neg_elbo),
-        "iw_nll": nll, "iw_nll_bits_per_dim": _bits_per_dim(nll),
+        "k": k,
+        "seed": seed,
+        "neg_elbo": neg_elbo,
+        "neg_elbo_bits_per_dim": _bits_per_dim(neg_elbo),
+        "iw_nll": nll,
+        "iw_nll_bits_per_dim": _bits_per_dim(nll),
     }
     if write:
         likelihood = {key: report[key] for key in ("data", "digits", "k", "seed", "neg_elbo", "iw_nll")}
@@ -94,7 +135,9 @@ def evaluate(inputs: tuple[str, ...], data_paths: tuple[str, ...], labels_file: 
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"model    {vae.name} ({variant}, {vae.prior.kind} prior) on {len(digits)} digits from {', '.join(report['data'])}")
+    click.echo(
+        f"model    {vae.name} ({variant}, {vae.prior.kind} prior) on {len(digits)} digits from {', '.join(report['data'])}"
+    )
     click.echo(f"-ELBO    {neg_elbo:8.2f} nats/digit  {report['neg_elbo_bits_per_dim']:.4f} bits/dim")
     click.echo(f"IW-NLL   {nll:8.2f} nats/digit  {report['iw_nll_bits_per_dim']:.4f} bits/dim  (k={k})")
 
@@ -102,16 +145,35 @@ def evaluate(inputs: tuple[str, ...], data_paths: tuple[str, ...], labels_file: 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @labels_option
-@click.option("--range", "score_range", type=(float, float), default=None, metavar="LOW HIGH",
-              help="Typical IW-NLL range (default: the model's calibration on validation digits).")
+@click.option(
+    "--range",
+    "score_range",
+    type=(float, float),
+    default=None,
+    metavar="LOW HIGH",
+    help="Typical IW-NLL range (default: the model's calibration on validation digits).",
+)
 @_scoring_options
-def score(inputs: tuple[str, ...], labels_file: str | None, score_range: tuple[float, float] | None, limit: int | None,
-          seed: int, spec: ModelSpec, as_json: bool) -> None:
+def score(
+    inputs: tuple[str, ...],
+    labels_file: str | None,
+    score_range: tuple[float, float] | None,
+    limit: int | None,
+    seed: int,
+    spec: ModelSpec,
+    as_json: bool,
+) -> None:
     """Score digits by IW-NLL (nats) and flag those outside the typical ranges of real digits."""
     from digitvae.runtime.detector import OutlierDetector
 
-    detector = OutlierDetector.load(spec.model, provider_list(spec.provider), spec.strict, variant=spec.variant,
-                                    threads=spec.threads, nll_range=score_range)
+    detector = OutlierDetector.load(
+        spec.model,
+        provider_list(spec.provider),
+        spec.strict,
+        variant=spec.variant,
+        threads=spec.threads,
+        nll_range=score_range,
+    )
     vae, calibration = detector.vae, detector.calibration
     digits, labels = read_labelled(inputs, limit, labels_file)
     names = _names(inputs)[: len(digits)]
@@ -121,17 +183,34 @@ def score(inputs: tuple[str, ...], labels_file: str | None, score_range: tuple[f
     ranges = {name: {"low": low, "high": high} for name, (low, high) in calibration.ranges.items()}
     reference = calibration.reference["model"] if calibration.reference else None
     if as_json:
-        click.echo(json.dumps({
-            "model": vae.name, "k": calibration.k, "checks": ranges, "reference": reference, "outliers": outliers,
-            "scores": [
-                {"index": i, "image": names[i], "score": float(scores["nll"][i]), "flag": mark,
-                 "checks": {name: float(values[i]) for name, values in scores.items()}}
-                for i, mark in enumerate(marks)
-            ],
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "model": vae.name,
+                    "k": calibration.k,
+                    "checks": ranges,
+                    "reference": reference,
+                    "outliers": outliers,
+                    "scores": [
+                        {
+                            "index": i,
+                            "image": names[i],
+                            "score": float(scores["nll"][i]),
+                            "flag": mark,
+                            "checks": {name: float(values[i]) for name, values in scores.items()},
+                        }
+                        for i, mark in enumerate(marks)
+                    ],
+                },
+                indent=2,
+            )
+        )
         return
     bounds = ", ".join(f"{name} [{r['low']:.1f}, {r['high']:.1f}]" for name, r in ranges.items())
-    click.echo(f"# IW-NLL (k={calibration.k}) in nats; typical ranges: {bounds}" + (f"; reference {reference}" if reference else ""))
+    click.echo(
+        f"# IW-NLL (k={calibration.k}) in nats; typical ranges: {bounds}"
+        + (f"; reference {reference}" if reference else "")
+    )
     width = max(len(name) for name in names)
     for name, s, m in zip(names, scores["nll"], marks):
         click.echo(f"{name:<{width}} {s:9.2f}" + (f"  outlier ({m})" if m else ""))
@@ -142,16 +221,39 @@ def score(inputs: tuple[str, ...], labels_file: str | None, score_range: tuple[f
 @click.argument("model_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @data_option
 @labels_option
-@click.option("--reference", default=None, metavar="NAME|DIR",
-              help="A second model, trained differently, for the likelihood-ratio check (e.g. mnist-vae-geron).")
-@click.option("--false-alarm", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.01,
-              show_default=True, help="Fraction of the validation digits the checks may flag together.")
-@click.option("-k", "--k", "k", type=click.IntRange(1, 100_000), default=None,
-              help="Importance samples per digit for scores (default 50).")
+@click.option(
+    "--reference",
+    default=None,
+    metavar="NAME|DIR",
+    help="A second model, trained differently, for the likelihood-ratio check (e.g. mnist-vae-geron).",
+)
+@click.option(
+    "--false-alarm",
+    type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
+    default=0.01,
+    show_default=True,
+    help="Fraction of the validation digits the checks may flag together.",
+)
+@click.option(
+    "-k",
+    "--k",
+    "k",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="Importance samples per digit for scores (default 50).",
+)
 @limit_option
 @seed_option
-def calibrate(model_dir: Path, data_paths: tuple[str, ...], labels_file: str | None, reference: str | None,
-              false_alarm: float, k: int | None, limit: int | None, seed: int) -> None:
+def calibrate(
+    model_dir: Path,
+    data_paths: tuple[str, ...],
+    labels_file: str | None,
+    reference: str | None,
+    false_alarm: float,
+    k: int | None,
+    limit: int | None,
+    seed: int,
+) -> None:
     """Store a model's typical score ranges and latent principal plane, from validation digits."""
     from digitvae.runtime.detector import fp32_hashes, reference_entry, score_images
     from digitvae.runtime.latent import principal_plane
@@ -165,9 +267,13 @@ def calibrate(model_dir: Path, data_paths: tuple[str, ...], labels_file: str | N
         ref_vae = load_model(reference, None, False)
         ref_entry = reference_entry(reference, ref_vae)
         if ref_entry["sha256"] == fp32_hashes(vae.manifest):
-            raise InputError(f"--reference {reference} is the model itself; the ratio check needs a model trained differently")
+            raise InputError(
+                f"--reference {reference} is the model itself; the ratio check needs a model trained differently"
+            )
         if ref_vae.num_classes:
-            raise InputError(f"--reference {reference} is conditional; the ratio check needs a reference that scores images alone")
+            raise InputError(
+                f"--reference {reference} is conditional; the ratio check needs a reference that scores images alone"
+            )
     digits, labels = read_labelled(data_paths, limit, labels_file)
     labels = labels_for(vae, labels)
     names = ", ".join(Path(p).name for p in data_paths)

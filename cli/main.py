@@ -16,7 +16,14 @@ from digitvae.runtime.errors import DigitVAEError, InputError
 
 from .console import fail
 from .options import (
-    ModelSpec, cols_option, json_option, labels_for, labels_option, model_options, read_labelled, scale_option,
+    ModelSpec,
+    cols_option,
+    json_option,
+    labels_for,
+    labels_option,
+    model_options,
+    read_labelled,
+    scale_option,
     standard_prior_option,
 )
 
@@ -96,16 +103,30 @@ def cli(verbose: int) -> None:
 @click.option("-n", "count", type=int, default=60, show_default=True, help="How many digits.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="OUT.png (grid) or OUT.npy.")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed for reproducible digits.")
-@click.option("--digit", type=click.IntRange(0, 9), default=None,
-              help="Draw only this digit (conditional models, and priors fit per class).")
-@click.option("--each-digit", is_flag=True,
-              help="Draw the digits 0-9 in turn, so a 10-column grid holds one digit per column.")
+@click.option(
+    "--digit",
+    type=click.IntRange(0, 9),
+    default=None,
+    help="Draw only this digit (conditional models, and priors fit per class).",
+)
+@click.option(
+    "--each-digit", is_flag=True, help="Draw the digits 0-9 in turn, so a 10-column grid holds one digit per column."
+)
 @standard_prior_option
 @model_options
 @cols_option
 @scale_option
-def generate(count: int, output: str, seed: int | None, digit: int | None, each_digit: bool, standard_prior: bool,
-             spec: ModelSpec, cols: int | None, scale: int) -> None:
+def generate(
+    count: int,
+    output: str,
+    seed: int | None,
+    digit: int | None,
+    each_digit: bool,
+    standard_prior: bool,
+    spec: ModelSpec,
+    cols: int | None,
+    scale: int,
+) -> None:
     """Generate new digits: draw codes from the model's prior and decode them.
 
     Without --seed, a seed is drawn and printed, so any run can be repeated.
@@ -141,8 +162,15 @@ def generate(count: int, output: str, seed: int | None, digit: int | None, each_
 @model_options
 @cols_option
 @scale_option
-def reconstruct(inputs: tuple[str, ...], output: str, limit: int | None, labels_file: str | None, spec: ModelSpec,
-                cols: int | None, scale: int) -> None:
+def reconstruct(
+    inputs: tuple[str, ...],
+    output: str,
+    limit: int | None,
+    labels_file: str | None,
+    spec: ModelSpec,
+    cols: int | None,
+    scale: int,
+) -> None:
     """Encode and decode digits from PNG (28x28), .npy or IDX files.
 
     A PNG output shows each row of originals above its reconstructions.

@@ -50,12 +50,22 @@ def models(folders: tuple[str, ...], as_json: bool) -> None:
         return
     header = ("model", "preset", "D", "prior", "variants", "IW-NLL", "FID", "confidence")
     table = [header] + [
-        (r["model"] + (" (conditional)" if r["conditional"] else ""), r["preset"] or "-", str(r["latent_dim"]), r["prior"],
-         " ".join(r["variants"]), _cell(r["iw_nll"], ".2f"), _cell(r["fid"], ".1f"), _cell(r["mean_confidence"], ".3f"))
+        (
+            r["model"] + (" (conditional)" if r["conditional"] else ""),
+            r["preset"] or "-",
+            str(r["latent_dim"]),
+            r["prior"],
+            " ".join(r["variants"]),
+            _cell(r["iw_nll"], ".2f"),
+            _cell(r["fid"], ".1f"),
+            _cell(r["mean_confidence"], ".3f"),
+        )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    click.echo("# IW-NLL: nats per digit on the validation digits in model.json (k = 200); FID and confidence of "
-               "5,000 samples; more with `digitvae info --model NAME`")
+    click.echo(
+        "# IW-NLL: nats per digit on the validation digits in model.json (k = 200); FID and confidence of "
+        "5,000 samples; more with `digitvae info --model NAME`"
+    )

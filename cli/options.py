@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -18,20 +19,38 @@ if TYPE_CHECKING:
     from digitvae.runtime.model import DigitVAE
 
 model_option = click.option(
-    "--model", "-m", default=DEFAULT_MODEL, show_default=True, metavar="NAME|DIR",
+    "--model",
+    "-m",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    metavar="NAME|DIR",
     help="A shipped model name or a model folder.",
 )
 provider_option = click.option(
-    "--provider", "-p", default=None, metavar="P[,P...]",
+    "--provider",
+    "-p",
+    default=None,
+    metavar="P[,P...]",
     help="Execution providers in order of preference: cpu, cuda, openvino, ... (default cpu).",
 )
 strict_option = click.option("--strict", is_flag=True, help="Fail if a requested provider is not active.")
-variant_option = click.option("--variant", default="fp32", show_default=True, metavar="NAME",
-                              help="Model variant: fp32, int8, fp16 (those the model ships).")
-scale_option = click.option("--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="Enlarge PNG output.")
+variant_option = click.option(
+    "--variant",
+    default="fp32",
+    show_default=True,
+    metavar="NAME",
+    help="Model variant: fp32, int8, fp16 (those the model ships).",
+)
+scale_option = click.option(
+    "--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="Enlarge PNG output."
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-threads_option = click.option("--threads", type=click.IntRange(min=0), default=None,
-                              help="onnxruntime intra-op threads (default: one per physical core).")
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=None,
+    help="onnxruntime intra-op threads (default: one per physical core).",
+)
 cols_option = click.option("--cols", type=click.IntRange(1, 1000), default=None, help="Digits per row in a PNG grid.")
 
 
@@ -40,8 +59,9 @@ def provider_list(provider: str | None) -> list[str] | None:
     return [p for p in provider.split(",") if p.strip()] if provider else None
 
 
-standard_prior_option = click.option("--standard-prior", is_flag=True,
-                                     help="Use N(0, I) instead of the model's learned prior (for comparison).")
+standard_prior_option = click.option(
+    "--standard-prior", is_flag=True, help="Use N(0, I) instead of the model's learned prior (for comparison)."
+)
 
 
 @dataclass(frozen=True)
@@ -75,17 +95,29 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def load_model(model: str, provider: str | None, strict: bool, variant: str = "fp32", threads: int | None = None,
-               prior: bool = True) -> DigitVAE:
+def load_model(
+    model: str,
+    provider: str | None,
+    strict: bool,
+    variant: str = "fp32",
+    threads: int | None = None,
+    prior: bool = True,
+) -> DigitVAE:
     """Load a DigitVAE for a command."""
     from digitvae.runtime.model import DigitVAE
 
-    return DigitVAE.load(model, providers=provider_list(provider), strict=strict, variant=variant, threads=threads,
-                         prior=prior)
+    return DigitVAE.load(
+        model, providers=provider_list(provider), strict=strict, variant=variant, threads=threads, prior=prior
+    )
 
 
-labels_option = click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
-                             help="IDX labels for a conditional model (default: the labels file beside an IDX input).")
+labels_option = click.option(
+    "--labels",
+    "labels_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="IDX labels for a conditional model (default: the labels file beside an IDX input).",
+)
 
 
 def labels_for(vae: DigitVAE, labels: np.ndarray | None) -> np.ndarray | None:
@@ -99,7 +131,9 @@ def labels_for(vae: DigitVAE, labels: np.ndarray | None) -> np.ndarray | None:
     return labels
 
 
-def read_labelled(paths: Sequence[str], limit: int | None, labels_file: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+def read_labelled(
+    paths: Sequence[str], limit: int | None, labels_file: str | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Read digits, with labels from --labels or an IDX labels file beside a single IDX input."""
     from digitvae.runtime.idx import labels_beside, read_mnist_labels
     from digitvae.runtime.imageio import read_digits
@@ -126,7 +160,9 @@ def read_one_digit(spec: str) -> np.ndarray:
         path, index = match["path"], int(match["index"])
         digits = read_digits([path])
         if index >= len(digits):
-            raise InputError(f"{spec}: index {index} is out of range; {path} holds {len(digits)} digits (0-{len(digits) - 1})")
+            raise InputError(
+                f"{spec}: index {index} is out of range; {path} holds {len(digits)} digits (0-{len(digits) - 1})"
+            )
         return digits[index]
     digits = read_digits([spec])
     if len(digits) != 1:

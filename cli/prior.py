@@ -16,21 +16,55 @@ def prior() -> None:
 
 @prior.command("fit")
 @click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--data", "images", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Training images (IDX) to encode.")
-@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Their labels (IDX); default: the labels file beside --data, if there is one.")
+@click.option(
+    "--data",
+    "images",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Training images (IDX) to encode.",
+)
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Their labels (IDX); default: the labels file beside --data, if there is one.",
+)
 @click.option("--no-labels", is_flag=True, help="Fit one mixture for all digits (no --digit for this model).")
-@click.option("--components", "-k", type=click.IntRange(1, 1000), default=5, show_default=True,
-              help="Mixture components per class (in all with --no-labels).")
-@click.option("--samples", type=click.IntRange(1, 1000), default=10, show_default=True,
-              help="Codes drawn from each digit's posterior.")
-@click.option("--spread", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
-              help="Scale of each posterior's sigma for the draws: below 1 trades likelihood for clearer digits.")
+@click.option(
+    "--components",
+    "-k",
+    type=click.IntRange(1, 1000),
+    default=5,
+    show_default=True,
+    help="Mixture components per class (in all with --no-labels).",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Codes drawn from each digit's posterior.",
+)
+@click.option(
+    "--spread",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Scale of each posterior's sigma for the draws: below 1 trades likelihood for clearer digits.",
+)
 @click.option("--covariance", type=click.Choice(["full", "diag"]), default="full", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-def fit(model_dir: Path, images: Path, labels: Path | None, no_labels: bool, components: int, samples: int,
-        spread: float, covariance: str, seed: int) -> None:
+def fit(
+    model_dir: Path,
+    images: Path,
+    labels: Path | None,
+    no_labels: bool,
+    components: int,
+    samples: int,
+    spread: float,
+    covariance: str,
+    seed: int,
+) -> None:
     """Fit MODEL_DIR's prior (a Gaussian mixture) to its posterior codes of these digits, in place."""
     import importlib.util
 
@@ -38,7 +72,6 @@ def fit(model_dir: Path, images: Path, labels: Path | None, no_labels: bool, com
     if missing:
         raise MissingDependencyError(f"prior fit needs {', '.join(missing)}: pip install 'digitvae[prior]'")
     from digitvae.export.prior import PriorConfig, fit_model_prior
-
     from digitvae.runtime.idx import labels_beside
 
     if labels is not None and no_labels:

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from digitvae.runtime.errors import CheckpointError, DataFormatError, MissingDependencyError
-from .options import standard_prior_option
 from digitvae.runtime.manifest import DEFAULT_MODEL, sha256_file
+
+from .options import standard_prior_option
 
 if TYPE_CHECKING:
     from digitvae.train.classifier import ClassifierCheckpoint
@@ -85,7 +86,10 @@ def _classifier(path: Path | None, train: Split, valid: Split) -> tuple[Classifi
         seconds=seconds,
     )
     save_classifier(ckpt, path)
-    click.echo(f"trained in {seconds:.1f}s, {ckpt.valid_accuracy:.2%} accurate on {valid.images_path.name}; saved {path}", err=True)
+    click.echo(
+        f"trained in {seconds:.1f}s, {ckpt.valid_accuracy:.2%} accurate on {valid.images_path.name}; saved {path}",
+        err=True,
+    )
     return ckpt, path
 
 
@@ -99,41 +103,92 @@ def _table(real: dict[str, Any], results: list[dict[str, Any]]) -> str:
     ]
     rows += [(f"  predicted as {d}", [f"{c['class_balance'][d]:.1%}" for _, c in columns]) for d in range(10)]
     if any("conditional_accuracy" in r for r in results):
-        rows.append(("requested digit recognised", ["-"] + [
-            f"{r['conditional_accuracy']['overall']:.1%}" if "conditional_accuracy" in r else "-" for r in results
-        ]))
-        rows += [(f"  digit {d}", ["-"] + [
-            f"{r['conditional_accuracy']['per_class'][d]:.1%}" if "conditional_accuracy" in r else "-" for r in results
-        ]) for d in range(10)]
+        rows.append(
+            (
+                "requested digit recognised",
+                ["-"]
+                + [
+                    f"{r['conditional_accuracy']['overall']:.1%}" if "conditional_accuracy" in r else "-"
+                    for r in results
+                ],
+            )
+        )
+        rows += [
+            (
+                f"  digit {d}",
+                ["-"]
+                + [
+                    f"{r['conditional_accuracy']['per_class'][d]:.1%}" if "conditional_accuracy" in r else "-"
+                    for r in results
+                ],
+            )
+            for d in range(10)
+        ]
     label_width = max(len(label) for label, _ in rows)
     widths = [max(len(name), *(len(cells[i]) for _, cells in rows)) for i, (name, _) in enumerate(columns)]
     lines = [" " * label_width + "".join(f"  {name:>{w}}" for (name, _), w in zip(columns, widths))]
-    lines += [f"{label:<{label_width}}" + "".join(f"  {cell:>{w}}" for cell, w in zip(cells, widths)) for label, cells in rows]
+    lines += [
+        f"{label:<{label_width}}" + "".join(f"  {cell:>{w}}" for cell, w in zip(cells, widths)) for label, cells in rows
+    ]
     return "\n".join(lines)
 
 
 @click.command("quality")
-@click.option("--model", "-m", "models", multiple=True, metavar="NAME|DIR",
-              help=f"A shipped model name or a model folder; repeat for several (default {DEFAULT_MODEL}).")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder of labelled train*/valid* IDX files (default: where `digitvae data download` puts them).")
-@click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Classifier checkpoint: used if present (it must be trained on the same digits), "
-                   "else trained and saved there [default: runs/classifier-SHA.pt].")
-@click.option("-n", "--n", "count", type=click.IntRange(10, 1_000_000), default=5000, show_default=True,
-              help="Digits to generate per model.")
+@click.option(
+    "--model",
+    "-m",
+    "models",
+    multiple=True,
+    metavar="NAME|DIR",
+    help=f"A shipped model name or a model folder; repeat for several (default {DEFAULT_MODEL}).",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of labelled train*/valid* IDX files (default: where `digitvae data download` puts them).",
+)
+@click.option(
+    "--classifier",
+    "classifier_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Classifier checkpoint: used if present (it must be trained on the same digits), "
+    "else trained and saved there [default: runs/classifier-SHA.pt].",
+)
+@click.option(
+    "-n",
+    "--n",
+    "count",
+    type=click.IntRange(10, 1_000_000),
+    default=5000,
+    show_default=True,
+    help="Digits to generate per model.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the generated digits.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @standard_prior_option
-@click.option("--write", is_flag=True, help="Store each model's figures in its model.json under metrics.sample_quality "
-              "(metrics.sample_quality_standard_normal with --standard-prior).")
-def quality(models: tuple[str, ...], data_dir: Path | None, classifier_path: Path | None, count: int, seed: int,
-            as_json: bool, standard_prior: bool, write: bool) -> None:
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Store each model's figures in its model.json under metrics.sample_quality "
+    "(metrics.sample_quality_standard_normal with --standard-prior).",
+)
+def quality(
+    models: tuple[str, ...],
+    data_dir: Path | None,
+    classifier_path: Path | None,
+    count: int,
+    seed: int,
+    as_json: bool,
+    standard_prior: bool,
+    write: bool,
+) -> None:
     """Score generated digits with a digit classifier: FID, confidence, class balance."""
     if importlib.util.find_spec("torch") is None:
         raise MissingDependencyError("this command needs torch, which is not installed: pip install 'digitvae[train]'")
     from digitvae.runtime.model import DigitVAE
-
     from digitvae.train.data import load_splits
     from digitvae.train.quality import real_quality, sample_quality, write_sample_quality
 
@@ -144,16 +199,30 @@ def quality(models: tuple[str, ...], data_dir: Path | None, classifier_path: Pat
     results = []
     for model in models or (DEFAULT_MODEL,):
         vae = DigitVAE.load(model, prior=not standard_prior)
-        scores = sample_quality(vae, ckpt.model, reference, n=count, seed=seed, train_images=train.images,
-                                valid_images=valid.images, valid_labels=valid.labels)
+        scores = sample_quality(
+            vae,
+            ckpt.model,
+            reference,
+            n=count,
+            seed=seed,
+            train_images=train.images,
+            valid_images=valid.images,
+            valid_labels=valid.labels,
+        )
         result = {**scores, "directory": str(vae.model_dir)}
         if write:
             stored = {k: v for k, v in result.items() if k not in ("model", "directory")}
             key = "sample_quality_standard_normal" if standard_prior and vae.manifest.prior else "sample_quality"
-            write_sample_quality(vae.model_dir, key, {
-                **stored, "note": NOTE, "reference": real,
-                "classifier": {"data": ckpt.data, "valid_accuracy": real["classifier_valid_accuracy"]},
-            })
+            write_sample_quality(
+                vae.model_dir,
+                key,
+                {
+                    **stored,
+                    "note": NOTE,
+                    "reference": real,
+                    "classifier": {"data": ckpt.data, "valid_accuracy": real["classifier_valid_accuracy"]},
+                },
+            )
         results.append(result)
     if as_json:
         click.echo(json.dumps({"classifier": classifier, "reference": real, "models": results}, indent=2))

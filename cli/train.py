@@ -24,25 +24,60 @@ def _require(*modules: str) -> None:
 
 
 @click.command()
-@click.option("--preset", default="iwae-mix", show_default=True,
-              help="Named model and training configuration: iwae-mix, iwae-aug, geron, cvae, vae-2d (see README).")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder of IDX files (default: where `digitvae data download` puts them).")
-@click.option("--train", "train_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Training images IDX file (overrides --data).")
-@click.option("--valid", "valid_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Validation images IDX file (overrides --data).")
+@click.option(
+    "--preset",
+    default="iwae-mix",
+    show_default=True,
+    help="Named model and training configuration: iwae-mix, iwae-aug, geron, cvae, vae-2d (see README).",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of IDX files (default: where `digitvae data download` puts them).",
+)
+@click.option(
+    "--train",
+    "train_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Training images IDX file (overrides --data).",
+)
+@click.option(
+    "--valid",
+    "valid_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Validation images IDX file (overrides --data).",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (preset default).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (preset default).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate.")
 @click.option("--latent-dim", type=click.IntRange(min=1), default=None, help="Latent size D.")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed (preset default 0).")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/vae"),
-              show_default=True, help="Folder for last.pt and best.pt.")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/vae"),
+    show_default=True,
+    help="Folder for last.pt and best.pt.",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
-def train(preset: str, data_dir: Path | None, train_file: Path | None, valid_file: Path | None,
-          epochs: int | None, batch_size: int | None, lr: float | None, latent_dim: int | None,
-          seed: int | None, out: Path, resume: bool) -> None:
+def train(
+    preset: str,
+    data_dir: Path | None,
+    train_file: Path | None,
+    valid_file: Path | None,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    latent_dim: int | None,
+    seed: int | None,
+    out: Path,
+    resume: bool,
+) -> None:
     """Train a VAE on MNIST IDX files, keeping the best-validation checkpoint."""
     _require("torch")
     from digitvae.train.config import get_preset, with_overrides
@@ -53,10 +88,15 @@ def train(preset: str, data_dir: Path | None, train_file: Path | None, valid_fil
     if resume:
         # A resumed run keeps the configs saved in its checkpoint; only --epochs may extend it.
         ctx = click.get_current_context()
-        fixed = [f"--{name.replace('_', '-')}" for name in ("preset", "batch_size", "lr", "latent_dim", "seed")
-                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        fixed = [
+            f"--{name.replace('_', '-')}"
+            for name in ("preset", "batch_size", "lr", "latent_dim", "seed")
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+        ]
         if fixed:
-            raise InputError(f"{', '.join(fixed)} cannot change when resuming; the run keeps its saved settings (only --epochs may be given)")
+            raise InputError(
+                f"{', '.join(fixed)} cannot change when resuming; the run keeps its saved settings (only --epochs may be given)"
+            )
     chosen = get_preset(preset)
     model_config = with_overrides(chosen.model, latent_dim=latent_dim)
     train_config = with_overrides(chosen.train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
@@ -81,8 +121,16 @@ def train(preset: str, data_dir: Path | None, train_file: Path | None, valid_fil
     command = shlex.join(["digitvae", *sys.argv[1:]]) if ran_as_script else "digitvae train"
     try:
         ckpt = run_training(
-            train_split, valid_split, out, model_config=model_config, train_config=train_config,
-            preset=preset, resume=resume, epochs=epochs, command=command, on_epoch=show,
+            train_split,
+            valid_split,
+            out,
+            model_config=model_config,
+            train_config=train_config,
+            preset=preset,
+            resume=resume,
+            epochs=epochs,
+            command=command,
+            on_epoch=show,
         )
     except KeyboardInterrupt:
         fail(f"interrupted; the last complete epoch is in {out / 'last.pt'}: continue with --resume", code=130)
@@ -94,16 +142,25 @@ def train(preset: str, data_dir: Path | None, train_file: Path | None, valid_fil
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Model folder to create (e.g. models/my-vae).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model folder to create (e.g. models/my-vae).",
+)
 @click.option("--name", default=None, help="Model name in model.json (default: the folder's name).")
 @click.option("--force", is_flag=True, help="Replace an existing model folder.")
-@click.option("--prior-data", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Images (IDX) to fit the latent prior on; labels beside them fit it per class "
-                   "[default: the training images].")
+@click.option(
+    "--prior-data",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Images (IDX) to fit the latent prior on; labels beside them fit it per class [default: the training images].",
+)
 @click.option("--no-prior", is_flag=True, help="Keep the N(0, I) prior.")
-def export_cmd(checkpoint: Path, output: Path, name: str | None, force: bool, prior_data: Path | None,
-               no_prior: bool) -> None:
+def export_cmd(
+    checkpoint: Path, output: Path, name: str | None, force: bool, prior_data: Path | None, no_prior: bool
+) -> None:
     """Export a checkpoint (or a training folder's best.pt) to ONNX files and model.json, with a fitted prior."""
     _require("torch", "onnx", "onnxscript", *(() if no_prior else ("sklearn",)))
     from digitvae.export.onnx import TOLERANCE, export_checkpoint
@@ -124,10 +181,20 @@ def data() -> None:
 
 
 @data.command()
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to put the files (default: $DIGITVAE_DATA or ~/.cache/digitvae/mnist).")
-@click.option("--mirror", "mirrors", multiple=True, metavar="URL",
-              help="Base URL to fetch the files from, tried in order (default: the public mirrors).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to put the files (default: $DIGITVAE_DATA or ~/.cache/digitvae/mnist).",
+)
+@click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    metavar="URL",
+    help="Base URL to fetch the files from, tried in order (default: the public mirrors).",
+)
 def download(directory: Path | None, mirrors: tuple[str, ...]) -> None:
     """Download the four official MNIST files, verified against their MD5 sums."""
     from digitvae.train.download import MIRRORS, default_data_dir, download_mnist
@@ -149,5 +216,3 @@ def download(directory: Path | None, mirrors: tuple[str, ...]) -> None:
         for bar in bars.values():
             bar.render_finish()
     click.echo(f"MNIST is in {directory} ({len(paths)} files verified)")
-
-

@@ -106,7 +106,9 @@ def _annotate(model: onnx.ModelProto, role: str, ckpt: Checkpoint) -> bytes:
     return model.SerializeToString()
 
 
-def _parity(module: torch.nn.Module, data: bytes, make_inputs: Any, input_names: list[str]) -> dict[str, dict[str, float]]:
+def _parity(
+    module: torch.nn.Module, data: bytes, make_inputs: Any, input_names: list[str]
+) -> dict[str, dict[str, float]]:
     """Run torch and onnxruntime on the same batches; return each output's worst differences."""
     import onnxruntime as ort
 
@@ -139,7 +141,9 @@ def training_images(ckpt: Checkpoint) -> Path:
             "pass --prior-data FILE (training images; labels beside them fit one prior per class), or --no-prior"
         )
     if sha256_file(path) != train.get("sha256"):
-        raise ExportError(f"{path} is not the file this model was trained on (its sha256 differs); pass --prior-data FILE")
+        raise ExportError(
+            f"{path} is not the file this model was trained on (its sha256 differs); pass --prior-data FILE"
+        )
     return path
 
 
@@ -176,10 +180,18 @@ def export_checkpoint(
 
     encoder, decoder = export_halves(model)
     halves = {
-        "encoder": (encoder, ["image", *label], ["mean", "logvar"],
-                    lambda n: with_label(rng.random((n, 1, 28, 28), dtype=np.float32))),
-        "decoder": (decoder, ["z", *label], ["logits", "image"],
-                    lambda n: with_label(rng.standard_normal((n, d), dtype=np.float32))),
+        "encoder": (
+            encoder,
+            ["image", *label],
+            ["mean", "logvar"],
+            lambda n: with_label(rng.random((n, 1, 28, 28), dtype=np.float32)),
+        ),
+        "decoder": (
+            decoder,
+            ["z", *label],
+            ["logits", "image"],
+            lambda n: with_label(rng.standard_normal((n, d), dtype=np.float32)),
+        ),
     }
     blobs: dict[str, bytes] = {}
     parity: dict[str, dict[str, float]] = {}

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import onnx
@@ -79,8 +80,9 @@ def fit_mixture(codes: np.ndarray, classes: np.ndarray | None, config: PriorConf
 
     def fit(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = min(config.components, len(points))
-        gmm = GaussianMixture(k, covariance_type=config.covariance, reg_covar=config.reg_covar,
-                              random_state=config.seed, max_iter=500).fit(points)
+        gmm = GaussianMixture(
+            k, covariance_type=config.covariance, reg_covar=config.reg_covar, random_state=config.seed, max_iter=500
+        ).fit(points)
         cov = gmm.covariances_ if config.covariance == "full" else np.stack([np.diag(c) for c in gmm.covariances_])
         return gmm.weights_, gmm.means_, cov
 
@@ -121,8 +123,10 @@ def prior_files(mixture: Mixture, decoders: Mapping[str, bytes]) -> PriorFiles:
 def attach_generators(sampler: bytes, density: bytes, decoders: Mapping[str, bytes]) -> PriorFiles:
     """Return the prior's files with one generator (sampler -> decoder) per variant's decoder."""
     files = {"prior.onnx": sampler, "prior_density.onnx": density}
-    shared = {role: ModelFile(f"{role}.onnx", hashlib.sha256(files[f"{role}.onnx"]).hexdigest())
-              for role in ("prior", "prior_density")}
+    shared = {
+        role: ModelFile(f"{role}.onnx", hashlib.sha256(files[f"{role}.onnx"]).hexdigest())
+        for role in ("prior", "prior_density")
+    }
     entries: dict[str, dict[str, ModelFile]] = {}
     sampler_model = onnx.load_from_string(sampler)
     for variant, blob in decoders.items():
@@ -183,7 +187,9 @@ def fit_model_prior(model_dir: Path, images_path: Path, labels_path: Path | None
     manifest = read_manifest(model_dir)
     images = read_mnist_images(images_path)
     labels = None
-    data: dict[str, Any] = {"data": {"file": images_path.name, "sha256": sha256_file(images_path), "digits": len(images)}}
+    data: dict[str, Any] = {
+        "data": {"file": images_path.name, "sha256": sha256_file(images_path), "digits": len(images)}
+    }
     if labels_path is not None:
         labels = read_mnist_labels(labels_path)
         if len(labels) != len(images):
@@ -195,6 +201,11 @@ def fit_model_prior(model_dir: Path, images_path: Path, labels_path: Path | None
     prior = prior_files(mixture, {v: files[entries["decoder"].path] for v, entries in manifest.variants.items()})
     manifest = with_prior(manifest, prior, describe(mixture, config, data))
     write_model_folder(model_dir, {**folder_files(model_dir), **files, **prior.files}, manifest, force=True)
-    logger.info("fit a %d-component prior (%d classes) to %s; wrote it into %s",
-                mixture.means.shape[0], mixture.num_classes, images_path.name, model_dir / MANIFEST_NAME)
+    logger.info(
+        "fit a %d-component prior (%d classes) to %s; wrote it into %s",
+        mixture.means.shape[0],
+        mixture.num_classes,
+        images_path.name,
+        model_dir / MANIFEST_NAME,
+    )
     return manifest

@@ -145,11 +145,19 @@ class _Builder:
 
     def squeeze(self, x: str, axis: int, out: str | None = None) -> str:
         if self.opset >= 13:
-            return self.op("Squeeze", x, self.const(f"axes_squeeze_{self._count + 1}", np.array([axis], np.int64)), out=out)
+            return self.op(
+                "Squeeze", x, self.const(f"axes_squeeze_{self._count + 1}", np.array([axis], np.int64)), out=out
+            )
         return self.op("Squeeze", x, out=out, axes=[axis])
 
-    def model(self, name: str, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
-              ir_version: int, doc: str) -> onnx.ModelProto:
+    def model(
+        self,
+        name: str,
+        inputs: list[onnx.ValueInfoProto],
+        outputs: list[onnx.ValueInfoProto],
+        ir_version: int,
+        doc: str,
+    ) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="digitvae")
         model.ir_version = ir_version
@@ -177,8 +185,11 @@ def sampler_graph(mixture: Mixture, *, opset: int, ir_version: int) -> onnx.Mode
     b.op("Add", mean, spread, out="z")
     return b.model(
         "prior_sampler",
-        [_value("noise", TensorProto.FLOAT, ["N", d]), _value("uniform", TensorProto.FLOAT, ["N"]),
-         _value("label", TensorProto.INT64, ["N"])],
+        [
+            _value("noise", TensorProto.FLOAT, ["N", d]),
+            _value("uniform", TensorProto.FLOAT, ["N"]),
+            _value("label", TensorProto.INT64, ["N"]),
+        ],
         [_value("z", TensorProto.FLOAT, ["N", d])],
         ir_version,
         f"digitvae prior sampler: {k}-component Gaussian mixture, {mixture.num_classes} classes",
@@ -196,8 +207,11 @@ def density_graph(mixture: Mixture, *, opset: int, ir_version: int) -> onnx.Mode
     stacked = precision_chol.transpose(1, 0, 2).reshape(d, k * d)
     offset = np.einsum("kd,kde->ke", mixture.means, precision_chol).reshape(k * d)
     log_norm = -np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1) - 0.5 * d * math.log(2 * math.pi)
-    projected = b.op("Sub", b.op("MatMul", "z", b.const("precision_cholesky", stacked.astype(np.float32))),
-                     b.const("projected_means", offset.astype(np.float32)))
+    projected = b.op(
+        "Sub",
+        b.op("MatMul", "z", b.const("precision_cholesky", stacked.astype(np.float32))),
+        b.const("projected_means", offset.astype(np.float32)),
+    )
     per_axis = b.op("Reshape", projected, b.const("shape", np.array([-1, k, d], np.int64)))
     squared = b.reduce("ReduceSum", b.op("Mul", per_axis, per_axis), 2)  # [N, K]
     half = b.op("Mul", squared, b.const("minus_half", np.array(-0.5, np.float32)))
@@ -247,10 +261,13 @@ def generator_graph(sampler: onnx.ModelProto, decoder: onnx.ModelProto) -> onnx.
     opsets = {o.domain: o.version for o in sampler.opset_import}
     for o in decoder.opset_import:
         if o.domain in opsets and opsets[o.domain] != o.version:
-            raise ExportError(f"sampler and decoder use opset {opsets[o.domain]} and {o.version} of {o.domain or 'ai.onnx'}")
+            raise ExportError(
+                f"sampler and decoder use opset {opsets[o.domain]} and {o.version} of {o.domain or 'ai.onnx'}"
+            )
         opsets[o.domain] = o.version
-    model = helper.make_model(merged, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
-                              producer_name="digitvae")
+    model = helper.make_model(
+        merged, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()], producer_name="digitvae"
+    )
     model.ir_version = max(sampler.ir_version, decoder.ir_version)
     model.doc_string = "digitvae generator: the prior sampler composed with the decoder"
     return model

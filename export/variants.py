@@ -17,9 +17,10 @@ import hashlib
 import logging
 import math
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import onnx
@@ -40,7 +41,12 @@ CHECK_ROWS = 256
 #: max |variant - fp32| / max(1, |fp32|); "mean" is the mean absolute difference. fp16 keeps
 #: about 3 significant digits; int8 moves single pixels by up to ~0.1 but not the picture.
 TOLERANCES: dict[str, dict[str, tuple[str, float]]] = {
-    "fp16": {"image": ("scaled", 5e-3), "logits": ("scaled", 2e-2), "mean": ("scaled", 1e-2), "logvar": ("scaled", 1e-2)},
+    "fp16": {
+        "image": ("scaled", 5e-3),
+        "logits": ("scaled", 2e-2),
+        "mean": ("scaled", 1e-2),
+        "logvar": ("scaled", 1e-2),
+    },
     "int8": {"image": ("mean", 1e-2), "logits": ("mean", 0.15), "mean": ("mean", 0.05), "logvar": ("mean", 0.1)},
 }
 _MATMUL_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
@@ -95,7 +101,11 @@ def add_variants(model_dir: Path, *, valid: Path | None = None, k: int = 100, li
     manifest = read_manifest(model_dir)
     fp32 = {role: verified_bytes(model_dir, f) for role, f in manifest.files("fp32").items()}
     bundle = build_variants(fp32, manifest)
-    files = {**folder_files(model_dir), **{f.path: fp32[role] for role, f in manifest.files("fp32").items()}, **bundle.files}
+    files = {
+        **folder_files(model_dir),
+        **{f.path: fp32[role] for role, f in manifest.files("fp32").items()},
+        **bundle.files,
+    }
     prior = manifest.prior
     manifest = bundle.apply(manifest)
     if prior:
@@ -127,8 +137,12 @@ def record_iw_nll(model_dir: Path, valid: Path, *, k: int = 100, limit: int | No
     for variant in manifest.variants:
         vae = DigitVAE.load(model_dir.resolve(), variant=variant)
         figures[variant] = {
-            "data": [valid.name], "digits": len(images), "k": k, "seed": 0,
-            "neg_elbo": float(-vae.elbo(images, labels).mean()), "iw_nll": float(vae.iw_nll(images, k, labels).mean()),
+            "data": [valid.name],
+            "digits": len(images),
+            "k": k,
+            "seed": 0,
+            "neg_elbo": float(-vae.elbo(images, labels).mean()),
+            "iw_nll": float(vae.iw_nll(images, k, labels).mean()),
         }
         logger.info("%s: IW-NLL %.3f nats on %s", variant, figures[variant]["iw_nll"], valid.name)
     return update_metrics(model_dir, {"likelihood": figures}, merge="likelihood")
@@ -251,7 +265,9 @@ def model_cost(model: onnx.ModelProto) -> dict[str, Any]:
     inferred = shape_inference.infer_shapes(model, data_prop=True).graph
     shapes: dict[str, list[int | None]] = {t.name: list(t.dims) for t in inferred.initializer}
     for value in [*inferred.input, *inferred.value_info, *inferred.output]:
-        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+        shapes[value.name] = [
+            d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim
+        ]
     flops, unknown = 0, []
     for node in inferred.node:
         if node.op_type in _MATMUL_OPS:
@@ -260,7 +276,9 @@ def model_cost(model: onnx.ModelProto) -> dict[str, Any]:
                 unknown.append(node.name or node.op_type)
             else:
                 flops += count
-    params = sum(math.prod(t.dims) for t in inferred.initializer if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16))
+    params = sum(
+        math.prod(t.dims) for t in inferred.initializer if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)
+    )
     if unknown:
         logger.warning("cannot size %s; FLOPs per digit leave them out", ", ".join(unknown))
     return {"flops_per_digit": flops, "parameters": params, "unsized_nodes": unknown}

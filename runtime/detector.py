@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,8 @@ def _load_reference(
             f"run `digitvae calibrate {model_dir} --reference {name} --data VALID_IDX` again"
         )
     if reference.num_classes:
-        raise ModelError(f"{model_dir}: the score calibration's reference model {name!r} is conditional; it cannot score images alone")
+        raise ModelError(
+            f"{model_dir}: the score calibration's reference model {name!r} is conditional; it cannot score images alone"
+        )
     logger.info("reference model for the ratio check: %s", reference.model_dir)
     return reference

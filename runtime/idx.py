@@ -11,7 +11,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 
@@ -47,7 +47,7 @@ _ALLOWED_CODES = ", ".join(f"0x{code:02X} ({dt.name})" for code, dt in _CODE_TO_
 _MAGIC_FORM = "00 00 <dtype code> <ndim>"
 
 
-def _hex(data: bytes) -> str:
+def _hex(data: bytes | bytearray) -> str:
     """Render bytes as space-separated hex for error messages."""
     return " ".join(f"{b:02x}" for b in data)
 
@@ -127,7 +127,7 @@ def read_idx(path: str | os.PathLike[str], *, max_bytes: int = 1 << 30) -> np.nd
             raw.seek(0)
         if compressed:
             where = f"{where} (gzip)"
-        stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+        stream: BinaryIO = cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb")) if compressed else raw
         with stream, _converted_errors(where):
             dtype, shape = _parse_header(stream, where)
             expected = math.prod(shape) * dtype.itemsize
@@ -199,7 +199,7 @@ def write_idx(array: np.ndarray, path: str | os.PathLike[str], *, compress: bool
             # Level 6 is zlib's default trade-off; 9 is several times slower for a few percent.
             with gzip.GzipFile(filename="", mode="wb", fileobj=handle, compresslevel=6, mtime=0) as gz:
                 gz.write(header)
-                gz.write(payload)
+                gz.write(payload.data)
         else:
             handle.write(header)
             handle.write(payload)

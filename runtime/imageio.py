@@ -9,8 +9,8 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -84,7 +84,9 @@ def _check_npy_header(path: Path) -> None:
                 raise DataFormatError(f"{path}: an .npz archive, not an .npy array; save one array with np.save")
             fh.seek(0)
             version = np.lib.format.read_magic(fh)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, _, _ = read_header(fh)
     except DataFormatError:
         raise
@@ -161,8 +163,14 @@ def encode_png(grid: np.ndarray) -> bytes:
     rows[:, 0] = 2
     rows[:, 1:] = up
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"".join((_PNG_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)),
-                     _chunk(b"IEND", b"")))
+    return b"".join(
+        (
+            _PNG_SIGNATURE,
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)),
+            _chunk(b"IEND", b""),
+        )
+    )
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -72,8 +72,7 @@ def as_images(images: Any) -> np.ndarray:
     lo, hi = float(out.min()), float(out.max())
     if lo < 0.0 or hi > 1.0:
         raise InputError(
-            f"float images must be in [0, 1], got values in [{lo:g}, {hi:g}] "
-            "(pass uint8 for 0-255 pixels)"
+            f"float images must be in [0, 1], got values in [{lo:g}, {hi:g}] (pass uint8 for 0-255 pixels)"
         )
     return out
 
@@ -120,7 +119,9 @@ def as_labels(labels: Any, n: int, num_classes: int, what: str = "labels") -> np
     if array.ndim != 1 or len(array) != n:
         raise InputError(f"{what} must be one integer or a [N] array with N = {n}, got shape {list(array.shape)}")
     if array.dtype.kind not in "iu":
-        if not (np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all() and (array == np.round(array)).all()):
+        if not (
+            np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all() and (array == np.round(array)).all()
+        ):
             raise InputError(f"{what} must be integers in [0, {num_classes - 1}], got dtype {array.dtype}")
     if len(array) and (array.min() < 0 or array.max() >= num_classes):
         raise InputError(f"{what} must be in [0, {num_classes - 1}], got values in [{array.min():g}, {array.max():g}]")

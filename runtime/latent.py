@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def principal_plane(means: np.ndarray) -> dict[str, list[float] | list[list[floa
     return {"centre": centre.tolist(), "directions": vt[:2].tolist(), "spread": spread.tolist()}
 
 
-def manifold_codes(latent_dim: int, size: int, plane: dict | None = None) -> np.ndarray:
+def manifold_codes(latent_dim: int, size: int, plane: dict[str, Any] | None = None) -> np.ndarray:
     """Return size*size codes [size*size, D] laid out row by row over a 2-D latent grid.
 
     A 2-D latent is walked directly at prior quantiles (Kingma & Welling's figure); a larger

@@ -6,9 +6,10 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import InputError, IntegrityError, ModelError, ModelNotFoundError
 
@@ -24,10 +25,23 @@ PRIOR_ROLES = ("prior", "prior_density", "generator")
 STANDARD_NORMAL = "standard_normal"
 #: Kinds of learned prior this digitvae reads.
 PRIOR_KINDS = ("gaussian_mixture",)
-_KNOWN_FIELDS = frozenset({
-    "format", "format_version", "name", "preset", "latent_dim", "num_classes", "image_shape", "likelihood", "prior",
-    "variants", "package_version", "training", "metrics",
-})
+_KNOWN_FIELDS = frozenset(
+    {
+        "format",
+        "format_version",
+        "name",
+        "preset",
+        "latent_dim",
+        "num_classes",
+        "image_shape",
+        "likelihood",
+        "prior",
+        "variants",
+        "package_version",
+        "training",
+        "metrics",
+    }
+)
 DEFAULT_MODEL = "mnist-vae"
 
 
@@ -73,8 +87,7 @@ class Manifest:
         """Return the role -> file mapping of one variant."""
         if variant not in self.variants:
             raise ModelError(
-                f"model {self.name!r} has no variant {variant!r}; "
-                f"it has: {', '.join(sorted(self.variants))}"
+                f"model {self.name!r} has no variant {variant!r}; it has: {', '.join(sorted(self.variants))}"
             )
         return self.variants[variant]
 
@@ -171,7 +184,9 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> Manifest:
         variants[variant] = {role: _parse_file(_expect(files, role, dict, where), f"{where}.{role}") for role in ROLES}
     # The runtime's likelihoods assume Bernoulli pixels; refuse a model that says otherwise.
     if "likelihood" in data and _expect(data, "likelihood", str, source) != "bernoulli":
-        raise ModelError(f"{source}: likelihood {data['likelihood']!r} is not supported; this digitvae reads 'bernoulli'")
+        raise ModelError(
+            f"{source}: likelihood {data['likelihood']!r} is not supported; this digitvae reads 'bernoulli'"
+        )
     prior = _parse_prior(data.get("prior", STANDARD_NORMAL), num_classes, source)
     if prior is not None:
         for variant, files in variants_raw.items():
@@ -219,7 +234,9 @@ def read_manifest(model_dir: Path) -> Manifest:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ModelError(f"{model_dir}: no {MANIFEST_NAME} (a model folder holds {MANIFEST_NAME}, encoder.onnx, decoder.onnx)") from None
+        raise ModelError(
+            f"{model_dir}: no {MANIFEST_NAME} (a model folder holds {MANIFEST_NAME}, encoder.onnx, decoder.onnx)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: cannot read: {exc}") from None
     try:
@@ -236,9 +253,10 @@ def read_manifest(model_dir: Path) -> Manifest:
 
 def shipped_models_dir() -> Path:
     """Return the folder that holds the models installed with the package."""
-    from digitvae import models
+    import importlib
 
-    return Path(models.__file__).resolve().parent
+    models = importlib.import_module("digitvae.models")
+    return Path(str(models.__file__)).resolve().parent
 
 
 def list_shipped_models() -> list[str]:

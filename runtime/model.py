@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import likelihood as lk
 from . import providers as eps
 from .errors import InputError, ModelError
-from . import likelihood as lk
 from .inputs import IMAGE_SIDE, as_count, as_images, as_labels, as_latents
 from .manifest import DEFAULT_MODEL, ROLES, Manifest, read_manifest, resolve_model_dir, verified_bytes
 from .onnxscan import check_self_contained
@@ -103,7 +103,9 @@ class DigitVAE:
             # decoder's and steal its cores (4 ms stalls of batch-1 calls on two cores).
             opts = session_options(1 if role in _SINGLE_THREADED else threads)
             try:
-                sessions[role] = ort.InferenceSession(data, sess_options=opts, providers=names, provider_options=options)
+                sessions[role] = ort.InferenceSession(
+                    data, sess_options=opts, providers=names, provider_options=options
+                )
             except Exception as exc:  # onnxruntime raises several unrelated types for bad models
                 raise ModelError(f"{model_dir / files[role].path}: onnxruntime cannot load it: {exc}") from None
         _check_signatures(model_dir, manifest, sessions)
@@ -184,7 +186,8 @@ class DigitVAE:
             return self.prior.draw(np.random.default_rng(seed), n)
         if self._draw_pool is None:
             self._draw_pool = draw_pool(self.prior, self._os_rng())
-        return self._draw_pool.take(n)  # type: ignore[return-value]
+        noise, uniform = self._draw_pool.take(n)
+        return noise, uniform
 
     def _code_pool(self, label: int) -> BlockPool:
         pool = self._code_pools.get(label)
@@ -208,7 +211,9 @@ class DigitVAE:
             return _image_rows(self._run_decoder("image", z, y), len(z))
         out = np.empty((len(z), IMAGE_SIDE, IMAGE_SIDE), np.float32)
         for i in range(0, len(z), CHUNK):
-            out[i : i + CHUNK] = _image_rows(self._run_decoder("image", z[i : i + CHUNK], _rows(y, i)), len(z[i : i + CHUNK]))
+            out[i : i + CHUNK] = _image_rows(
+                self._run_decoder("image", z[i : i + CHUNK], _rows(y, i)), len(z[i : i + CHUNK])
+            )
         return out
 
     def encode(self, images: Any, labels: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -330,7 +335,7 @@ def _check_signatures(model_dir: Path, manifest: Manifest, sessions: dict[str, o
     label: dict[str, list[int]] = {"label": []} if manifest.conditional else {}
     draws = {"noise": [d], "uniform": [], "label": []}
     image = {"logits": [1, 28, 28], "image": [1, 28, 28]}
-    expected = {
+    expected: dict[str, tuple[dict[str, list[int]], dict[str, list[int]]]] = {
         "encoder": ({"image": [1, 28, 28], **label}, {"mean": [d], "logvar": [d]}),
         "decoder": ({"z": [d], **label}, image),
         "prior": (draws, {"z": [d]}),

@@ -124,10 +124,14 @@ def _check_tensor(buf: memoryview, start: int, end: int, path: Path) -> None:
         return
     where = f"{path}: tensor {name!r}"
     if not locations:
-        raise ModelError(f"{where} is marked as external data without a location; digitvae models keep all data inside the .onnx file")
+        raise ModelError(
+            f"{where} is marked as external data without a location; digitvae models keep all data inside the .onnx file"
+        )
     for location in locations:
         if _leaves_folder(location, path.parent):
-            raise ModelError(f"{where} refers to external data {location!r} outside the model folder; refusing to load it")
+            raise ModelError(
+                f"{where} refers to external data {location!r} outside the model folder; refusing to load it"
+            )
     raise ModelError(
         f"{where} keeps its data in the separate file {locations[0]!r}; digitvae models are self-contained "
         "(every weight inside the .onnx file that model.json hashes), so external data is not supported"

@@ -8,7 +8,8 @@ component), and `label` int64 [N] (-1 for any class, 0..C-1 for that class's own
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,8 +64,9 @@ class Prior:
 class LearnedPrior(Prior):
     """A prior given by two ONNX graphs: the sampler and the log-density (see README's contract)."""
 
-    def __init__(self, latent_dim: int, description: dict[str, Any], sampler: ort.InferenceSession,
-                 density: ort.InferenceSession) -> None:
+    def __init__(
+        self, latent_dim: int, description: dict[str, Any], sampler: ort.InferenceSession, density: ort.InferenceSession
+    ) -> None:
         super().__init__(latent_dim)
         self.kind = str(description["kind"])
         self.description = description
@@ -85,13 +87,15 @@ class LearnedPrior(Prior):
 
     def sample(self, noise: np.ndarray, uniform: np.ndarray | None, label: np.ndarray) -> np.ndarray:
         """Return codes z float32 [N, D] for these random inputs, CHUNK rows per onnxruntime call."""
+        if uniform is None:
+            raise InputError("a mixture prior needs `uniform` for every draw")
         if len(noise) <= SMALL_BATCH:
             feeds = {"noise": noise, "uniform": uniform, "label": label}
             return _finite((self._small.run(["z"], feeds) or self._sampler.run(["z"], feeds))[0], "prior sampler")
         z = np.empty_like(noise)
         for i in range(0, len(noise), CHUNK):
             # The sampler gathers a D x D factor per row: chunks bound that memory.
-            feeds = {"noise": noise[i : i + CHUNK], "uniform": uniform[i : i + CHUNK], "label": label[i : i + CHUNK]}  # type: ignore[index]
+            feeds = {"noise": noise[i : i + CHUNK], "uniform": uniform[i : i + CHUNK], "label": label[i : i + CHUNK]}
             z[i : i + CHUNK] = self._sampler.run(["z"], feeds)[0]
         return _finite(z, "prior sampler")
 
@@ -108,7 +112,9 @@ class LearnedPrior(Prior):
         for i in range(0, len(flat), CHUNK):
             part = self._density.run(["log_prob"], {"z": flat[i : i + CHUNK], "label": rows[i : i + CHUNK]})[0]
             if part.shape != (len(flat[i : i + CHUNK]),):
-                raise ModelError(f"prior density returned shape {list(part.shape)}, expected [{len(flat[i : i + CHUNK])}]")
+                raise ModelError(
+                    f"prior density returned shape {list(part.shape)}, expected [{len(flat[i : i + CHUNK])}]"
+                )
             out[i : i + CHUNK] = part
         return out.reshape(shape)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, cast
 
 from .errors import ProviderError
 
@@ -33,7 +34,7 @@ ALIASES: dict[str, str] = {
     "azure": "AzureExecutionProvider",
 }
 
-ProviderSpec = Union[str, tuple[str, dict[str, Any]]]
+ProviderSpec = str | tuple[str, dict[str, Any]]
 
 
 def all_provider_names() -> list[str]:
@@ -80,9 +81,9 @@ def normalize(providers: ProviderSpec | Sequence[ProviderSpec] | None) -> list[t
         if isinstance(spec, tuple):
             if len(spec) != 2 or not isinstance(spec[1], dict):
                 raise ProviderError(f"provider with options must be (name, dict), got {spec!r}")
-            name, options = canonical_name(spec[0]), dict(spec[1])
+            name, options = canonical_name(str(spec[0])), dict(spec[1])
         else:
-            name, options = canonical_name(spec), {}
+            name, options = canonical_name(cast(str, spec)), {}
         if name not in (n for n, _ in result):
             result.append((name, options))
     if not result:
@@ -102,7 +103,9 @@ def session_providers(
             names.append(name)
             options.append(opts)
             continue
-        message = f"execution provider {name} is not available in this onnxruntime build (available: {', '.join(available)})"
+        message = (
+            f"execution provider {name} is not available in this onnxruntime build (available: {', '.join(available)})"
+        )
         if strict:
             raise ProviderError(message)
         logger.warning("%s; skipping it", message)
@@ -118,10 +121,7 @@ def check_active(started: Sequence[str], active: Sequence[str], *, strict: bool)
     missing = [name for name in started if name not in active]
     if not missing:
         return
-    message = (
-        f"execution provider(s) {', '.join(missing)} failed to start; "
-        f"running on {', '.join(active)}"
-    )
+    message = f"execution provider(s) {', '.join(missing)} failed to start; running on {', '.join(active)}"
     if strict:
         raise ProviderError(message)
     logger.warning(message)

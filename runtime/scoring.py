@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -135,7 +136,9 @@ class Calibration:
             else:
                 ranges = {}
             reference = stored.get("reference")
-            if reference is not None and not (isinstance(reference, Mapping) and isinstance(reference.get("model"), str)):
+            if reference is not None and not (
+                isinstance(reference, Mapping) and isinstance(reference.get("model"), str)
+            ):
                 raise TypeError("reference must name a model")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"model.json metrics.score is malformed ({exc}); run `digitvae calibrate` again") from None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -59,8 +60,10 @@ class SmallBatchRunner:
         self._inputs = {i.name: (_DTYPES.get(i.type), list(i.shape[1:])) for i in session.get_inputs()}
         self._outputs = {o.name: (_DTYPES.get(o.type), list(o.shape[1:])) for o in session.get_outputs()}
         self._first = next(iter(self._inputs))
-        static = all(dtype is not None and all(isinstance(d, int) for d in shape)
-                     for dtype, shape in [*self._inputs.values(), *self._outputs.values()])
+        static = all(
+            dtype is not None and all(isinstance(d, int) for d in shape)
+            for dtype, shape in [*self._inputs.values(), *self._outputs.values()]
+        )
         self.enabled = static and session.get_providers() == ["CPUExecutionProvider"]
 
     def _plan(self, n: int) -> _Plan:
@@ -100,7 +103,8 @@ class SmallBatchRunner:
         try:
             plan = self._plan(n)
         except Exception as exc:  # an onnxruntime without this API, or one that changed it
-            return self._disable(f"small-batch path unavailable: {exc}")
+            self._disable(f"small-batch path unavailable: {exc}")
+            return None
         if not _fill(plan, feeds):
             return None
         for buffer in plan.outputs.values():
@@ -108,10 +112,12 @@ class SmallBatchRunner:
         try:
             self._session.run_with_ortvaluevector(*plan.call)
         except Exception as exc:
-            return self._disable(f"small-batch path failed: {exc}")
+            self._disable(f"small-batch path failed: {exc}")
+            return None
         if any(np.isnan(buffer).any() for buffer in plan.outputs.values()):
             # Unfilled buffers (or a model that outputs NaN): the ordinary path decides.
-            return self._disable("small-batch path left outputs unset; not used")
+            self._disable("small-batch path left outputs unset; not used")
+            return None
         self._plans[n] = plan
         return [plan.outputs[name].copy() for name in outputs]
 

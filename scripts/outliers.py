@@ -71,7 +71,16 @@ def main() -> None:
         flagged = np.mean([bool(m) for m in marks])
         print(f"{name:<16} {len(images):>6} {flagged:>8.1%} " + " ".join(f"{f:>14.1%}" for f in by_check))
     if args.picture:
-        examples = np.concatenate([sets["uniform noise"][:3], sets["blank"], sets["inverted digits"][:3], sets["letters, thin"][::12], sets["letters"][6::12], sets["letters, bold"][3::12]])
+        examples = np.concatenate(
+            [
+                sets["uniform noise"][:3],
+                sets["blank"],
+                sets["inverted digits"][:3],
+                sets["letters, thin"][::12],
+                sets["letters"][6::12],
+                sets["letters, bold"][3::12],
+            ]
+        )
         write_png(tile(examples.astype(np.float32) / 255, len(examples)), args.picture, scale=2)
 
 

@@ -42,8 +42,11 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     preset = get_preset("geron")
     train_split, valid_split = load_splits(None, TRAIN_IMAGES, VALID_IMAGES)
     train(
-        train_split, valid_split, out,
-        model_config=preset.model, train_config=with_overrides(preset.train, epochs=1),
+        train_split,
+        valid_split,
+        out,
+        model_config=preset.model,
+        train_config=with_overrides(preset.train, epochs=1),
         command="pytest tiny run",
     )
     return out

@@ -22,7 +22,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import VALID_IMAGES
 from PIL import Image
+from test_cli import assert_clean_failure, invoke
+from test_tamper import copy_model, install, needs_onnx
 
 from digitvae.runtime import (
     DataFormatError,
@@ -40,11 +43,6 @@ from digitvae.runtime.imageio import output_kind, read_digits, write_npy, write_
 from digitvae.runtime.manifest import read_manifest, shipped_models_dir
 from digitvae.train import download
 from digitvae.train.download import RemoteFile, download_mnist
-
-from conftest import VALID_IMAGES
-from test_cli import assert_clean_failure, invoke
-from test_tamper import copy_model, install, needs_onnx
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # what a case works with
@@ -342,65 +340,129 @@ CASES: dict[str, Any] = {
     # PNG files
     "png-32x32": Case(DataFormatError, "28x28", **on_file(lambda ctx: ctx.png(png_bytes(32, 32)))),
     "png-16-bit-grey": Case(DataFormatError, "mode I;16", **on_file(lambda ctx: ctx.png(png_bytes(bit_depth=16)))),
-    "png-rgb-4-bit": Case(DataFormatError, "not an image", **on_file(lambda ctx: ctx.png(png_bytes(bit_depth=4, colour=2)))),
+    "png-rgb-4-bit": Case(
+        DataFormatError, "not an image", **on_file(lambda ctx: ctx.png(png_bytes(bit_depth=4, colour=2)))
+    ),
     "png-colour-type-5": Case(DataFormatError, "not an image", **on_file(lambda ctx: ctx.png(png_bytes(colour=5)))),
     "png-text": Case(DataFormatError, "not an image", **on_file(lambda ctx: ctx.png(b"just some words\n"))),
     "png-empty": Case(DataFormatError, "not an image", **on_file(lambda ctx: ctx.png(b""))),
     "png-truncated": Case(DataFormatError, "truncated", **on_file(lambda ctx: ctx.png(real_png(ctx)[:-40]))),
     "png-is-jpeg": Case(DataFormatError, "not a PNG file (found JPEG)", **on_file(jpeg_named_png)),
-    "png-huge-declared-size": Case(DataFormatError, "28x28", **on_file(lambda ctx: ctx.png(png_bytes(100_000, 100_000)))),
+    "png-huge-declared-size": Case(
+        DataFormatError, "28x28", **on_file(lambda ctx: ctx.png(png_bytes(100_000, 100_000)))
+    ),
     # npy files
     "npy-empty-file": Case(DataFormatError, "not a readable .npy", **on_file(lambda ctx: ctx.file("e.npy", b""))),
     "npy-object-array": Case(DataFormatError, "allow_pickle", **on_file(pickled_npy)),
-    "npy-shape-beyond-the-data": Case(DataFormatError, "not a readable .npy", **on_file(lambda ctx: ctx.file("h.npy", npy_header_only((500_000, 28, 28))))),
+    "npy-shape-beyond-the-data": Case(
+        DataFormatError,
+        "not a readable .npy",
+        **on_file(lambda ctx: ctx.file("h.npy", npy_header_only((500_000, 28, 28)))),
+    ),
     "npy-shape-beyond-memory": Case(
-        DataFormatError, "more than 1,000,000 digits", **on_file(lambda ctx: ctx.file("h.npy", npy_header_only((10**9, 28, 28))))
+        DataFormatError,
+        "more than 1,000,000 digits",
+        **on_file(lambda ctx: ctx.file("h.npy", npy_header_only((10**9, 28, 28)))),
     ),
     "npy-broken-zip": Case(
         DataFormatError, "npz archive", **on_file(lambda ctx: ctx.file("z.npy", b"PK\x03\x04" + bytes(40)))
     ),
     # IDX files: read_mnist_images in Python; on the command line a file that is no IDX at all is "not a digit file"
-    "idx-truncated": Case(DataFormatError, "truncated", **on_file(lambda ctx: ctx.file("t-images-idx3-ubyte", idx_bytes((10, 28, 28), bytes(5000))))),
+    "idx-truncated": Case(
+        DataFormatError,
+        "truncated",
+        **on_file(lambda ctx: ctx.file("t-images-idx3-ubyte", idx_bytes((10, 28, 28), bytes(5000)))),
+    ),
     "idx-empty": Case(
-        DataFormatError, "file is empty", cli_fragment="not a digit file",
+        DataFormatError,
+        "file is empty",
+        cli_fragment="not a digit file",
         **on_file(lambda ctx: ctx.file("e-images-idx3-ubyte", b""), _first(read_mnist_images)),
     ),
     "idx-wrong-magic": Case(
-        DataFormatError, "bad magic bytes", cli_fragment="not a digit file",
-        **on_file(lambda ctx: ctx.file("m-images-idx3-ubyte", b"\x01\x02\x08\x03" + bytes(100)), _first(read_mnist_images)),
+        DataFormatError,
+        "bad magic bytes",
+        cli_fragment="not a digit file",
+        **on_file(
+            lambda ctx: ctx.file("m-images-idx3-ubyte", b"\x01\x02\x08\x03" + bytes(100)), _first(read_mnist_images)
+        ),
     ),
-    "idx-oversized": Case(DataFormatError, "exceeds max_bytes", **on_file(lambda ctx: ctx.file("o-images-idx3-ubyte", idx_bytes((3_000_000, 28, 28), bytes(64))))),
+    "idx-oversized": Case(
+        DataFormatError,
+        "exceeds max_bytes",
+        **on_file(lambda ctx: ctx.file("o-images-idx3-ubyte", idx_bytes((3_000_000, 28, 28), bytes(64)))),
+    ),
     "idx-empty-but-unindexable": Case(
-        DataFormatError, "too large to represent", **on_file(lambda ctx: ctx.file("u-images-idx3-ubyte", idx_bytes((0, 2, 2**31, 2**31), b"")))
+        DataFormatError,
+        "too large to represent",
+        **on_file(lambda ctx: ctx.file("u-images-idx3-ubyte", idx_bytes((0, 2, 2**31, 2**31), b""))),
     ),
-    "idx-trailing-bytes": Case(DataFormatError, "trailing bytes", **on_file(lambda ctx: ctx.file("x-images-idx3-ubyte", idx_bytes((1, 28, 28), bytes(784 + 9))))),
-    "idx-float-images": Case(DataFormatError, "not MNIST images", **on_file(lambda ctx: ctx.file("f-images-idx3-ubyte", idx_bytes((1, 28, 28), bytes(4 * 784), 0x0D)))),
-    "idx-corrupt-gzip": Case(DataFormatError, "gzip", **on_file(lambda ctx: ctx.file("c-images-idx3-ubyte.gz", corrupt_gzip_idx()))),
+    "idx-trailing-bytes": Case(
+        DataFormatError,
+        "trailing bytes",
+        **on_file(lambda ctx: ctx.file("x-images-idx3-ubyte", idx_bytes((1, 28, 28), bytes(784 + 9)))),
+    ),
+    "idx-float-images": Case(
+        DataFormatError,
+        "not MNIST images",
+        **on_file(lambda ctx: ctx.file("f-images-idx3-ubyte", idx_bytes((1, 28, 28), bytes(4 * 784), 0x0D))),
+    ),
+    "idx-corrupt-gzip": Case(
+        DataFormatError, "gzip", **on_file(lambda ctx: ctx.file("c-images-idx3-ubyte.gz", corrupt_gzip_idx()))
+    ),
     # model folders and model.json
-    "model-not-a-path": Case(InputError, "must be a shipped model name or a folder path", api=lambda ctx: DigitVAE.load(None)),
+    "model-not-a-path": Case(
+        InputError, "must be a shipped model name or a folder path", api=lambda ctx: DigitVAE.load(None)
+    ),
     "model-missing-folder": Case(ModelNotFoundError, "no model", **on_model(lambda ctx: ctx.inp / "absent")),
     "model-missing-model-json": Case(ModelError, "no model.json", **on_model(without("model.json"))),
     "model-missing-encoder": Case(ModelError, "encoder.onnx: missing", **on_model(without("encoder.onnx"))),
     "model-missing-decoder": Case(ModelError, "decoder.onnx: missing", **on_model(without("decoder.onnx"))),
-    "manifest-not-json": Case(ModelError, "not valid JSON", **on_model(manifest_bytes(b'{"format": "digitvae-model",'))),
-    "manifest-nested-too-deeply": Case(ModelError, "not valid JSON", **on_model(manifest_bytes(b"[" * 100_000 + b"]" * 100_000))),
+    "manifest-not-json": Case(
+        ModelError, "not valid JSON", **on_model(manifest_bytes(b'{"format": "digitvae-model",'))
+    ),
+    "manifest-nested-too-deeply": Case(
+        ModelError, "not valid JSON", **on_model(manifest_bytes(b"[" * 100_000 + b"]" * 100_000))
+    ),
     "manifest-not-an-object": Case(ModelError, "must hold a JSON object", **on_model(manifest_bytes(b"[1, 2]"))),
     "manifest-not-utf8": Case(ModelError, "cannot read", **on_model(manifest_bytes(b'{"name": "\xff"}'))),
-    "manifest-unknown-version": Case(ModelError, "format_version 2 is not supported", **on_model(manifest_set("format_version", value=2))),
-    "manifest-other-format": Case(ModelError, "expected 'digitvae-model'", **on_model(manifest_set("format", value="onnx-bundle"))),
-    "manifest-latent-dim-string": Case(ModelError, "'latent_dim' must be an integer", **on_model(manifest_set("latent_dim", value="20"))),
-    "manifest-latent-dim-bool": Case(ModelError, "'latent_dim' must be an integer", **on_model(manifest_set("latent_dim", value=True))),
-    "manifest-image-shape-floats": Case(ModelError, "image_shape", **on_model(manifest_set("image_shape", value=[1.0, 28, 28]))),
-    "manifest-no-variants": Case(ModelError, "missing required field 'variants'", **on_model(manifest_set("variants", value=None))),
-    "manifest-training-a-list": Case(ModelError, "'training' must be an object", **on_model(manifest_set("training", value=[]))),
-    "manifest-other-likelihood": Case(ModelError, "likelihood 'gaussian' is not supported", **on_model(manifest_set("likelihood", value="gaussian"))),
+    "manifest-unknown-version": Case(
+        ModelError, "format_version 2 is not supported", **on_model(manifest_set("format_version", value=2))
+    ),
+    "manifest-other-format": Case(
+        ModelError, "expected 'digitvae-model'", **on_model(manifest_set("format", value="onnx-bundle"))
+    ),
+    "manifest-latent-dim-string": Case(
+        ModelError, "'latent_dim' must be an integer", **on_model(manifest_set("latent_dim", value="20"))
+    ),
+    "manifest-latent-dim-bool": Case(
+        ModelError, "'latent_dim' must be an integer", **on_model(manifest_set("latent_dim", value=True))
+    ),
+    "manifest-image-shape-floats": Case(
+        ModelError, "image_shape", **on_model(manifest_set("image_shape", value=[1.0, 28, 28]))
+    ),
+    "manifest-no-variants": Case(
+        ModelError, "missing required field 'variants'", **on_model(manifest_set("variants", value=None))
+    ),
+    "manifest-training-a-list": Case(
+        ModelError, "'training' must be an object", **on_model(manifest_set("training", value=[]))
+    ),
+    "manifest-other-likelihood": Case(
+        ModelError, "likelihood 'gaussian' is not supported", **on_model(manifest_set("likelihood", value="gaussian"))
+    ),
     "manifest-path-escapes": Case(
-        ModelError, "plain file name", **on_model(manifest_set("variants", "fp32", "encoder", "path", value="../encoder.onnx"))
+        ModelError,
+        "plain file name",
+        **on_model(manifest_set("variants", "fp32", "encoder", "path", value="../encoder.onnx")),
     ),
     "manifest-path-nul": Case(
-        ModelError, "plain file name", **on_model(manifest_set("variants", "fp32", "decoder", "path", value="dec\0.onnx"))
+        ModelError,
+        "plain file name",
+        **on_model(manifest_set("variants", "fp32", "decoder", "path", value="dec\0.onnx")),
     ),
-    "manifest-sha256-short": Case(ModelError, "64 lowercase hex", **on_model(manifest_set("variants", "fp32", "encoder", "sha256", value="abc"))),
+    "manifest-sha256-short": Case(
+        ModelError, "64 lowercase hex", **on_model(manifest_set("variants", "fp32", "encoder", "sha256", value="abc"))
+    ),
     "onnx-not-a-model": Case(ModelError, "encoder.onnx: not a valid ONNX model", **on_model(garbage_encoder)),
     "onnx-foreign-input-names": pytest.param(
         Case(ModelError, "not a digitvae model", **on_model(foreign_encoder)), marks=needs_onnx
@@ -410,24 +472,32 @@ CASES: dict[str, Any] = {
     ),
     # providers
     "provider-unknown": Case(
-        ProviderError, "unknown execution provider 'warp-drive'",
+        ProviderError,
+        "unknown execution provider 'warp-drive'",
         api=lambda ctx: DigitVAE.load(providers=["warp-drive"]),
         cli=lambda ctx: ["generate", "-n", 2, "--provider", "cpu,warp-drive", "-o", ctx.out / "x.png"],
     ),
     "provider-none-listed": Case(
-        ProviderError, "at least one", api=lambda ctx: DigitVAE.load(providers=[]),
+        ProviderError,
+        "at least one",
+        api=lambda ctx: DigitVAE.load(providers=[]),
     ),
     "provider-not-a-name": Case(ProviderError, "non-empty string", api=lambda ctx: DigitVAE.load(providers=[7])),
     "provider-not-a-list": Case(ProviderError, "list of them", api=lambda ctx: DigitVAE.load(providers=7)),
     # outputs
     "output-missing-folder": Case(
-        OutputError, "does not exist", **on_output(lambda ctx: ctx.out / "missing" / "x.png", lambda p: write_png(GRID, p))
+        OutputError,
+        "does not exist",
+        **on_output(lambda ctx: ctx.out / "missing" / "x.png", lambda p: write_png(GRID, p)),
     ),
     "output-read-only-folder": Case(
-        OutputError, "cannot write", **on_output(lambda ctx: ctx.read_only_dir() / "x.npy", lambda p: write_npy(DIGITS, p))
+        OutputError,
+        "cannot write",
+        **on_output(lambda ctx: ctx.read_only_dir() / "x.npy", lambda p: write_npy(DIGITS, p)),
     ),
     "output-parent-is-a-file": Case(
-        OutputError, "not a directory",
+        OutputError,
+        "not a directory",
         **on_output(lambda ctx: ctx.file("plain", b"") / "x.png", lambda p: write_png(GRID, p)),
     ),
     "output-bad-extension": Case(OutputError, ".png", **on_output(lambda ctx: ctx.out / "x.gif", output_kind)),
@@ -593,7 +663,14 @@ def test_download_failures_are_clear_and_leave_nothing(
 def test_download_restarts_over_a_stale_partial_file(stalling: _StallingServer, tmp_path: Path) -> None:
     (tmp_path / "a.bin.part").write_bytes(b"left over from an interrupted run" * 500)
     (tmp_path / "a.bin").write_bytes(CONTENT[:100])  # a short file from a run killed mid-rename
-    paths = download_mnist(tmp_path, mirrors=[stalling.url("stall-body"), stalling.url("good")], files=REMOTE, timeout=0.3, retries=1, backoff=0)
+    paths = download_mnist(
+        tmp_path,
+        mirrors=[stalling.url("stall-body"), stalling.url("good")],
+        files=REMOTE,
+        timeout=0.3,
+        retries=1,
+        backoff=0,
+    )
     assert paths == [tmp_path / "a.bin"]
     assert (tmp_path / "a.bin").read_bytes() == CONTENT
     assert sorted(os.listdir(tmp_path)) == ["a.bin"]

@@ -18,16 +18,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import HAVE_TORCH, needs_torch
 from PIL import Image
+from test_cli import assert_clean_failure, invoke, ok
 
-from digitvae.runtime import DigitVAE
 from digitvae.cli.benchmark import QUICK, BenchConfig, cold_start, run_bench
+from digitvae.runtime import DigitVAE
 from digitvae.runtime.imageio import encode_png
 from digitvae.runtime.manifest import shipped_models_dir
 from digitvae.runtime.sessions import SmallBatchRunner, session_options
-
-from conftest import HAVE_TORCH, needs_torch
-from test_cli import assert_clean_failure, invoke, ok
 
 QUICK_CONFIG = dataclasses.replace(BenchConfig(cold_runs=0, torch=False), **{**QUICK, "cold_runs": 0})
 
@@ -69,7 +68,9 @@ def test_report_has_every_figure_positive_and_finite(costed_model: Path) -> None
         assert _positive(row["ratio_to_onnxruntime"]["digitvae"])
     bound = report["bound"]
     assert bound["flops_per_digit"] == 1_304_000 and bound["task"] == "decode_256"
-    assert _positive(bound["gemm_flops_per_s"]) and bound["digits_per_s"] == pytest.approx(bound["gemm_flops_per_s"] / 1_304_000)
+    assert _positive(bound["gemm_flops_per_s"]) and bound["digits_per_s"] == pytest.approx(
+        bound["gemm_flops_per_s"] / 1_304_000
+    )
     assert _positive(bound["fraction"]["digitvae"])
     stream = report["latency_bound"]
     assert stream["parameters"] == 659_784
@@ -79,8 +80,12 @@ def test_report_has_every_figure_positive_and_finite(costed_model: Path) -> None
     assert "torch" not in latency and "cold_start" not in report
 
 
-@pytest.mark.parametrize("cost", [None, "many", {"decoder": {"flops_per_digit": -1}}, {"decoder": {"flops_per_digit": True}}])
-def test_a_model_without_a_usable_cost_gets_a_note_not_a_bound(costed_model: Path, tmp_path: Path, cost: object) -> None:
+@pytest.mark.parametrize(
+    "cost", [None, "many", {"decoder": {"flops_per_digit": -1}}, {"decoder": {"flops_per_digit": True}}]
+)
+def test_a_model_without_a_usable_cost_gets_a_note_not_a_bound(
+    costed_model: Path, tmp_path: Path, cost: object
+) -> None:
     folder = tmp_path / "m"
     shutil.copytree(costed_model, folder)
     manifest = json.loads((folder / "model.json").read_text())
@@ -129,7 +134,15 @@ def test_cli_bench_quick_json_and_text() -> None:
     report = json.loads(ok(invoke(*args, "--json")).stdout)
     assert report["threads"] == 1 and report["repeats"] == QUICK["repeats"]
     text = ok(invoke(*args)).stdout
-    for fragment in ("batch-1 generate latency", "batch-1 decode latency", "generate / decode", "throughput, digits/s", "decode batch 256", "hardware bound", "batch-1 bound: streaming"):
+    for fragment in (
+        "batch-1 generate latency",
+        "batch-1 decode latency",
+        "generate / decode",
+        "throughput, digits/s",
+        "decode batch 256",
+        "hardware bound",
+        "batch-1 bound: streaming",
+    ):
         assert fragment in text
     assert_clean_failure(invoke("bench", "--quick", "--variant", "int4"), "no variant 'int4'")
 

@@ -15,13 +15,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner, Result
+from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch
 from PIL import Image
 
-from digitvae.runtime import __version__
 from digitvae.cli.main import cli
+from digitvae.runtime import __version__
 from digitvae.runtime.manifest import read_manifest, shipped_models_dir
-
-from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch
 
 GAP = 2
 STEP = 28 + GAP
@@ -158,7 +157,13 @@ def test_generate_scale(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("n", "cols", "size"),
-    [(12, 4, grid_size(4, 3)), (11, 4, grid_size(4, 3)), (5, 50, grid_size(5, 1)), (3, 1, grid_size(1, 3)), (7, None, grid_size(7, 1))],
+    [
+        (12, 4, grid_size(4, 3)),
+        (11, 4, grid_size(4, 3)),
+        (5, 50, grid_size(5, 1)),
+        (3, 1, grid_size(1, 3)),
+        (7, None, grid_size(7, 1)),
+    ],
 )
 def test_generate_cols(tmp_path: Path, n: int, cols: int | None, size: tuple[int, int]) -> None:
     out = tmp_path / "x.png"
@@ -264,7 +269,11 @@ def test_reconstruct_idx_with_limit(tmp_path: Path, digits: np.ndarray) -> None:
 def test_reconstruct_mixed_inputs_and_partial_last_row(tmp_path: Path, digits: np.ndarray) -> None:
     png = write_png(digits[0], tmp_path / "d.png")
     np.save(tmp_path / "b.npy", digits[1:5])
-    ok(invoke("reconstruct", png, tmp_path / "b.npy", VALID_IMAGES, "--limit", 7, "--cols", 3, "-o", tmp_path / "r.png"))
+    ok(
+        invoke(
+            "reconstruct", png, tmp_path / "b.npy", VALID_IMAGES, "--limit", 7, "--cols", 3, "-o", tmp_path / "r.png"
+        )
+    )
     grid = read_grid(tmp_path / "r.png")
     assert grid.shape[::-1] == grid_size(3, 6)  # ceil(7/3) = 3 rows of digits, doubled
     order = [digits[0], *digits[1:5], digits[0], digits[1]]
@@ -455,12 +464,29 @@ ERROR_CASES = [
     pytest.param(_args("generate", "-n", 2_000_000, "-o", _out("x.npy"), fragment="between 1 and"), id="gen-n-huge"),
     pytest.param(_args("generate", "-n", 4, "-o", _out("x.jpg"), fragment=".png"), id="gen-jpg"),
     pytest.param(_args("generate", "-n", 4, "-o", _out("x"), fragment=".npy"), id="gen-no-suffix"),
-    pytest.param(_args("generate", "-n", 4, "-o", _out("missing/x.png"), fragment="does not exist"), id="gen-missing-dir"),
-    pytest.param(_args("generate", "-n", 4, "-o", _out("missing/x.npy"), fragment="does not exist"), id="gen-missing-dir-npy"),
-    pytest.param(_args("generate", "--model", "nonexistent", "-o", _out("x.png"), fragment="nonexistent"), id="gen-model-missing"),
-    pytest.param(_args("generate", "--provider", "bogus", "-o", _out("x.png"), fragment="bogus"), id="gen-provider-bogus"),
     pytest.param(
-        _args("generate", "--provider", "cuda", "--strict", "-o", _out("x.png"), fragment="CUDAExecutionProvider", needs=_no_cuda),
+        _args("generate", "-n", 4, "-o", _out("missing/x.png"), fragment="does not exist"), id="gen-missing-dir"
+    ),
+    pytest.param(
+        _args("generate", "-n", 4, "-o", _out("missing/x.npy"), fragment="does not exist"), id="gen-missing-dir-npy"
+    ),
+    pytest.param(
+        _args("generate", "--model", "nonexistent", "-o", _out("x.png"), fragment="nonexistent"), id="gen-model-missing"
+    ),
+    pytest.param(
+        _args("generate", "--provider", "bogus", "-o", _out("x.png"), fragment="bogus"), id="gen-provider-bogus"
+    ),
+    pytest.param(
+        _args(
+            "generate",
+            "--provider",
+            "cuda",
+            "--strict",
+            "-o",
+            _out("x.png"),
+            fragment="CUDAExecutionProvider",
+            needs=_no_cuda,
+        ),
         id="gen-cuda-strict",
     ),
     pytest.param(_tampered, id="gen-tampered-model"),
@@ -469,9 +495,17 @@ ERROR_CASES = [
     pytest.param(_args("info", "--model", "nonexistent", fragment="nonexistent"), id="info-model-missing"),
     pytest.param(_args("info", "--provider", "bogus", fragment="bogus"), id="info-provider-bogus"),
     pytest.param(_args("reconstruct", _png_input, "-o", _out("r.jpg"), fragment=".png"), id="rec-jpg"),
-    pytest.param(_args("reconstruct", _png_input, "-o", _out("missing/r.png"), fragment="does not exist"), id="rec-missing-dir"),
-    pytest.param(_args("reconstruct", _png_input, "--model", "nonexistent", "-o", _out("r.png"), fragment="no model"), id="rec-model-missing"),
-    pytest.param(_args("reconstruct", lambda i, o: i / "nope.png", "-o", _out("r.png"), fragment="no such file"), id="rec-missing-input"),
+    pytest.param(
+        _args("reconstruct", _png_input, "-o", _out("missing/r.png"), fragment="does not exist"), id="rec-missing-dir"
+    ),
+    pytest.param(
+        _args("reconstruct", _png_input, "--model", "nonexistent", "-o", _out("r.png"), fragment="no model"),
+        id="rec-model-missing",
+    ),
+    pytest.param(
+        _args("reconstruct", lambda i, o: i / "nope.png", "-o", _out("r.png"), fragment="no such file"),
+        id="rec-missing-input",
+    ),
     pytest.param(_text_png, id="rec-text-as-png"),
     pytest.param(_big_png, id="rec-32x32-png"),
     pytest.param(_truncated_png, id="rec-truncated-png"),
@@ -535,7 +569,9 @@ def test_failed_generate_keeps_existing_output(tmp_path: Path) -> None:
     ],
     ids=["train-no-torch", "export-no-torch", "export-no-onnxscript", "export-no-onnx"],
 )
-def test_missing_train_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hidden: list[str], args: list[object]) -> None:
+def test_missing_train_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hidden: list[str], args: list[object]
+) -> None:
     monkeypatch.chdir(tmp_path)
     for module in hidden:
         # importlib.util.find_spec returns None for a module whose sys.modules entry is None.
@@ -606,7 +642,9 @@ def test_train_resume_without_run_fails(tmp_path: Path) -> None:
 
 @needs_torch
 def test_train_bad_data_fails(tmp_path: Path) -> None:
-    result = invoke("train", "--train", tmp_path / "nope-images-idx3-ubyte.gz", "--valid", VALID_IMAGES, "-o", tmp_path / "run")
+    result = invoke(
+        "train", "--train", tmp_path / "nope-images-idx3-ubyte.gz", "--valid", VALID_IMAGES, "-o", tmp_path / "run"
+    )
     assert_clean_failure(result, "no such file")
     assert listing(tmp_path) == []
 
@@ -617,9 +655,20 @@ def test_export_then_generate(cli_run: tuple[Path, Result], tmp_path: Path) -> N
     result = ok(invoke("export", cli_run[0], "-o", model))
     assert result.stdout.startswith("exported cli-vae to")
     assert "tolerance" in result.stdout
-    files = ["decoder.fp16.onnx", "decoder.int8.onnx", "decoder.onnx", "encoder.fp16.onnx", "encoder.int8.onnx",
-             "encoder.onnx", "generator.fp16.onnx", "generator.int8.onnx", "generator.onnx", "model.json",
-             "prior.onnx", "prior_density.onnx"]
+    files = [
+        "decoder.fp16.onnx",
+        "decoder.int8.onnx",
+        "decoder.onnx",
+        "encoder.fp16.onnx",
+        "encoder.int8.onnx",
+        "encoder.onnx",
+        "generator.fp16.onnx",
+        "generator.int8.onnx",
+        "generator.onnx",
+        "model.json",
+        "prior.onnx",
+        "prior_density.onnx",
+    ]
     assert sorted(p.name for p in model.iterdir()) == files
     assert listing(tmp_path / "models") == ["cli-vae", *(f"cli-vae/{name}" for name in files)]
 
@@ -657,7 +706,9 @@ def test_export_missing_checkpoint_fails(tmp_path: Path) -> None:
 
 
 @needs_torch
-@pytest.mark.parametrize("option", [["--lr", "0.5"], ["--latent-dim", "5"], ["--batch-size", "7"], ["--seed", "3"], ["--preset", "geron"]])
+@pytest.mark.parametrize(
+    "option", [["--lr", "0.5"], ["--latent-dim", "5"], ["--batch-size", "7"], ["--seed", "3"], ["--preset", "geron"]]
+)
 def test_train_resume_refuses_changed_settings(cli_run: tuple[Path, Result], tmp_path: Path, option: list[str]) -> None:
     run = tmp_path / "run"
     shutil.copytree(cli_run[0], run)

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from digitvae.runtime import DigitVAE
-
 from conftest import VALID_IMAGES
 from test_cli import assert_clean_failure, invoke, ok
+
+from digitvae.runtime import DigitVAE
 
 #: Every command that loads a model takes these.
 MODEL_OPTIONS = ("--model", "--variant", "--provider", "--strict", "--threads")
@@ -44,8 +43,19 @@ def test_model_options_reach_the_model(tmp_path: Path, digits: np.ndarray) -> No
     from digitvae.runtime.latent import interpolate as path
 
     for variant in ("fp32", "int8"):
-        ok(invoke("interpolate", f"{VALID_IMAGES}:0", f"{VALID_IMAGES}:1", "--variant", variant, "--threads", 1,
-                  "-o", tmp_path / f"{variant}.npy"))
+        ok(
+            invoke(
+                "interpolate",
+                f"{VALID_IMAGES}:0",
+                f"{VALID_IMAGES}:1",
+                "--variant",
+                variant,
+                "--threads",
+                1,
+                "-o",
+                tmp_path / f"{variant}.npy",
+            )
+        )
     int8 = DigitVAE.load(variant="int8", threads=1)
     means = int8.encode(digits[:2])[0]
     expected = int8.decode(np.concatenate([path(means[0], means[1], 10, m) for m in MODES]))
@@ -60,8 +70,9 @@ def test_reconstruct_takes_labels_for_a_conditional_model(tmp_path: Path) -> Non
     assert np.load(tmp_path / "r.npy").shape == (4, 28, 28)
     digits = np.load(tmp_path / "r.npy")
     np.save(tmp_path / "d.npy", (digits * 255).astype(np.uint8))
-    assert_clean_failure(invoke("reconstruct", tmp_path / "d.npy", "--model", "mnist-cvae", "-o", tmp_path / "x.npy"),
-                         "--labels")
+    assert_clean_failure(
+        invoke("reconstruct", tmp_path / "d.npy", "--model", "mnist-cvae", "-o", tmp_path / "x.npy"), "--labels"
+    )
     assert not (tmp_path / "x.npy").exists()
     labels = VALID_IMAGES.with_name("t10k-labels-idx1-ubyte.gz")
     ok(invoke("reconstruct", tmp_path / "d.npy", "--model", "mnist-cvae", "--labels", labels, "-o", tmp_path / "y.npy"))

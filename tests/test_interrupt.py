@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch
 from test_cli import invoke, ok
 
@@ -42,7 +41,11 @@ def test_sigint_keeps_the_last_checkpoint_and_resume_finishes(tmp_path: Path) ->
     stderr_file = (tmp_path / "stderr.txt").open("w+")
     proc = subprocess.Popen(
         [*_command(), "train", "--preset", "geron", *data, "--epochs", "1000", "-o", str(run)],
-        stdout=subprocess.PIPE, stderr=stderr_file, text=True, env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=stderr_file,
+        text=True,
+        env=env,
+        cwd=tmp_path,
         # A test run started in the background (`cmd &` in a script) ignores SIGINT, and children
         # inherit that; the user's terminal delivers it, so give the child the default disposition.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
@@ -70,7 +73,9 @@ def test_sigint_keeps_the_last_checkpoint_and_resume_finishes(tmp_path: Path) ->
             code = proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             stderr_file.seek(0)
-            pytest.fail(f"training ignored SIGINT for 60 s; stdout ends {lines[-3:]}, stderr: {stderr_file.read()[-2000:]}")
+            pytest.fail(
+                f"training ignored SIGINT for 60 s; stdout ends {lines[-3:]}, stderr: {stderr_file.read()[-2000:]}"
+            )
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -129,7 +134,9 @@ def test_interrupted_npy_write_keeps_the_old_file(tmp_path: Path, monkeypatch: p
 
 
 @needs_torch
-def test_interrupted_checkpoint_save_keeps_the_previous_checkpoint(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_checkpoint_save_keeps_the_previous_checkpoint(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import torch
 
     from digitvae.train.checkpoint import load_checkpoint, save_checkpoint

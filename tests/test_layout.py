@@ -66,13 +66,18 @@ def test_the_runtime_imports_no_other_layer_nor_click_torch_onnx() -> None:
         for module in _imports(path):
             top = module.split(".")[0]
             assert top not in ("click", "torch", "onnx", "onnxscript", "sklearn"), f"{path.name} imports {module}"
-            assert not module.startswith(("digitvae.cli", "digitvae.train", "digitvae.export")), f"{path.name} imports {module}"
+            assert not module.startswith(("digitvae.cli", "digitvae.train", "digitvae.export")), (
+                f"{path.name} imports {module}"
+            )
 
 
-@pytest.mark.parametrize("layer, forbidden", [
-    ("train", ("digitvae.cli", "digitvae.export")),
-    ("export", ("digitvae.cli",)),
-])
+@pytest.mark.parametrize(
+    "layer, forbidden",
+    [
+        ("train", ("digitvae.cli", "digitvae.export")),
+        ("export", ("digitvae.cli",)),
+    ],
+)
 def test_train_and_export_do_not_import_the_cli(layer: str, forbidden: tuple[str, ...]) -> None:
     for path in (ROOT / layer).glob("*.py"):
         for module in _imports(path):
@@ -88,7 +93,7 @@ def test_no_module_imports_its_importer() -> None:
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append([*stack[stack.index(nxt):], nxt])
+                cycles.append([*stack[stack.index(nxt) :], nxt])
             elif nxt not in state:
                 visit(nxt, [*stack, nxt])
         state[node] = 2

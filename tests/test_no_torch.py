@@ -9,7 +9,9 @@ from pathlib import Path
 
 
 def _run(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_runtime_generate_imports_neither_torch_nor_onnx(tmp_path: Path) -> None:

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import TRAIN_IMAGES, needs_torch
 
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.errors import InputError, IntegrityError, ModelError
 from digitvae.runtime.manifest import PRIOR_ROLES, shipped_models_dir
-
-from conftest import TRAIN_IMAGES, needs_torch
 
 HAVE_FIT = all(importlib.util.find_spec(m) is not None for m in ("onnx", "sklearn"))
 needs_fit = pytest.mark.skipif(not HAVE_FIT, reason="needs the [prior] extra (onnx, scikit-learn)")
@@ -48,7 +47,8 @@ def test_density_graph_matches_scikit_learn() -> None:
     mixture = Mixture(gmm.weights_[None], gmm.means_, gmm.covariances_)
     z = rng.standard_normal((400, 5)).astype(np.float32) * 4
     found = _session(density_graph(mixture, opset=18, ir_version=10)).run(
-        None, {"z": z, "label": np.full(400, -1, np.int64)})[0]
+        None, {"z": z, "label": np.full(400, -1, np.int64)}
+    )[0]
     np.testing.assert_allclose(found, gmm.score_samples(z.astype(np.float64)), rtol=1e-5, atol=1e-3)
 
 
@@ -102,10 +102,15 @@ def test_density_is_per_class_and_stays_finite_far_away() -> None:
 
 def test_generator_is_the_sampler_feeding_the_decoder(vae: DigitVAE) -> None:
     model_dir = vae.model_dir
-    sessions = {role: ort.InferenceSession(str(model_dir / f"{role}.onnx")) for role in ("prior", "decoder", "generator")}
+    sessions = {
+        role: ort.InferenceSession(str(model_dir / f"{role}.onnx")) for role in ("prior", "decoder", "generator")
+    }
     rng = np.random.default_rng(3)
-    feeds = {"noise": rng.standard_normal((7, vae.latent_dim), dtype=np.float32),
-             "uniform": rng.random(7, dtype=np.float32), "label": np.array([-1, 0, 1, 2, 7, 9, -1], np.int64)}
+    feeds = {
+        "noise": rng.standard_normal((7, vae.latent_dim), dtype=np.float32),
+        "uniform": rng.random(7, dtype=np.float32),
+        "label": np.array([-1, 0, 1, 2, 7, 9, -1], np.int64),
+    }
     z = sessions["prior"].run(["z"], feeds)[0]
     image = sessions["decoder"].run(["image"], {"z": z})[0]
     z2, image2 = sessions["generator"].run(["z", "image"], feeds)
@@ -173,7 +178,9 @@ def test_iw_nll_uses_the_prior_density(vae: DigitVAE, digits: np.ndarray) -> Non
     eps = rng.standard_normal((6, 30, vae.latent_dim), dtype=np.float32)
     z = mean[:, None, :] + np.exp(0.5 * logvar)[:, None, :] * eps
     density = ort.InferenceSession(str(vae.model_dir / "prior_density.onnx"))
-    log_pz = density.run(None, {"z": z.reshape(-1, vae.latent_dim), "label": np.full(180, -1, np.int64)})[0].reshape(6, 30)
+    log_pz = density.run(None, {"z": z.reshape(-1, vae.latent_dim), "label": np.full(180, -1, np.int64)})[0].reshape(
+        6, 30
+    )
     logits = vae._decoder.run(["logits"], {"z": z.reshape(-1, vae.latent_dim)})[0].reshape(6, 30, -1)
     flat = (x.reshape(6, 1, -1) / np.float32(255)).astype(np.float32)
     log_w = lk.bernoulli_log_prob(logits, flat) + log_pz - lk.gaussian_log_prob_of_noise(eps, logvar[:, None, :])
@@ -199,12 +206,15 @@ def test_a_folder_without_a_prior_keeps_n01(tmp_path: Path, digits: np.ndarray) 
         old.generate(2, digit=3)
 
 
-@pytest.mark.parametrize("change, error, match", [
-    (lambda d: d["variants"]["fp32"].pop("generator"), ModelError, "missing required field 'generator'"),
-    (lambda d: d["prior"].update(kind="flow"), ModelError, "kind 'flow' is not supported"),
-    (lambda d: d["prior"].update(classes=1), ModelError, "classes must be 0"),
-    (lambda d: d.update(prior="vampprior"), ModelError, "must be 'standard_normal' or an object"),
-])
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (lambda d: d["variants"]["fp32"].pop("generator"), ModelError, "missing required field 'generator'"),
+        (lambda d: d["prior"].update(kind="flow"), ModelError, "kind 'flow' is not supported"),
+        (lambda d: d["prior"].update(classes=1), ModelError, "classes must be 0"),
+        (lambda d: d.update(prior="vampprior"), ModelError, "must be 'standard_normal' or an object"),
+    ],
+)
 def test_malformed_prior_entries_are_refused(tmp_path: Path, change, error, match) -> None:
     model = tmp_path / "m"
     shutil.copytree(shipped_models_dir() / "mnist-vae", model)
@@ -302,8 +312,10 @@ def test_prior_fit_command_and_generate_digit(tiny_model: Path, tmp_path: Path) 
     assert not (tmp_path / "x.png").exists()
     labels_of_other_digits = TRAIN_IMAGES.with_name("t10k-labels-idx1-ubyte.gz")
     before = (model / "model.json").read_bytes()
-    assert_clean_failure(invoke("prior", "fit", model, "--data", TRAIN_IMAGES, "--labels", labels_of_other_digits),
-                         "100 labels for 300 digits")
+    assert_clean_failure(
+        invoke("prior", "fit", model, "--data", TRAIN_IMAGES, "--labels", labels_of_other_digits),
+        "100 labels for 300 digits",
+    )
     assert (model / "model.json").read_bytes() == before
     assert_clean_failure(invoke("prior", "fit", model, "--data", tmp_path / "none.gz"), "none.gz")
     text = ok(invoke("info", "--model", model)).output
@@ -317,11 +329,22 @@ def test_export_prior_options(tiny_run: Path, tmp_path: Path) -> None:
     ok(invoke("export", tiny_run, "-o", tmp_path / "plain", "--no-prior"))
     assert json.loads((tmp_path / "plain" / "model.json").read_text())["prior"] == "standard_normal"
     assert not (tmp_path / "plain" / "prior.onnx").exists()
-    ok(invoke("export", tiny_run, "-o", tmp_path / "other", "--prior-data", TRAIN_IMAGES.with_name("t10k-images-idx3-ubyte.gz")))
+    ok(
+        invoke(
+            "export",
+            tiny_run,
+            "-o",
+            tmp_path / "other",
+            "--prior-data",
+            TRAIN_IMAGES.with_name("t10k-images-idx3-ubyte.gz"),
+        )
+    )
     fit = json.loads((tmp_path / "other" / "model.json").read_text())["prior"]["fit"]
     assert fit["data"]["file"] == "t10k-images-idx3-ubyte.gz" and fit["labels"]["file"] == "t10k-labels-idx1-ubyte.gz"
-    assert_clean_failure(invoke("export", tiny_run, "-o", tmp_path / "x", "--no-prior", "--prior-data", TRAIN_IMAGES),
-                         "exclude each other")
+    assert_clean_failure(
+        invoke("export", tiny_run, "-o", tmp_path / "x", "--no-prior", "--prior-data", TRAIN_IMAGES),
+        "exclude each other",
+    )
     assert not (tmp_path / "x").exists()
 
 
@@ -335,7 +358,9 @@ def test_export_without_the_training_digits_says_what_to_do(tiny_run: Path, tmp_
     moved = tmp_path / "moved.pt"
     from dataclasses import replace
 
-    save_checkpoint(replace(ckpt, data={**ckpt.data, "train": {**ckpt.data["train"], "path": str(tmp_path / "gone.gz")}}), moved)
+    save_checkpoint(
+        replace(ckpt, data={**ckpt.data, "train": {**ckpt.data["train"], "path": str(tmp_path / "gone.gz")}}), moved
+    )
     with pytest.raises(ExportError, match="--prior-data FILE .*--no-prior"):
         export_checkpoint(moved, tmp_path / "model")
     assert not (tmp_path / "model").exists()
@@ -349,7 +374,9 @@ def test_generate_command_each_digit_and_standard_prior(vae: DigitVAE, tmp_path:
     ok(invoke("generate", "-n", 5, "--standard-prior", "--seed", 3, "-o", tmp_path / "plain.npy"))
     np.testing.assert_array_equal(np.load(tmp_path / "plain.npy"), DigitVAE.load(prior=False).generate(5, seed=3))
     assert_clean_failure(invoke("generate", "-n", 5, "--each-digit", "--digit", 3, "-o", tmp_path / "x.npy"), "exclude")
-    assert_clean_failure(invoke("generate", "-n", 5, "--standard-prior", "--digit", 3, "-o", tmp_path / "x.npy"), "digit")
+    assert_clean_failure(
+        invoke("generate", "-n", 5, "--standard-prior", "--digit", 3, "-o", tmp_path / "x.npy"), "digit"
+    )
     assert not (tmp_path / "x.npy").exists()
 
 

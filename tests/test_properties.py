@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
+from test_bad_inputs import png_bytes
 
 from digitvae.runtime.errors import DataFormatError, InputError, ModelError
 from digitvae.runtime.idx import looks_like_idx, read_idx, read_mnist_images, write_idx
@@ -24,10 +25,10 @@ from digitvae.runtime.inputs import MAX_COUNT, as_count, as_images, as_labels, a
 from digitvae.runtime.manifest import shipped_models_dir
 from digitvae.runtime.onnxscan import check_self_contained
 
-from test_bad_inputs import png_bytes
-
 # Modest example counts keep the whole file to a few seconds; the strategies aim at the edges.
-FAST = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = settings(
+    max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 CODES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -72,7 +73,11 @@ def idx_files(draw: st.DrawFn) -> tuple[bytes, tuple[int, ...] | None]:
     size = size if valid else 0
     delta = draw(st.sampled_from([0, 0, 0, -1, 1, -3, 7]))
     payload = draw(st.binary(min_size=max(0, size + delta), max_size=max(0, size + delta)))
-    blob = (header + payload)[: draw(st.integers(0, len(header) + len(payload)))] if draw(st.booleans()) else header + payload
+    blob = (
+        (header + payload)[: draw(st.integers(0, len(header) + len(payload)))]
+        if draw(st.booleans())
+        else header + payload
+    )
     exact = valid and len(payload) == size and blob == header + payload
     if draw(st.booleans()):
         blob = gzip.compress(blob, mtime=0)
@@ -106,7 +111,13 @@ def test_idx_reader_reads_or_refuses(scratch: Path, sample: tuple[bytes, tuple[i
 
 
 @FAST
-@given(hnp.arrays(st.sampled_from(["u1", "i1", "<i2", ">i4", "<f4", ">f8"]), hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=4)), st.booleans())
+@given(
+    hnp.arrays(
+        st.sampled_from(["u1", "i1", "<i2", ">i4", "<f4", ">f8"]),
+        hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=4),
+    ),
+    st.booleans(),
+)
 def test_idx_round_trip(scratch: Path, array: np.ndarray, compress: bool) -> None:
     path = scratch / "r.idx"
     write_idx(array, path, compress=compress)
@@ -138,10 +149,14 @@ def test_png_reader_on_random_bytes(scratch: Path, body: bytes, prefix: bytes) -
 @given(
     st.integers(1, 40) | st.just(28),
     st.integers(1, 40) | st.just(28),
-    st.sampled_from([(1, 0), (2, 0), (4, 0), (8, 0), (16, 0), (8, 2), (16, 2), (8, 4), (16, 4), (8, 6), (3, 0), (4, 2), (8, 5)]),
+    st.sampled_from(
+        [(1, 0), (2, 0), (4, 0), (8, 0), (16, 0), (8, 2), (16, 2), (8, 4), (16, 4), (8, 6), (3, 0), (4, 2), (8, 5)]
+    ),
     st.booleans(),
 )
-def test_png_reader_on_every_header(scratch: Path, width: int, height: int, depth_colour: tuple[int, int], cut: bool) -> None:
+def test_png_reader_on_every_header(
+    scratch: Path, width: int, height: int, depth_colour: tuple[int, int], cut: bool
+) -> None:
     bit_depth, colour = depth_colour
     data = png_bytes(width, height, bit_depth, colour)
     path = _put(scratch, "h.png", data[: len(data) // 2] if cut else data)
@@ -155,7 +170,12 @@ def test_png_reader_on_every_header(scratch: Path, width: int, height: int, dept
 
 
 @FAST
-@given(st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "I;16"]), st.integers(26, 30), st.integers(26, 30), st.integers(0, 2**32 - 1))
+@given(
+    st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "I;16"]),
+    st.integers(26, 30),
+    st.integers(26, 30),
+    st.integers(0, 2**32 - 1),
+)
 def test_png_reader_on_pillow_images(scratch: Path, mode: str, width: int, height: int, seed: int) -> None:
     grey = np.random.default_rng(seed).integers(0, 256, (height, width), np.uint8)
     image = Image.fromarray(grey.astype(np.uint16) * 257) if mode == "I;16" else Image.fromarray(grey).convert(mode)
@@ -179,7 +199,9 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 DTYPES = hnp.scalar_dtypes() | hnp.byte_string_dtypes(max_len=3) | hnp.unicode_string_dtypes(max_len=3)
-SHAPES = st.sampled_from([(1, 28, 28), (2, 28, 28), (0, 28, 28), (2, 1, 28, 28), (3, 784), (28, 28), (2, 27, 28), (2, 3, 28, 28), (784,), ()])
+SHAPES = st.sampled_from(
+    [(1, 28, 28), (2, 28, 28), (0, 28, 28), (2, 1, 28, 28), (3, 784), (28, 28), (2, 27, 28), (2, 3, 28, 28), (784,), ()]
+)
 
 
 @FAST
@@ -223,7 +245,9 @@ def image_batches(draw: st.DrawFn) -> np.ndarray:
     values = draw(hnp.arrays("f8", shape, elements=IMAGE_ELEMENTS, fill=st.floats(0, 1)))
     dtype = draw(st.sampled_from(["<f4", ">f8", "<f2", "u1", "<i8"]))
     with np.errstate(all="ignore"):
-        return np.nan_to_num(values * 255).clip(0, 255).astype(dtype) if dtype in ("u1", "<i8") else values.astype(dtype)
+        return (
+            np.nan_to_num(values * 255).clip(0, 255).astype(dtype) if dtype in ("u1", "<i8") else values.astype(dtype)
+        )
 
 
 def _acceptable_images(array: np.ndarray) -> bool:
@@ -256,7 +280,11 @@ def test_as_images_returns_clean_batches_or_refuses(array: np.ndarray) -> None:
 @FAST
 @given(
     st.one_of(
-        st.none(), st.text(max_size=5), st.integers(), st.floats(), st.binary(max_size=5),
+        st.none(),
+        st.text(max_size=5),
+        st.integers(),
+        st.floats(),
+        st.binary(max_size=5),
         st.lists(st.floats() | st.integers() | st.text(max_size=2), max_size=4),
         st.builds(lambda value, n: [[value] * 784] * n, st.floats() | st.text(max_size=1), st.integers(0, 2)),
         st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
@@ -271,7 +299,13 @@ def test_as_images_refuses_other_values(value: Any) -> None:
 
 
 @FAST
-@given(st.integers(1, 5).flatmap(lambda d: st.tuples(st.just(d), hnp.arrays(DTYPES, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6)))))
+@given(
+    st.integers(1, 5).flatmap(
+        lambda d: st.tuples(
+            st.just(d), hnp.arrays(DTYPES, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6))
+        )
+    )
+)
 def test_as_latents_returns_finite_codes_or_refuses(sample: tuple[int, np.ndarray]) -> None:
     latent_dim, array = sample
     acceptable = array.ndim == 2 and array.shape[1] == latent_dim and array.shape[0] > 0 and array.dtype.kind in "fiu"
@@ -291,8 +325,15 @@ def test_as_latents_returns_finite_codes_or_refuses(sample: tuple[int, np.ndarra
 @FAST
 @given(
     st.one_of(
-        st.integers(-(2**70), 2**70), st.integers(-3, MAX_COUNT + 3), st.floats(), st.booleans(), st.none(), st.text(max_size=4),
-        st.integers(-5, 2**62).map(np.int64), st.integers(0, 255).map(np.uint8), st.floats(-5, 5).map(np.float32),
+        st.integers(-(2**70), 2**70),
+        st.integers(-3, MAX_COUNT + 3),
+        st.floats(),
+        st.booleans(),
+        st.none(),
+        st.text(max_size=4),
+        st.integers(-5, 2**62).map(np.int64),
+        st.integers(0, 255).map(np.uint8),
+        st.floats(-5, 5).map(np.float32),
     )
 )
 def test_as_count_returns_a_count_or_refuses(value: Any) -> None:
@@ -336,7 +377,10 @@ def test_scan_of_random_bytes_passes_or_is_a_model_error(data: bytes) -> None:
 
 
 @FAST
-@given(st.lists(st.tuples(st.integers(0, len(SHIPPED_ENCODER) - 1), st.integers(1, 255)), min_size=1, max_size=4), st.integers(0, len(SHIPPED_ENCODER)))
+@given(
+    st.lists(st.tuples(st.integers(0, len(SHIPPED_ENCODER) - 1), st.integers(1, 255)), min_size=1, max_size=4),
+    st.integers(0, len(SHIPPED_ENCODER)),
+)
 def test_scan_of_damaged_models_passes_or_is_a_model_error(flips: list[tuple[int, int]], keep: int) -> None:
     data = bytearray(SHIPPED_ENCODER)
     for position, mask in flips:

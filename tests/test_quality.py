@@ -13,15 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from conftest import DATA, TRAIN_IMAGES, VALID_IMAGES, needs_torch
 
+from digitvae.cli.quality import quality
 from digitvae.runtime import CheckpointError, DataFormatError, DigitVAE, InputError
 from digitvae.runtime.idx import read_mnist_labels
 from digitvae.runtime.manifest import sha256_file, shipped_models_dir
-from digitvae.cli.quality import quality
 from digitvae.runtime.prior import Prior
 from digitvae.train.quality import FeatureStats, feature_stats, frechet_distance, sqrt_psd, write_sample_quality
-
-from conftest import DATA, TRAIN_IMAGES, VALID_IMAGES, needs_torch
 
 KEYS = {"model", "prior", "n", "seed", "fid", "mean_confidence", "class_balance", "class_balance_entropy"}
 #: The shipped default's prior has classes: its samples are also asked for each digit.
@@ -53,7 +52,9 @@ def test_frechet_distance_to_the_identity_covariance_uses_the_eigenvalues() -> N
     a = np.random.default_rng(2).normal(size=(5, 5))
     cov = a @ a.T
     expected = 5 + np.trace(cov) - 2 * np.sqrt(np.linalg.eigvalsh(cov)).sum()
-    assert frechet_distance(stats(np.zeros(5), np.eye(5)), stats(np.zeros(5), cov)) == pytest.approx(expected, rel=1e-10)
+    assert frechet_distance(stats(np.zeros(5), np.eye(5)), stats(np.zeros(5), cov)) == pytest.approx(
+        expected, rel=1e-10
+    )
 
 
 def test_frechet_distance_of_identical_and_shifted_feature_sets() -> None:
@@ -150,8 +151,12 @@ def test_shift_augmentation_moves_each_digit_whole(fixture_digits: dict[str, np.
     assert moved.shape == x.shape
     offsets = set()
     for original, shifted in zip(x.numpy()[:, 0], moved[:, 0]):
-        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-                 if np.array_equal(np.roll(original, (dy, dx), axis=(0, 1)), shifted)]
+        found = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if np.array_equal(np.roll(original, (dy, dx), axis=(0, 1)), shifted)
+        ]
         assert len(found) == 1
         offsets.add(found[0])
     assert len(offsets) > 10
@@ -178,16 +183,24 @@ def test_classifier_checkpoint_round_trip_and_corruption(classifier: Any, tmp_pa
     truncated.write_bytes(path.read_bytes()[:1000])
     foreign = tmp_path / "foreign.pt"
     torch.save({"format": "something-else"}, foreign)
-    for bad, message in ((truncated, "not a readable"), (foreign, "not a digitvae classifier"), (tmp_path / "none.pt", "no such")):
+    for bad, message in (
+        (truncated, "not a readable"),
+        (foreign, "not a digitvae classifier"),
+        (tmp_path / "none.pt", "no such"),
+    ):
         with pytest.raises(CheckpointError, match=message):
             load_classifier(bad)
 
 
 @needs_torch
-def test_sample_quality_of_the_shipped_model(classifier: Any, fixture_digits: dict[str, np.ndarray], vae: DigitVAE) -> None:
+def test_sample_quality_of_the_shipped_model(
+    classifier: Any, fixture_digits: dict[str, np.ndarray], vae: DigitVAE
+) -> None:
     from digitvae.train.quality import real_quality, sample_quality
 
-    real, reference = real_quality(classifier, fixture_digits["valid"], fixture_digits["valid_labels"], fixture_digits["train"])
+    real, reference = real_quality(
+        classifier, fixture_digits["valid"], fixture_digits["valid_labels"], fixture_digits["train"]
+    )
     result = sample_quality(vae, classifier, reference, n=200, seed=1)
     assert set(result) == KEYS | PER_CLASS and (result["model"], result["n"], result["seed"]) == ("mnist-vae", 200, 1)
     assert result["prior"] == "gaussian_mixture" and len(result["conditional_accuracy"]["per_class"]) == 10
@@ -198,7 +211,10 @@ def test_sample_quality_of_the_shipped_model(classifier: Any, fixture_digits: di
     assert 0.1 <= result["mean_confidence"] < real["mean_confidence"]
     plain = sample_quality(DigitVAE.load(prior=False), classifier, reference, n=200, seed=1)
     assert plain["prior"] == "standard_normal" and "conditional_accuracy" not in plain
-    assert plain["mean_confidence"] < real["mean_confidence"] - 0.05 and plain["mean_confidence"] < result["mean_confidence"]
+    assert (
+        plain["mean_confidence"] < real["mean_confidence"] - 0.05
+        and plain["mean_confidence"] < result["mean_confidence"]
+    )
     assert result == sample_quality(vae, classifier, fixture_digits["valid"], n=200, seed=1)
     # The FID ranks real digits above the model's samples, and those far above noise.
     noise = np.random.default_rng(0).uniform(size=(200, 28, 28))
@@ -235,7 +251,9 @@ class RealDigits:
 
 
 @needs_torch
-def test_conditional_accuracy_counts_the_requested_digit(classifier: Any, fixture_digits: dict[str, np.ndarray]) -> None:
+def test_conditional_accuracy_counts_the_requested_digit(
+    classifier: Any, fixture_digits: dict[str, np.ndarray]
+) -> None:
     from digitvae.train.quality import sample_quality
 
     images, labels = fixture_digits["valid"], fixture_digits["valid_labels"]
@@ -257,8 +275,8 @@ def run(*args: object) -> Result:
 @pytest.fixture(scope="module")
 def saved_classifier(classifier: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Save the fixture classifier as the command would, for the fixture data folder."""
-    from digitvae.train.classifier import ClassifierCheckpoint, ClassifierTrainConfig, save_classifier
     from digitvae.cli.quality import describe_labelled
+    from digitvae.train.classifier import ClassifierCheckpoint, ClassifierTrainConfig, save_classifier
     from digitvae.train.data import load_splits
 
     train, valid = load_splits(DATA, None, None)
@@ -273,7 +291,9 @@ def test_quality_command_json_and_write(saved_classifier: Path, tmp_path: Path) 
     model, twin = tmp_path / "copy", tmp_path / "twin"
     for folder in (model, twin):
         shutil.copytree(shipped_models_dir() / "mnist-vae", folder)
-    result = run("--data", DATA, "--classifier", saved_classifier, "-m", twin, "-m", model, "--n", 50, "--json", "--write")
+    result = run(
+        "--data", DATA, "--classifier", saved_classifier, "-m", twin, "-m", model, "--n", 50, "--json", "--write"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["classifier"]["path"] == str(saved_classifier)
@@ -291,7 +311,9 @@ def test_quality_command_json_and_write(saved_classifier: Path, tmp_path: Path) 
 
 
 @needs_torch
-def test_quality_command_trains_once_then_reuses_its_classifier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quality_command_trains_once_then_reuses_its_classifier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import digitvae.train.classifier as classifier_module
     from digitvae.train.classifier import train_classifier
 
@@ -325,7 +347,9 @@ def test_quality_command_refuses_other_data_and_missing_labels(saved_classifier:
     shutil.copy(DATA / "t10k-labels-idx1-ubyte.gz", mixed / "train-labels-idx1-ubyte.gz")
     shutil.copy(DATA / "t10k-images-idx3-ubyte.gz", mixed / "train-images-idx3-ubyte.gz")
     result = run("--data", mixed, "--classifier", saved_classifier)
-    assert isinstance(result.exception, CheckpointError) and "trained on train-images-idx3-ubyte.gz" in str(result.exception)
+    assert isinstance(result.exception, CheckpointError) and "trained on train-images-idx3-ubyte.gz" in str(
+        result.exception
+    )
 
 
 def test_table_shows_conditional_accuracy_only_for_conditional_models() -> None:
@@ -350,7 +374,9 @@ def test_quality_command_loads_without_torch(tmp_path: Path) -> None:
         result = CliRunner().invoke(quality, [])
         print(type(result.exception).__name__, result.exception)
     """
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("MissingDependencyError") and "digitvae[train]" in out.stdout
 

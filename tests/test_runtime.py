@@ -65,7 +65,9 @@ def test_reconstruction_is_close_to_the_input(vae: DigitVAE, digits: np.ndarray)
 
 @pytest.mark.parametrize("layout", ["n28x28", "n1x28x28", "n784"])
 @pytest.mark.parametrize("kind", ["uint8", "float32", "float64"])
-def test_every_accepted_image_layout_gives_the_same_encoding(vae: DigitVAE, digits: np.ndarray, layout: str, kind: str) -> None:
+def test_every_accepted_image_layout_gives_the_same_encoding(
+    vae: DigitVAE, digits: np.ndarray, layout: str, kind: str
+) -> None:
     x = digits[:8]
     reference = vae.encode(x)[0]
     array = x if kind == "uint8" else (x / 255.0).astype(kind)
@@ -159,7 +161,11 @@ def test_missing_model_and_missing_files(tmp_path: Path) -> None:
 def test_encoder_decoder_swap_is_refused(tmp_path: Path) -> None:
     model = _copy_shipped(tmp_path)
     text = (model / "model.json").read_text()
-    text = text.replace('"encoder.onnx"', '"SWAP"').replace('"decoder.onnx"', '"encoder.onnx"').replace('"SWAP"', '"decoder.onnx"')
+    text = (
+        text.replace('"encoder.onnx"', '"SWAP"')
+        .replace('"decoder.onnx"', '"encoder.onnx"')
+        .replace('"SWAP"', '"decoder.onnx"')
+    )
     # Keep the hashes consistent with the swapped paths, so only the signature check can catch it.
     import json
 
@@ -202,7 +208,9 @@ def test_provider_names_short_full_and_unknown() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider")
-def test_provider_that_fails_to_start_is_detected(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_provider_that_fails_to_start_is_detected(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """onnxruntime drops a provider that cannot start without raising: we must notice."""
     from digitvae.runtime import providers
 

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import VALID_IMAGES
+from test_cli import assert_clean_failure, copy_shipped_model, invoke, listing, ok
 
 from digitvae.runtime import DigitVAE, InputError, ModelError, OutlierDetector
 from digitvae.runtime.manifest import shipped_models_dir
 from digitvae.runtime.scoring import Calibration, calibrate, code_length
-
-from conftest import VALID_IMAGES
-from test_cli import assert_clean_failure, copy_shipped_model, invoke, listing, ok
 
 
 def test_one_check_takes_the_central_quantiles_of_validation_scores() -> None:
@@ -26,7 +25,11 @@ def test_one_check_takes_the_central_quantiles_of_validation_scores() -> None:
     assert c["checks"]["nll"]["high"] == pytest.approx(np.quantile(scores, 0.995), abs=1e-3)
     assert c["k"] == 10 and c["digits"] == 1000 and c["flagged"] <= 0.01
     low, high = c["checks"]["nll"]["low"], c["checks"]["nll"]["high"]
-    assert Calibration(10, {"nll": (low, high)}).flags({"nll": np.array([low - 1, 500.0, high + 1])}) == ["nll low", "", "nll high"]
+    assert Calibration(10, {"nll": (low, high)}).flags({"nll": np.array([low - 1, 500.0, high + 1])}) == [
+        "nll low",
+        "",
+        "nll high",
+    ]
     with pytest.raises(InputError, match="at least 100"):
         calibrate({"nll": scores[:50]}, k=10, data="valid")
 
@@ -74,10 +77,17 @@ def test_code_length_measures_how_much_an_image_compresses(digits: np.ndarray) -
 
 
 def test_calibration_reads_both_formats_and_explains_what_is_wrong() -> None:
-    new = {"score": {"k": 7, "checks": {"nll": {"low": 1.0, "high": 2.0}, "ratio": {"low": -1.0, "high": 1.0}},
-                     "reference": {"model": "mnist-vae-geron", "sha256": {}}}}
+    new = {
+        "score": {
+            "k": 7,
+            "checks": {"nll": {"low": 1.0, "high": 2.0}, "ratio": {"low": -1.0, "high": 1.0}},
+            "reference": {"model": "mnist-vae-geron", "sha256": {}},
+        }
+    }
     c = Calibration.from_metrics(new)
-    assert c.k == 7 and c.ranges == {"nll": (1.0, 2.0), "ratio": (-1.0, 1.0)} and c.reference["model"] == "mnist-vae-geron"
+    assert (
+        c.k == 7 and c.ranges == {"nll": (1.0, 2.0), "ratio": (-1.0, 1.0)} and c.reference["model"] == "mnist-vae-geron"
+    )
     old = Calibration.from_metrics({"score": {"low": 1.0, "high": 2.0, "k": 7}})  # before the other checks existed
     assert old.ranges == {"nll": (1.0, 2.0)} and old.reference is None
     assert Calibration.from_metrics(new, (0.0, 5.0)).ranges["nll"] == (0.0, 5.0)
@@ -89,8 +99,13 @@ def test_calibration_reads_both_formats_and_explains_what_is_wrong() -> None:
     no_reference = {"score": {"k": 7, "checks": new["score"]["checks"]}}
     with pytest.raises(ModelError, match="reference"):
         Calibration.from_metrics(no_reference)
-    for broken in ({"k": "x", "low": 1, "high": 2}, {"checks": {"nll": {"low": 1}}}, {"checks": {"psnr": {"low": 1, "high": 2}}},
-                   {"checks": []}, {"k": 7}):
+    for broken in (
+        {"k": "x", "low": 1, "high": 2},
+        {"checks": {"nll": {"low": 1}}},
+        {"checks": {"psnr": {"low": 1, "high": 2}}},
+        {"checks": []},
+        {"k": 7},
+    ):
         with pytest.raises(ModelError, match="metrics.score"):
             Calibration.from_metrics({"score": broken})
 
@@ -130,15 +145,19 @@ def test_calibrate_stores_the_ranges_and_plane_and_keeps_the_rest(calibrated: Pa
 
 def _odd_images(digits: np.ndarray) -> np.ndarray:
     rng = np.random.default_rng(0)
-    return np.stack([
-        rng.integers(0, 256, (28, 28)),  # noise
-        np.zeros((28, 28)),  # blank
-        255 - digits[0],  # inverted
-        255 - digits[1],
-    ]).astype(np.uint8)
+    return np.stack(
+        [
+            rng.integers(0, 256, (28, 28)),  # noise
+            np.zeros((28, 28)),  # blank
+            255 - digits[0],  # inverted
+            255 - digits[1],
+        ]
+    ).astype(np.uint8)
 
 
-def test_score_with_a_fresh_calibration_flags_noise_and_inverted(calibrated: Path, tmp_path: Path, digits: np.ndarray) -> None:
+def test_score_with_a_fresh_calibration_flags_noise_and_inverted(
+    calibrated: Path, tmp_path: Path, digits: np.ndarray
+) -> None:
     np.save(tmp_path / "odd.npy", _odd_images(digits))
     report = json.loads(ok(invoke("score", tmp_path / "odd.npy", "--model", calibrated, "--json")).stdout)
     flags = [s["flag"] for s in report["scores"]]
@@ -159,7 +178,9 @@ def test_shipped_model_flags_noise_blank_and_inverted_digits(tmp_path: Path, dig
     flags = [s["flag"] for s in report["scores"]]
     # A blank page is as likely as a simple digit under the learned prior (51.7 nats), but far too
     # likely for an image that compresses to a few bytes: the complexity check flags it.
-    assert ["nll high" in flags[0], "complexity high" in flags[1], "nll high" in flags[2], "nll high" in flags[3]] == [True] * 4
+    assert ["nll high" in flags[0], "complexity high" in flags[1], "nll high" in flags[2], "nll high" in flags[3]] == [
+        True
+    ] * 4
     real = json.loads(ok(invoke("score", VALID_IMAGES, "--json")).stdout)
     assert real["outliers"] <= 3
 
@@ -208,7 +229,10 @@ def test_a_hand_edited_conditional_reference_is_refused(with_reference: tuple[Pa
     model, _ = with_reference
     manifest = json.loads((model / "model.json").read_text())
     cvae = DigitVAE.load("mnist-cvae").manifest.files("fp32")
-    manifest["metrics"]["score"]["reference"] = {"model": "mnist-cvae", "sha256": {r: f.sha256 for r, f in cvae.items()}}
+    manifest["metrics"]["score"]["reference"] = {
+        "model": "mnist-cvae",
+        "sha256": {r: f.sha256 for r, f in cvae.items()},
+    }
     (model / "model.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="conditional"):
         OutlierDetector.load(model)
@@ -217,8 +241,12 @@ def test_a_hand_edited_conditional_reference_is_refused(with_reference: tuple[Pa
 def test_calibrate_refuses_the_model_as_its_own_reference(tmp_path: Path) -> None:
     model = copy_shipped_model(tmp_path / "m")
     before = (model / "model.json").read_bytes()
-    assert_clean_failure(invoke("calibrate", model, "--reference", "mnist-vae", "--data", VALID_IMAGES, "--k", 2), "model itself")
-    assert_clean_failure(invoke("calibrate", model, "--reference", "mnist-cvae", "--data", VALID_IMAGES, "--k", 2), "conditional")
+    assert_clean_failure(
+        invoke("calibrate", model, "--reference", "mnist-vae", "--data", VALID_IMAGES, "--k", 2), "model itself"
+    )
+    assert_clean_failure(
+        invoke("calibrate", model, "--reference", "mnist-cvae", "--data", VALID_IMAGES, "--k", 2), "conditional"
+    )
     assert (model / "model.json").read_bytes() == before
 
 
@@ -228,7 +256,9 @@ def test_score_without_calibration_is_a_clean_error_unless_a_range_is_given(tmp_
     manifest.get("metrics", {}).pop("score", None)
     (model / "model.json").write_text(json.dumps(manifest))
     assert_clean_failure(invoke("score", VALID_IMAGES, "--model", model), "calibrate")
-    report = json.loads(ok(invoke("score", VALID_IMAGES, "--model", model, "--range", 0, 1000, "--limit", 3, "--json")).stdout)
+    report = json.loads(
+        ok(invoke("score", VALID_IMAGES, "--model", model, "--range", 0, 1000, "--limit", 3, "--json")).stdout
+    )
     assert report["outliers"] == 0 and len(report["scores"]) == 3
 
 
@@ -242,7 +272,9 @@ def test_calibrate_refuses_too_few_digits_and_leaves_the_model_alone(tmp_path: P
 
 def test_evaluate_write_stores_the_figures_per_variant(tmp_path: Path) -> None:
     model = copy_shipped_model(tmp_path / "m")
-    report = json.loads(ok(invoke("evaluate", "--data", VALID_IMAGES, "--k", 4, "--model", model, "--json", "--write")).stdout)
+    report = json.loads(
+        ok(invoke("evaluate", "--data", VALID_IMAGES, "--k", 4, "--model", model, "--json", "--write")).stdout
+    )
     stored = json.loads((model / "model.json").read_text())["metrics"]["likelihood"]["fp32"]
     assert stored["iw_nll"] == report["iw_nll"] and stored["k"] == 4 and stored["digits"] == 100
     DigitVAE.load(model)  # the manifest stays valid

@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from test_cli import assert_clean_failure, invoke, listing
 
 from digitvae.runtime import DigitVAE, IntegrityError, ModelError
 from digitvae.runtime.manifest import shipped_models_dir
 from digitvae.runtime.onnxscan import check_self_contained
-
-from test_cli import assert_clean_failure, invoke, listing
 
 needs_onnx = pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="needs the [train] extra (onnx)")
 
@@ -147,7 +146,9 @@ DAMAGE: dict[str, Callable[[bytes], bytes]] = {
 
 @pytest.mark.parametrize("damage", DAMAGE)
 @pytest.mark.parametrize("role", ["encoder", "decoder"])
-def test_changed_onnx_file_is_refused_before_any_session(tmp_path: Path, sessions: list[bytes], role: str, damage: str) -> None:
+def test_changed_onnx_file_is_refused_before_any_session(
+    tmp_path: Path, sessions: list[bytes], role: str, damage: str
+) -> None:
     model = copy_model(tmp_path / "model")
     path = model / f"{role}.onnx"
     path.write_bytes(DAMAGE[damage](path.read_bytes()))
@@ -188,7 +189,18 @@ def test_external_data_is_found_wherever_a_tensor_can_sit(tmp_path: Path, place:
 
 @pytest.mark.parametrize(
     "location",
-    ["/etc/passwd", "../secret.bin", "sub/../../secret.bin", "a/../b.bin", "..", "..\\secret.bin", "C:\\w.bin", "\\\\host\\share\\w", "", "w\0.bin"],
+    [
+        "/etc/passwd",
+        "../secret.bin",
+        "sub/../../secret.bin",
+        "a/../b.bin",
+        "..",
+        "..\\secret.bin",
+        "C:\\w.bin",
+        "\\\\host\\share\\w",
+        "",
+        "w\0.bin",
+    ],
 )
 def test_locations_leaving_the_folder_are_refused_as_such(tmp_path: Path, location: str) -> None:
     path = tmp_path / "decoder.onnx"
@@ -242,7 +254,17 @@ def test_embedded_tensors_and_unknown_fields_pass() -> None:
         graph_with(message(5, message(13, message(1, b"location") + message(2, b"\xff\xfe")) + number(14, 1))),
         graph_with(message(5, varint(14 << 3 | 2) + varint(0))),  # data_location as bytes
     ],
-    ids=["no-length", "overlong", "cut-inside", "long-varint", "wrong-wire-type", "group", "field-0", "bad-utf8", "location-as-bytes"],
+    ids=[
+        "no-length",
+        "overlong",
+        "cut-inside",
+        "long-varint",
+        "wrong-wire-type",
+        "group",
+        "field-0",
+        "bad-utf8",
+        "location-as-bytes",
+    ],
 )
 def test_malformed_protobuf_is_a_model_error(data: bytes) -> None:
     with pytest.raises(ModelError, match="not a valid ONNX model"):
@@ -296,7 +318,9 @@ def test_cli_refuses_external_data_cleanly(tmp_path: Path) -> None:
     install(model, "decoder", graph_with(message(5, tensor(location="../../etc/shadow"))))
     out = tmp_path / "out"
     out.mkdir()
-    line = assert_clean_failure(invoke("generate", "-n", 2, "--model", model, "-o", out / "x.png"), "outside the model folder")
+    line = assert_clean_failure(
+        invoke("generate", "-n", 2, "--model", model, "-o", out / "x.png"), "outside the model folder"
+    )
     assert "decoder.onnx" in line and "../../etc/shadow" in line
     assert listing(out) == []
 
@@ -331,8 +355,18 @@ def _onnx_model(place: str, location: str | None) -> bytes:
     elif place == "constant-node":
         nodes.insert(0, helper.make_node("Constant", [], ["w"], value=w))
     elif place == "if-subgraph":
-        then = helper.make_graph([helper.make_node("Constant", [], ["b"], value=w)], "then", [], [helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 2])])
-        other = helper.make_graph([helper.make_node("Identity", ["x"], ["c"])], "else", [], [helper.make_tensor_value_info("c", TensorProto.FLOAT, [2, 2])])
+        then = helper.make_graph(
+            [helper.make_node("Constant", [], ["b"], value=w)],
+            "then",
+            [],
+            [helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 2])],
+        )
+        other = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["c"])],
+            "else",
+            [],
+            [helper.make_tensor_value_info("c", TensorProto.FLOAT, [2, 2])],
+        )
         initializers.append(numpy_helper.from_array(np.array(True), "cond"))
         nodes = [helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other)]
     elif place == "function":
@@ -360,7 +394,9 @@ def test_onnx_built_external_data_is_refused(tmp_path: Path, place: str) -> None
 
 @needs_onnx
 @pytest.mark.parametrize("location", ["../secret.bin", "/tmp/secret.bin", "weights.bin"])
-def test_shipped_encoder_with_an_external_weight_is_refused(tmp_path: Path, sessions: list[bytes], location: str) -> None:
+def test_shipped_encoder_with_an_external_weight_is_refused(
+    tmp_path: Path, sessions: list[bytes], location: str
+) -> None:
     import onnx
 
     model = copy_model(tmp_path / "model")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch
+
 from digitvae.runtime import CheckpointError, DigitVAE, ExportError, OutputError
 
 pytestmark = needs_torch
@@ -25,9 +25,14 @@ def _tiny_train(out: Path, epochs: int = 1, resume: bool = False, seed: int = 0)
     train_split, valid_split = load_splits(None, TRAIN_IMAGES, VALID_IMAGES)
     small = VAEConfig(encoder_hidden=(64,), decoder_hidden=(64,), latent_dim=4)
     return train(
-        train_split, valid_split, out, model_config=small,
-        train_config=TrainConfig(epochs=epochs, batch_size=50, seed=seed), preset="tiny",
-        resume=resume, epochs=epochs if resume else None,
+        train_split,
+        valid_split,
+        out,
+        model_config=small,
+        train_config=TrainConfig(epochs=epochs, batch_size=50, seed=seed),
+        preset="tiny",
+        resume=resume,
+        epochs=epochs if resume else None,
     )
 
 
@@ -137,10 +142,7 @@ def test_export_contract(tiny_model: Path) -> None:
         onnx.checker.check_model(model, full_check=True)
 
         def dims(values):
-            return {
-                v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-                for v in values
-            }
+            return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
 
         assert dims(model.graph.input) == inputs
         assert dims(model.graph.output) == outputs
@@ -200,9 +202,18 @@ def test_export_refuses_to_replace_without_force(tiny_run: Path, tmp_path: Path)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     export_checkpoint(tiny_run, out, force=True)
     assert sorted(p.name for p in out.iterdir()) == [
-        "decoder.fp16.onnx", "decoder.int8.onnx", "decoder.onnx", "encoder.fp16.onnx", "encoder.int8.onnx",
-        "encoder.onnx", "generator.fp16.onnx", "generator.int8.onnx", "generator.onnx", "model.json",
-        "prior.onnx", "prior_density.onnx",
+        "decoder.fp16.onnx",
+        "decoder.int8.onnx",
+        "decoder.onnx",
+        "encoder.fp16.onnx",
+        "encoder.int8.onnx",
+        "encoder.onnx",
+        "generator.fp16.onnx",
+        "generator.int8.onnx",
+        "generator.onnx",
+        "model.json",
+        "prior.onnx",
+        "prior_density.onnx",
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch
+
 from digitvae.runtime import DigitVAE, InputError
 
 pytestmark = needs_torch
@@ -15,7 +15,7 @@ pytestmark = needs_torch
 torch = pytest.importorskip("torch")
 
 
-def _digits(n: int = 64) -> "torch.Tensor":
+def _digits(n: int = 64) -> torch.Tensor:
     from digitvae.runtime.idx import read_mnist_images
 
     return torch.from_numpy(read_mnist_images(TRAIN_IMAGES)[:n].reshape(n, -1).astype(np.float32) / 255)
@@ -69,8 +69,12 @@ def test_learning_rate_schedule_and_kl_warmup() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value", "fragment"),
-    [("iw_samples", 0, "iw_samples"), ("augment", 1.5, "augment"), ("lr_schedule", "step", "lr_schedule"),
-     ("kl_warmup", -1, "kl_warmup")],
+    [
+        ("iw_samples", 0, "iw_samples"),
+        ("augment", 1.5, "augment"),
+        ("lr_schedule", "step", "lr_schedule"),
+        ("kl_warmup", -1, "kl_warmup"),
+    ],
 )
 def test_bad_training_settings_are_refused(field: str, value: object, fragment: str) -> None:
     from digitvae.train.config import TrainConfig
@@ -88,8 +92,12 @@ def test_conditional_vae_trains_exports_and_draws_the_asked_digit(tmp_path: Path
     train_split, valid_split = load_splits(None, TRAIN_IMAGES, VALID_IMAGES)
     config = VAEConfig(encoder_hidden=(64,), decoder_hidden=(64,), latent_dim=4, num_classes=10)
     train(
-        train_split, valid_split, tmp_path / "run", model_config=config,
-        train_config=TrainConfig(epochs=2, batch_size=50, iw_samples=2, augment=0.5, kl_warmup=2), preset="tiny-cvae",
+        train_split,
+        valid_split,
+        tmp_path / "run",
+        model_config=config,
+        train_config=TrainConfig(epochs=2, batch_size=50, iw_samples=2, augment=0.5, kl_warmup=2),
+        preset="tiny-cvae",
     )
     result = export_checkpoint(tmp_path / "run", tmp_path / "cvae")
     assert result.manifest.num_classes == 10
@@ -104,7 +112,9 @@ def test_conditional_vae_trains_exports_and_draws_the_asked_digit(tmp_path: Path
     assert not np.array_equal(z, vae.sample_latents(6, seed=1, digit=1))
     assert not np.array_equal(sevens, vae.decode(z, np.full(6, 1)))
     # Without a digit the classes take turns, so a grid of ten columns holds one class per column.
-    np.testing.assert_allclose(vae.generate(12, seed=1), vae.decode(vae.sample_latents(12, seed=1), np.arange(12) % 10), atol=1e-6)
+    np.testing.assert_allclose(
+        vae.generate(12, seed=1), vae.decode(vae.sample_latents(12, seed=1), np.arange(12) % 10), atol=1e-6
+    )
     digits = valid_split.images[:10]
     assert vae.iw_nll(digits, 5, labels=valid_split.labels[:10]).shape == (10,)
     with pytest.raises(InputError, match="conditional"):
@@ -126,7 +136,9 @@ def test_conditional_training_needs_labels(tmp_path: Path) -> None:
     unlabelled = replace(train_split, labels=None, labels_path=None)
     with pytest.raises(InputError, match="needs labels"):
         train(
-            unlabelled, valid_split, tmp_path / "run",
+            unlabelled,
+            valid_split,
+            tmp_path / "run",
             model_config=VAEConfig(encoder_hidden=(8,), decoder_hidden=(8,), latent_dim=2, num_classes=10),
             train_config=TrainConfig(epochs=1),
         )
@@ -140,9 +152,12 @@ def test_validation_every_few_epochs_and_after_the_last(tmp_path: Path) -> None:
     train_split, valid_split = load_splits(None, TRAIN_IMAGES, VALID_IMAGES)
     seen: list[EpochStats] = []
     ckpt = train(
-        train_split, valid_split, tmp_path / "run",
+        train_split,
+        valid_split,
+        tmp_path / "run",
         model_config=VAEConfig(encoder_hidden=(16,), decoder_hidden=(16,), latent_dim=2),
-        train_config=TrainConfig(epochs=5, batch_size=100, eval_every=2), on_epoch=seen.append,
+        train_config=TrainConfig(epochs=5, batch_size=100, eval_every=2),
+        on_epoch=seen.append,
     )
     assert [s.valid_loss is not None for s in seen] == [False, True, False, True, True]
     assert [h["valid_loss"] is not None for h in ckpt.history] == [False, True, False, True, True]

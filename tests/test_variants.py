@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import HAVE_TORCH, VALID_IMAGES, needs_torch
+from test_cli import assert_clean_failure, invoke, ok
 
 from digitvae.runtime import DigitVAE, ExportError, IntegrityError, ModelError
 from digitvae.runtime.manifest import read_manifest, shipped_models_dir
-
-from conftest import HAVE_TORCH, VALID_IMAGES, needs_torch
-from test_cli import assert_clean_failure, invoke, ok
 
 pytestmark = needs_torch  # making variants needs onnx (the [train] extra); loading them does not
 
@@ -109,8 +108,10 @@ def test_variant_selection_runs_that_file(model_dir: Path, loaded: dict[str, Dig
 def test_unknown_variant_names_the_ones_that_exist(model_dir: Path) -> None:
     with pytest.raises(ModelError, match="no variant 'int4'.*fp16, fp32, int8"):
         DigitVAE.load(model_dir, variant="int4")
-    assert_clean_failure(invoke("generate", "-n", 1, "-o", model_dir.parent / "x.png", "--model", model_dir,
-                                "--variant", "int4"), "fp16, fp32, int8")
+    assert_clean_failure(
+        invoke("generate", "-n", 1, "-o", model_dir.parent / "x.png", "--model", model_dir, "--variant", "int4"),
+        "fp16, fp32, int8",
+    )
 
 
 def test_a_modified_variant_file_is_refused(model_dir: Path, tmp_path: Path) -> None:
@@ -124,12 +125,41 @@ def test_a_modified_variant_file_is_refused(model_dir: Path, tmp_path: Path) -> 
 
 
 def test_cli_generate_and_reconstruct_take_variant_and_threads(model_dir: Path, tmp_path: Path) -> None:
-    ok(invoke("generate", "-n", 2, "--seed", 3, "-o", tmp_path / "a.npy", "--model", model_dir, "--variant", "int8",
-              "--threads", 1))
+    ok(
+        invoke(
+            "generate",
+            "-n",
+            2,
+            "--seed",
+            3,
+            "-o",
+            tmp_path / "a.npy",
+            "--model",
+            model_dir,
+            "--variant",
+            "int8",
+            "--threads",
+            1,
+        )
+    )
     want = DigitVAE.load(model_dir, variant="int8").generate(2, seed=3)
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), want)
-    ok(invoke("reconstruct", VALID_IMAGES, "--limit", 3, "-o", tmp_path / "r.npy", "--model", model_dir,
-              "--variant", "fp16", "--threads", 2))
+    ok(
+        invoke(
+            "reconstruct",
+            VALID_IMAGES,
+            "--limit",
+            3,
+            "-o",
+            tmp_path / "r.npy",
+            "--model",
+            model_dir,
+            "--variant",
+            "fp16",
+            "--threads",
+            2,
+        )
+    )
     assert np.load(tmp_path / "r.npy").shape == (3, 28, 28)
 
 
@@ -139,14 +169,17 @@ def test_refreshing_variants_is_repeatable_and_keeps_other_files(model_dir: Path
     (folder / "NOTES.txt").write_text("kept\n")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     result = ok(invoke("variants", folder))
-    assert "decoder.int8.onnx" in result.stdout and read_manifest(folder).files("int8")["decoder"].sha256 in result.stdout
+    assert (
+        "decoder.int8.onnx" in result.stdout and read_manifest(folder).files("int8")["decoder"].sha256 in result.stdout
+    )
     after = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert after == before  # quantization and conversion are deterministic
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
-def test_a_variant_beyond_tolerance_fails_and_writes_nothing(model_dir: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_variant_beyond_tolerance_fails_and_writes_nothing(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "m"
     shutil.copytree(model_dir, folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
@@ -192,7 +225,10 @@ def test_cost_counts_convolutions_and_batched_matmuls() -> None:
     m = helper.make_tensor("m", TensorProto.FLOAT, [28, 10], np.zeros(280, np.float32))
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("MatMul", ["c", "m"], ["y"])],
-        "g", [x], [y], [w, m],
+        "g",
+        [x],
+        [y],
+        [w, m],
     )
     cost = V.model_cost(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
     assert cost["flops_per_digit"] == 2 * (8 * 28 * 28 * 9) + 2 * (8 * 28 * 10 * 28)
@@ -215,10 +251,13 @@ def test_a_conditional_model_keeps_its_int64_label_input() -> None:
         helper.make_tensor("shape", TensorProto.INT64, [4], np.array([-1, 1, 28, 28])),
     ]
     out = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 1, 28, 28]) for n in ("logits", "image")]
-    ins = [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4]),
-           helper.make_tensor_value_info("label", TensorProto.INT64, ["N"])]
-    blob = helper.make_model(helper.make_graph(nodes, "d", ins, out, inits),
-                             opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    ins = [
+        helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4]),
+        helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+    ]
+    blob = helper.make_model(
+        helper.make_graph(nodes, "d", ins, out, inits), opset_imports=[helper.make_opsetid("", 18)]
+    ).SerializeToString()
     feeds = {"z": rng.standard_normal((5, 4), dtype=np.float32), "label": np.arange(5, dtype=np.int64)}
     for convert in (V.quantize_int8, V.convert_fp16):
         converted = convert(blob)

@@ -7,7 +7,6 @@ from typing import Any
 
 from digitvae.runtime.errors import CheckpointError, InputError
 
-
 ACTIVATIONS = ("elu", "relu", "tanh")
 #: Classes of MNIST: the digits 0-9.
 DIGIT_CLASSES = 10
@@ -40,8 +39,9 @@ class VAEConfig:
             raise InputError(f"num_classes must be 0 (unconditional) or 2-1000, got {self.num_classes}")
         if not 0 <= self.prior_components <= 10_000:
             raise InputError(f"prior_components must be between 0 (N(0, I)) and 10000, got {self.prior_components}")
-        if self.prior_classes and (self.num_classes or not self.prior_components
-                                   or self.prior_components % self.prior_classes):
+        if self.prior_classes and (
+            self.num_classes or not self.prior_components or self.prior_components % self.prior_classes
+        ):
             raise InputError(
                 f"prior_classes ({self.prior_classes}) needs an unconditional model whose prior_components "
                 f"({self.prior_components}) it divides"
@@ -106,7 +106,13 @@ _BETTER_MODEL = VAEConfig(latent_dim=32)
 #: Augmented digits, the 3-sample IWAE bound and a cosine learning rate from 2e-3; early
 #: stopping on the validation split keeps the best epoch.
 _BETTER_TRAIN = TrainConfig(
-    epochs=250, batch_size=150, lr=2e-3, iw_samples=3, augment=0.5, lr_schedule="cosine", lr_final_ratio=0.02,
+    epochs=250,
+    batch_size=150,
+    lr=2e-3,
+    iw_samples=3,
+    augment=0.5,
+    lr_schedule="cosine",
+    lr_final_ratio=0.02,
     eval_every=5,
 )
 

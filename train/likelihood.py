@@ -7,7 +7,7 @@ two computations see identical posterior samples and differ only by float roundi
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

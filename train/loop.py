@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -52,7 +52,9 @@ def to_labels(split: Split, config: VAEConfig) -> torch.Tensor | None:
     if not classes:
         return None
     if split.labels is None:
-        raise InputError(f"{split.images_path}: this model needs labels (it has classes), but no labels file sits beside it")
+        raise InputError(
+            f"{split.images_path}: this model needs labels (it has classes), but no labels file sits beside it"
+        )
     if int(split.labels.max()) >= classes:
         raise InputError(f"{split.images_path}: labels go up to {int(split.labels.max())}, beyond {classes} classes")
     return torch.from_numpy(split.labels.astype(np.int64))
@@ -116,7 +118,9 @@ def train(
             logger.warning("resuming on different training data than the checkpoint was trained on")
     else:
         if last_path.exists():
-            raise CheckpointError(f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
+            raise CheckpointError(
+                f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or choose another --out"
+            )
         if model_config is None or train_config is None:
             raise InputError("train() needs model_config and train_config unless resuming")
         torch.manual_seed(train_config.seed)
@@ -131,8 +135,10 @@ def train(
             epoch=0,
             generator_state=torch.Generator().manual_seed(train_config.seed).get_state(),
             # The path lets export fit the prior on the same digits; model.json keeps only the name.
-            data={"train": {**train_split.describe(), "path": str(train_split.images_path.resolve())},
-                  "valid": valid_split.describe()},
+            data={
+                "train": {**train_split.describe(), "path": str(train_split.images_path.resolve())},
+                "valid": valid_split.describe(),
+            },
             command=command,
             package_version=__version__,
         )
@@ -201,7 +207,9 @@ def _run(
             ckpt.best = {"epoch": epoch, "valid_loss": valid_loss, "train_loss": train_loss}
             save_checkpoint(ckpt, out_dir / BEST)
         save_checkpoint(ckpt, out_dir / LAST)
-        logger.info("epoch %d: train %.3f valid %s", epoch, train_loss, "-" if valid_loss is None else f"{valid_loss:.3f}")
+        logger.info(
+            "epoch %d: train %.3f valid %s", epoch, train_loss, "-" if valid_loss is None else f"{valid_loss:.3f}"
+        )
         if on_epoch is not None:
             on_epoch(EpochStats(epoch, cfg.epochs, train_loss, valid_loss, seconds, is_best))
     return ckpt

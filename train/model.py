@@ -69,7 +69,9 @@ class VAE(nn.Module):
         classes = self.config.prior_classes
         if not classes:
             return torch.logsumexp(per_component + torch.log_softmax(self.prior_logits, dim=0), dim=-1) - constant
-        grouped = per_component.unflatten(-1, (classes, -1)) + torch.log_softmax(self.prior_logits.view(classes, -1), dim=-1)
+        grouped = per_component.unflatten(-1, (classes, -1)) + torch.log_softmax(
+            self.prior_logits.view(classes, -1), dim=-1
+        )
         per_class = torch.logsumexp(grouped, dim=-1)  # [..., N, C]
         if label is None:
             return torch.logsumexp(per_class, dim=-1) - math.log(classes) - constant
@@ -103,7 +105,10 @@ class VAE(nn.Module):
         return self.decode(z, label), mean, logvar
 
     def neg_elbo(
-        self, x: torch.Tensor, generator: torch.Generator | None = None, label: torch.Tensor | None = None,
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        label: torch.Tensor | None = None,
         beta: float = 1.0,
     ) -> torch.Tensor:
         """Return -ELBO per image in nats [N]: pixel cross-entropy plus beta times the KL to N(0, I)."""
@@ -117,7 +122,11 @@ class VAE(nn.Module):
         return reconstruction + beta * latent
 
     def neg_iw_bound(
-        self, x: torch.Tensor, k: int, generator: torch.Generator | None = None, label: torch.Tensor | None = None,
+        self,
+        x: torch.Tensor,
+        k: int,
+        generator: torch.Generator | None = None,
+        label: torch.Tensor | None = None,
         beta: float = 1.0,
     ) -> torch.Tensor:
         """Return the negative k-sample importance-weighted bound per image in nats [N].
