@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from digitvae.runtime.errors import MissingDependencyError
-
-from .options import json_option, model_option, provider_option, threads_option, variant_option
+from .options import json_option, model_option, provider_option, require, threads_option, variant_option
 
 
 @click.command()
@@ -65,9 +62,7 @@ def bench(
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N digits of --valid.")
 def variants(model_dir: Path, valid: Path | None, k: int, limit: int | None) -> None:
     """Add or refresh a model folder's int8 and fp16 variants in place, checked against fp32."""
-    missing = [m for m in ("onnx",) if importlib.util.find_spec(m) is None]
-    if missing:
-        raise MissingDependencyError(f"this command needs {', '.join(missing)}: pip install 'digitvae[train]'")
+    require("onnx")
     from digitvae.export.variants import add_variants
 
     manifest = add_variants(model_dir, valid=valid, k=k, limit=limit)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 
-from digitvae.runtime.errors import DataFormatError, InputError
+from digitvae.runtime.errors import DataFormatError, InputError, MissingDependencyError
 from digitvae.runtime.manifest import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -168,3 +168,15 @@ def read_one_digit(spec: str) -> np.ndarray:
     if len(digits) != 1:
         raise InputError(f"{spec}: holds {len(digits)} digits; pick one as {spec}:INDEX")
     return digits[0]
+
+
+def require(*modules: str, extra: str = "train") -> None:
+    """Refuse to run a command whose optional dependencies are not installed, naming the extra to install."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise MissingDependencyError(
+            f"this command needs {', '.join(missing)}, which {verb} not installed: pip install 'digitvae[{extra}]'"
+        )

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from digitvae.runtime.errors import InputError, MissingDependencyError
+from digitvae.runtime.errors import InputError
+
+from .options import require
 
 
 @click.group("prior")
@@ -66,11 +68,7 @@ def fit(
     seed: int,
 ) -> None:
     """Fit MODEL_DIR's prior (a Gaussian mixture) to its posterior codes of these digits, in place."""
-    import importlib.util
-
-    missing = [m for m in ("onnx", "sklearn") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise MissingDependencyError(f"prior fit needs {', '.join(missing)}: pip install 'digitvae[prior]'")
+    require("onnx", "sklearn", extra="prior")
     from digitvae.export.prior import PriorConfig, fit_model_prior
     from digitvae.runtime.idx import labels_beside
 

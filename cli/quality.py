@@ -5,7 +5,6 @@ Importing this module costs no torch: the command imports it when it runs.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -13,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from digitvae.runtime.errors import CheckpointError, DataFormatError, MissingDependencyError
+from digitvae.runtime.errors import CheckpointError, DataFormatError
 from digitvae.runtime.manifest import DEFAULT_MODEL, sha256_file
 
-from .options import standard_prior_option
+from .options import require, standard_prior_option
 
 if TYPE_CHECKING:
     from digitvae.train.classifier import ClassifierCheckpoint
@@ -186,8 +185,7 @@ def quality(
     write: bool,
 ) -> None:
     """Score generated digits with a digit classifier: FID, confidence, class balance."""
-    if importlib.util.find_spec("torch") is None:
-        raise MissingDependencyError("this command needs torch, which is not installed: pip install 'digitvae[train]'")
+    require("torch")
     from digitvae.runtime.model import DigitVAE
     from digitvae.train.data import load_splits
     from digitvae.train.quality import real_quality, sample_quality, write_sample_quality

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from digitvae.runtime.errors import InputError, MissingDependencyError
+from digitvae.runtime.errors import InputError
 
 from .console import fail
-
-
-def _require(*modules: str) -> None:
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise MissingDependencyError(
-            f"this command needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
-            "pip install 'digitvae[train]'"
-        )
+from .options import require
 
 
 @click.command()
@@ -79,7 +70,7 @@ def train(
     resume: bool,
 ) -> None:
     """Train a VAE on MNIST IDX files, keeping the best-validation checkpoint."""
-    _require("torch")
+    require("torch")
     from digitvae.train.config import get_preset, with_overrides
     from digitvae.train.data import load_splits
     from digitvae.train.loop import BEST, EpochStats
@@ -162,7 +153,7 @@ def export_cmd(
     checkpoint: Path, output: Path, name: str | None, force: bool, prior_data: Path | None, no_prior: bool
 ) -> None:
     """Export a checkpoint (or a training folder's best.pt) to ONNX files and model.json, with a fitted prior."""
-    _require("torch", "onnx", "onnxscript", *(() if no_prior else ("sklearn",)))
+    require("torch", "onnx", "onnxscript", *(() if no_prior else ("sklearn",)))
     from digitvae.export.onnx import TOLERANCE, export_checkpoint
 
     if no_prior and prior_data is not None:

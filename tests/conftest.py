@@ -15,6 +15,12 @@ DATA = Path(__file__).parent / "data" / "mnist"
 TRAIN_IMAGES = DATA / "train-images-idx3-ubyte.gz"
 VALID_IMAGES = DATA / "t10k-images-idx3-ubyte.gz"
 
+#: What `export` writes into a model folder, sorted: three variants of each graph, the prior, model.json.
+EXPORTED_FILES = sorted(
+    [f"{role}{suffix}.onnx" for role in ("encoder", "decoder", "generator") for suffix in ("", ".int8", ".fp16")]
+    + ["prior.onnx", "prior_density.onnx", "model.json"]
+)
+
 HAVE_TORCH = all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx", "onnxscript"))
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="needs the [train] extra (torch, onnx, onnxscript)")
 

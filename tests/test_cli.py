@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner, Result
-from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch
+from conftest import EXPORTED_FILES, TRAIN_IMAGES, VALID_IMAGES, needs_torch
 from PIL import Image
 
 from digitvae.cli.main import cli
@@ -655,20 +655,7 @@ def test_export_then_generate(cli_run: tuple[Path, Result], tmp_path: Path) -> N
     result = ok(invoke("export", cli_run[0], "-o", model))
     assert result.stdout.startswith("exported cli-vae to")
     assert "tolerance" in result.stdout
-    files = [
-        "decoder.fp16.onnx",
-        "decoder.int8.onnx",
-        "decoder.onnx",
-        "encoder.fp16.onnx",
-        "encoder.int8.onnx",
-        "encoder.onnx",
-        "generator.fp16.onnx",
-        "generator.int8.onnx",
-        "generator.onnx",
-        "model.json",
-        "prior.onnx",
-        "prior_density.onnx",
-    ]
+    files = EXPORTED_FILES
     assert sorted(p.name for p in model.iterdir()) == files
     assert listing(tmp_path / "models") == ["cli-vae", *(f"cli-vae/{name}" for name in files)]
 
