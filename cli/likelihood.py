@@ -19,6 +19,7 @@ from .options import (
     labels_option,
     load_model,
     model_options,
+    progress_bar,
     provider_list,
     read_labelled,
     standard_prior_option,
@@ -114,7 +115,8 @@ def evaluate(
     digits, labels = read_labelled(data_paths, limit, labels_file)
     labels = labels_for(vae, labels)
     neg_elbo = float(-vae.elbo(digits, labels, seed=seed).mean())
-    nll = float(vae.iw_nll(digits, k, labels, seed=seed).mean())
+    with progress_bar(len(digits), f"IW-NLL, k={k}") as progress:
+        nll = float(vae.iw_nll(digits, k, labels, seed=seed, progress=progress).mean())
     report = {
         "model": vae.name,
         "variant": variant,
@@ -177,7 +179,9 @@ def score(
     vae, calibration = detector.vae, detector.calibration
     digits, labels = read_labelled(inputs, limit, labels_file)
     names = _names(inputs)[: len(digits)]
-    scores = detector.scores(digits, labels_for(vae, labels), seed=seed)
+    passes = 2 if detector.reference is not None else 1
+    with progress_bar(passes * len(digits), "scoring") as progress:
+        scores = detector.scores(digits, labels_for(vae, labels), seed=seed, progress=progress)
     marks = detector.flags(scores)
     outliers = sum(bool(m) for m in marks)
     ranges = {name: {"low": low, "high": high} for name, (low, high) in calibration.ranges.items()}
@@ -225,8 +229,10 @@ def score(
     "--reference",
     default=None,
     metavar="NAME|DIR",
-    help="A second model, trained differently, for the likelihood-ratio check (e.g. mnist-vae-geron).",
+    help="A second model, trained differently, for the likelihood-ratio check (e.g. mnist-vae-geron); "
+    "default: the one the model's current calibration uses.",
 )
+@click.option("--no-reference", is_flag=True, help="Calibrate without the likelihood-ratio check.")
 @click.option(
     "--false-alarm",
     type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
@@ -249,6 +255,7 @@ def calibrate(
     data_paths: tuple[str, ...],
     labels_file: str | None,
     reference: str | None,
+    no_reference: bool,
     false_alarm: float,
     k: int | None,
     limit: int | None,
@@ -262,6 +269,14 @@ def calibrate(
 
     k = k or DEFAULT_K
     vae = load_model(str(model_dir), None, False)
+    if reference is not None and no_reference:
+        raise InputError("--reference and --no-reference exclude each other")
+    kept = ((vae.manifest.metrics.get("score") or {}).get("reference") or {}).get("model")
+    if reference is None and not no_reference and kept:
+        reference = str(kept)
+        click.echo(
+            f"keeping the reference model of the current calibration: {reference} (--no-reference drops it)", err=True
+        )
     ref_vae, ref_entry = None, None
     if reference is not None:
         ref_vae = load_model(reference, None, False)
@@ -277,12 +292,13 @@ def calibrate(
     digits, labels = read_labelled(data_paths, limit, labels_file)
     labels = labels_for(vae, labels)
     names = ", ".join(Path(p).name for p in data_paths)
-    scores = score_images(vae, ref_vae, digits, labels, k, seed)
+    with progress_bar((2 if ref_vae is not None else 1) * len(digits), "calibrating") as progress:
+        scores = score_images(vae, ref_vae, digits, labels, k, seed, progress)
     s = calibrate_scores(scores, k, names, false_alarm, ref_entry)
     plane = principal_plane(vae.encode(digits, labels)[0]) | {"data": names}
     update_metrics(model_dir, {"score": s, "latent_plane": plane})
     nll = s["checks"]["nll"]
     click.echo(
-        f"calibrated {vae.name} on {len(digits)} digits: typical IW-NLL (k={k}) in [{nll['low']:.1f}, {nll['high']:.1f}] nats; "
+        f"calibrated {model_dir} ({vae.name}) on {len(digits)} digits: typical IW-NLL (k={k}) in [{nll['low']:.1f}, {nll['high']:.1f}] nats; "
         f"checks {', '.join(s['checks'])} flag {s['flagged']:.1%} of them"
     )

@@ -49,13 +49,15 @@ from .options import require
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed (preset default 0).")
 @click.option(
     "-o",
+    "--output",
     "--out",
+    "out",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("runs/vae"),
     show_default=True,
-    help="Folder for last.pt and best.pt.",
+    help="Folder for last.pt and best.pt (--out is the older name).",
 )
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its last.pt.")
 def train(
     preset: str,
     data_dir: Path | None,
@@ -159,10 +161,12 @@ def export_cmd(
     if no_prior and prior_data is not None:
         raise InputError("--prior-data and --no-prior exclude each other")
     result = export_checkpoint(checkpoint, output, name=name, force=force, prior=not no_prior, prior_data=prior_data)
-    worst = max(d["max_abs_diff"] for d in result.parity.values())
+    worst = max(d["max_scaled_diff"] for d in result.parity.values())
+    prior = result.manifest.prior
+    fitted = f"; prior: {prior['components']} components, {prior['classes']} classes" if prior else "; prior: N(0, I)"
     click.echo(
-        f"exported {result.manifest.name} to {result.directory}; "
-        f"max |onnxruntime - torch| {worst:.2g} over {len(result.parity)} outputs (tolerance {TOLERANCE:g})"
+        f"exported {result.manifest.name} to {result.directory}; max |onnxruntime - torch| / max(1, |torch|) "
+        f"{worst:.2g} over {len(result.parity)} outputs (tolerance {TOLERANCE:g}){fitted}"
     )
 
 

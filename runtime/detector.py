@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +34,24 @@ def reference_entry(model: str | os.PathLike[str], reference: DigitVAE) -> dict[
 
 
 def score_images(
-    vae: DigitVAE, reference: DigitVAE | None, images: Any, labels: Any, k: int, seed: int | None = 0
+    vae: DigitVAE,
+    reference: DigitVAE | None,
+    images: Any,
+    labels: Any,
+    k: int,
+    seed: int | None = 0,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Return every check's score per image (see digitvae.runtime.scoring)."""
+    """Return every check's score per image (see digitvae.runtime.scoring).
+
+    `progress` is told the digits done, counting each model's pass: up to 2N with a reference.
+    """
     x = as_images(images)
-    nll = vae.iw_nll(x, k, labels, seed=seed)
+    nll = vae.iw_nll(x, k, labels, seed=seed, progress=progress)
     reference_nll = None
     if reference is not None:
-        reference_nll = reference.iw_nll(x, k, seed=seed)
+        after = None if progress is None else (lambda done: progress(len(x) + done))
+        reference_nll = reference.iw_nll(x, k, seed=seed, progress=after)
     return check_scores(nll, x, reference_nll)
 
 
@@ -83,9 +93,11 @@ class OutlierDetector:
         """Return the names of the checks this detector applies."""
         return list(self.calibration.ranges)
 
-    def scores(self, images: Any, labels: Any = None, *, seed: int | None = 0) -> dict[str, np.ndarray]:
-        """Return each calibrated check's score per image, float64 [N] in nats."""
-        scores = score_images(self.vae, self.reference, images, labels, self.calibration.k, seed)
+    def scores(
+        self, images: Any, labels: Any = None, *, seed: int | None = 0, progress: Callable[[int], None] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Return each calibrated check's score per image, float64 [N] in nats (see `score_images` for progress)."""
+        scores = score_images(self.vae, self.reference, images, labels, self.calibration.k, seed, progress)
         return {name: scores[name] for name in self.checks}
 
     def flags(self, scores: Mapping[str, np.ndarray]) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 #: Rows per onnxruntime call: bounds the session's working memory for very large batches.
 CHUNK = 4096
 _ENCODED = ["mean", "logvar"]
+#: A callback told how many digits are done, for long likelihood computations.
+Progress = Callable[[int], None] | None
 _SINGLE_THREADED = _PRIOR_FILES = ("prior", "prior_density")
 #: The prior's `label` for small unseeded-class batches, made once (read-only).
 _ANY_CLASS = {n: np.full(n, ANY_CLASS, np.int64) for n in range(1, 17)}
@@ -236,14 +238,17 @@ class DigitVAE:
         mean, _ = self.encode(x, y)
         return self.decode(mean, y)
 
-    def elbo(self, images: Any, labels: Any = None, *, samples: int = 1, seed: int | None = 0) -> np.ndarray:
+    def elbo(
+        self, images: Any, labels: Any = None, *, samples: int = 1, seed: int | None = 0, progress: Progress = None
+    ) -> np.ndarray:
         """Return each digit's evidence lower bound on log p(x) in nats, float64 [N].
 
-        The latent term is the exact KL to the prior; the reconstruction term averages
-        `samples` draws from the posterior. Higher is more likely; -elbo is the training loss.
+        The reconstruction term averages `samples` draws from the posterior; the KL term is exact
+        for N(0, I) and estimated from the same draws for a learned prior. Higher is more likely.
+        `progress`, if given, is called with the number of digits done after each batch.
         """
         out = []
-        posterior = self._posterior_samples(images, labels, as_count(samples, "samples"), seed)
+        posterior = self._posterior_samples(images, labels, as_count(samples, "samples"), seed, progress)
         for log_px, mean, logvar, noise, z, y in posterior:
             if isinstance(self.prior, LearnedPrior):
                 # No closed form against a mixture: the KL term is estimated from the same draws.
@@ -253,20 +258,23 @@ class DigitVAE:
                 out.append(log_px.mean(axis=1) - lk.kl_to_standard_normal(mean, logvar))
         return np.concatenate(out)
 
-    def iw_nll(self, images: Any, k: int = 200, labels: Any = None, *, seed: int | None = 0) -> np.ndarray:
+    def iw_nll(
+        self, images: Any, k: int = 200, labels: Any = None, *, seed: int | None = 0, progress: Progress = None
+    ) -> np.ndarray:
         """Return each digit's importance-weighted estimate of -log p(x) in nats, float64 [N].
 
         Burda et al. (2015) with k posterior samples; it tightens towards the true negative
-        log-likelihood as k grows, and k=1 is a one-sample -ELBO.
+        log-likelihood as k grows, and k=1 is a one-sample -ELBO. `progress`, if given, is
+        called with the number of digits done after each batch.
         """
         out = []
-        for log_px, _, logvar, noise, z, y in self._posterior_samples(images, labels, as_count(k, "k"), seed):
+        for log_px, _, logvar, noise, z, y in self._posterior_samples(images, labels, as_count(k, "k"), seed, progress):
             log_w = log_px + self.prior.log_prob(z, y) - lk.gaussian_log_prob_of_noise(noise, logvar[:, None, :])
             out.append(-lk.log_mean_exp(log_w, axis=1))
         return np.concatenate(out)
 
     def _posterior_samples(
-        self, images: Any, labels: Any, samples: int, seed: int | None
+        self, images: Any, labels: Any, samples: int, seed: int | None, progress: Progress = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
         """Yield (log p(x|z) [m, s], mean, logvar, eps, z [m, s, D], labels) batch by batch for s posterior samples.
 
@@ -282,6 +290,8 @@ class DigitVAE:
             eps = rng.standard_normal((len(xb), samples, self.latent_dim), dtype=np.float32)
             z = mean[:, None, :] + np.exp(0.5 * logvar)[:, None, :] * eps
             yield self._log_px_given_z(xb, yb, z), mean, logvar, eps, z, yb
+            if progress is not None:
+                progress(i + len(xb))
 
     def _log_px_given_z(self, x: np.ndarray, labels: np.ndarray | None, z: np.ndarray) -> np.ndarray:
         """Return log p(x | z) [m, s] for codes z of shape [m, s, D]."""

@@ -104,3 +104,26 @@ def test_models_lists_shipped_and_given_models(tmp_path: Path) -> None:
     text = ok(invoke("models")).stdout
     assert "mnist-vae-geron" in text and "gaussian_mixture, 10 classes" in text
     assert_clean_failure(invoke("models", tmp_path / "nothing"), "no model")
+
+
+def test_progress_bars_stay_off_when_stderr_is_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from digitvae.cli.options import progress_bar
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with progress_bar(10, "x") as progress:
+        assert progress is None
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    shown = Terminal()
+    monkeypatch.setattr(sys, "stderr", shown)
+    with progress_bar(10, "scoring") as progress:
+        assert progress is not None
+        progress(4)
+        progress(10)
+    assert "scoring" in shown.getvalue()

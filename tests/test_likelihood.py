@@ -92,3 +92,12 @@ def test_unconditional_model_refuses_labels_and_digits(vae: DigitVAE, digits: np
         vae.elbo(digits[:2], labels=[1, 2])
     with pytest.raises(InputError, match="not conditional"):
         vae.reconstruct(digits[:2], labels=[1, 2])
+
+
+def test_progress_is_told_the_digits_done_batch_by_batch(vae: DigitVAE, digits: np.ndarray) -> None:
+    calls: list[int] = []
+    vae.iw_nll(digits[:50], k=200, progress=calls.append)
+    assert calls == [20, 40, 50]  # 4,096 rows a batch: 20 digits of 200 samples
+    calls.clear()
+    vae.elbo(digits[:7], progress=calls.append)
+    assert calls == [7]

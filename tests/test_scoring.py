@@ -125,9 +125,20 @@ def test_evaluate_agrees_with_the_runtime_api(vae: DigitVAE, digits: np.ndarray)
 @pytest.fixture()
 def calibrated(tmp_path: Path) -> Path:
     model = copy_shipped_model(tmp_path / "model")
-    result = ok(invoke("calibrate", model, "--data", VALID_IMAGES, "--k", 10))
-    assert "typical IW-NLL (k=10)" in result.stdout
+    result = ok(invoke("calibrate", model, "--data", VALID_IMAGES, "--k", 10, "--no-reference"))
+    assert "typical IW-NLL (k=10)" in result.stdout and str(model) in result.stdout
     return model
+
+
+def test_recalibrating_keeps_the_reference_unless_told(tmp_path: Path) -> None:
+    model = copy_shipped_model(tmp_path / "model")
+    result = ok(invoke("calibrate", model, "--data", VALID_IMAGES, "--k", 5))
+    assert "keeping the reference model of the current calibration: mnist-vae-geron" in result.stderr
+    score = json.loads((model / "model.json").read_text())["metrics"]["score"]
+    assert set(score["checks"]) == {"nll", "complexity", "ratio"} and score["reference"]["model"] == "mnist-vae-geron"
+    assert_clean_failure(
+        invoke("calibrate", model, "--data", VALID_IMAGES, "--reference", "mnist-vae-2d", "--no-reference"), "exclude"
+    )
 
 
 def test_calibrate_stores_the_ranges_and_plane_and_keeps_the_rest(calibrated: Path, tmp_path: Path) -> None:

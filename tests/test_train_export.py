@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 
-def _tiny_train(out: Path, epochs: int = 1, resume: bool = False, seed: int = 0):
+def _tiny_train(out: Path, epochs: int = 1, resume: bool = False, seed: int = 0, command: str = ""):
     from digitvae.train.config import TrainConfig, VAEConfig
     from digitvae.train.data import load_splits
     from digitvae.train.loop import train
@@ -33,6 +33,7 @@ def _tiny_train(out: Path, epochs: int = 1, resume: bool = False, seed: int = 0)
         preset="tiny",
         resume=resume,
         epochs=epochs if resume else None,
+        command=command,
     )
 
 
@@ -103,6 +104,12 @@ def test_resume_continues_exactly_where_training_stopped(tmp_path: Path) -> None
     assert resumed.epoch == 3
     for key, value in straight.model_state.items():
         assert torch.equal(value, resumed.model_state[key]), key
+
+
+def test_a_resumed_run_records_every_command(tmp_path: Path) -> None:
+    _tiny_train(tmp_path, epochs=1, command="digitvae train --epochs 1 -o run")
+    resumed = _tiny_train(tmp_path, epochs=2, resume=True, command="digitvae train --epochs 2 -o run --resume")
+    assert resumed.command == "digitvae train --epochs 1 -o run && digitvae train --epochs 2 -o run --resume"
 
 
 def test_a_run_is_not_overwritten_without_resume(tmp_path: Path) -> None:

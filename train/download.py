@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import logging
 import os
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -117,6 +118,9 @@ def _fetch(url: str, part: Path, name: str, timeout: float, progress: ProgressCa
             raise _MirrorError(f"HTTP {exc.code} {exc.reason}") from exc
         raise _RetryableError(f"HTTP {exc.code} {exc.reason}") from exc
     except urllib.error.URLError as exc:
+        if isinstance(exc.reason, socket.gaierror):
+            # An unknown host stays unknown a second later: no point in retrying it.
+            raise _MirrorError(f"cannot resolve the host ({exc.reason.strerror})") from exc
         raise _RetryableError(f"cannot connect: {exc.reason}") from exc
     except (OSError, http.client.HTTPException) as exc:
         raise _RetryableError(f"cannot connect: {exc!r}") from exc
@@ -177,7 +181,7 @@ def _download_one(
             for attempt in range(retries):
                 if attempt:
                     delay = backoff * 2 ** (attempt - 1)
-                    logger.warning("retrying %s in %.1fs (attempt %d of %d)", url, delay, attempt + 1, retries)
+                    logger.info("retrying %s in %.1fs (attempt %d of %d)", url, delay, attempt + 1, retries)
                     if delay > 0:
                         time.sleep(delay)
                 logger.info("downloading %s", url)
@@ -187,12 +191,12 @@ def _download_one(
                         raise _MirrorError(f"md5 mismatch: expected {expected}, found {found}")
                 except _RetryableError as exc:
                     reasons[mirror] = str(exc)
-                    logger.warning("%s: %s", url, exc)
+                    logger.info("%s: %s", url, exc)
                     _remove_quietly(part)
                     continue
                 except _MirrorError as exc:
                     reasons[mirror] = str(exc)
-                    logger.warning("%s: %s; trying the next mirror", url, exc)
+                    logger.info("%s: %s; trying the next mirror", url, exc)
                     _remove_quietly(part)
                     break
                 try:
@@ -204,8 +208,14 @@ def _download_one(
     finally:
         # Reached on success too, where the .part is already renamed away.
         _remove_quietly(part)
-    detail = "; ".join(f"{_url_for(mirror, remote.name)}: {reason}" for mirror, reason in reasons.items())
-    raise DownloadError(f"could not download {remote.name} into {directory} from any mirror: {detail}")
+    if len(reasons) > 1 and len(set(reasons.values())) == 1:
+        detail = f"{len(reasons)} tried: {next(iter(reasons.values()))}"
+    else:
+        detail = "; ".join(f"{mirror} {reason}" for mirror, reason in reasons.items())
+    raise DownloadError(
+        f"could not download {remote.name} from any mirror ({detail}); check the network or pass --mirror URL, "
+        "or train on IDX files you already have with `digitvae train --data DIR` (-v shows every attempt)"
+    )
 
 
 def download_mnist(

@@ -116,10 +116,13 @@ def train(
             ckpt.train_config = with_overrides(ckpt.train_config, epochs=epochs)
         if ckpt.data.get("train", {}).get("sha256") not in (None, train_split.sha256):
             logger.warning("resuming on different training data than the checkpoint was trained on")
+        if command:
+            # The record says how the whole run came about: its first command, then each resume.
+            ckpt.command = f"{ckpt.command} && {command}" if ckpt.command else command
     else:
         if last_path.exists():
             raise CheckpointError(
-                f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or choose another --out"
+                f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or choose another --output"
             )
         if model_config is None or train_config is None:
             raise InputError("train() needs model_config and train_config unless resuming")
