@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .options import json_option, model_option, provider_option, require, threads_option, variant_option
+from .options import json_option, model_option, provider_list, provider_option, require, threads_option, variant_option
 
 
 @click.command()
@@ -34,13 +34,14 @@ def bench(
     """Measure latency, throughput, the hardware bound and cold start on this machine."""
     from .benchmark import QUICK, BenchConfig, run_bench
 
-    providers = [p for p in provider.split(",") if p.strip()] if provider else None
-    config = BenchConfig(model=model, variant=variant, providers=providers, threads=threads, torch=not no_torch)
+    config = BenchConfig(
+        model=model, variant=variant, providers=provider_list(provider), threads=threads, torch=not no_torch
+    )
     if quick:
         config = dataclasses.replace(config, **QUICK)
     if no_cold_start:
         config = dataclasses.replace(config, cold_runs=0)
-    report = run_bench(config)
+    report = {**run_bench(config), "quick": quick}
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
@@ -84,6 +85,11 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['model']} {report['variant']} on {', '.join(report['providers'])}, threads {report['threads']}; "
         f"{m['cpu']}, {m['cores']} cores; onnxruntime {m['onnxruntime']}; best of {report['repeats']} repeats",
         f"torch: {report['torch']}",
+        *(
+            ["quick run: a setup check with few, short repeats; its figures are not to be quoted"]
+            if report.get("quick")
+            else []
+        ),
         "",
         f"batch-1 generate latency ({report['latency']['calls']} calls a repeat)   p50 us    p99 us   p50 / onnxruntime",
     ]
@@ -118,6 +124,15 @@ def format_report(report: dict[str, Any]) -> str:
             f"of {bound['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s = {bound['digits_per_s']:,.0f} digits/s; "
             f"{bound['task'].replace('_', ' batch ')} reaches {fraction:.2f} of it"
         )
+        if fraction > 1:
+            lines.append(
+                "  (above 1: numpy's GEMM here runs below onnxruntime's kernels, so this bound is not the machine's; "
+                + (
+                    "a --quick run's small GEMM makes it lower still)"
+                    if report.get("quick")
+                    else "do not read it as one)"
+                )
+            )
     else:
         lines.append(f"hardware bound: {bound['note']}")
     stream = report.get("latency_bound", {})

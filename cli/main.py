@@ -48,11 +48,19 @@ _LAZY_COMMANDS = {
 }
 
 
+_VERBOSE_FLAGS = frozenset({"-v", "-vv", "-vvv", "--verbose"})
+
+
 class _Group(click.Group):
     """A click group that turns our errors into one clean line and a non-zero exit."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # -v/--verbose belongs to the group, but is welcome after the command too: move it in front.
+        verbose = [a for a in args if a in _VERBOSE_FLAGS]
+        return super().parse_args(ctx, [*verbose, *(a for a in args if a not in _VERBOSE_FLAGS)])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands and name in _LAZY_COMMANDS:

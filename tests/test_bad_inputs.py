@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import VALID_IMAGES
+from helpers import assert_clean_failure, invoke
 from PIL import Image
-from test_cli import assert_clean_failure, invoke
 from test_tamper import copy_model, install, needs_onnx
 
 from digitvae.runtime import (

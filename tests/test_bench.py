@@ -19,8 +19,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from conftest import HAVE_TORCH, needs_torch
+from helpers import assert_clean_failure, invoke, ok
 from PIL import Image
-from test_cli import assert_clean_failure, invoke, ok
 
 from digitvae.cli.benchmark import QUICK, BenchConfig, cold_start, run_bench
 from digitvae.runtime import DigitVAE
@@ -132,8 +132,11 @@ def test_cold_start_measures_fresh_processes(tmp_path: Path) -> None:
 def test_cli_bench_quick_json_and_text() -> None:
     args = ["bench", "--quick", "--no-torch", "--no-cold-start", "--threads", "1"]
     report = json.loads(ok(invoke(*args, "--json")).stdout)
-    assert report["threads"] == 1 and report["repeats"] == QUICK["repeats"]
+    assert report["threads"] == 1 and report["repeats"] == QUICK["repeats"] and report["quick"] is True
     text = ok(invoke(*args)).stdout
+    assert "quick run: a setup check" in text
+    if report["bound"].get("fraction", {}).get("digitvae", 0) > 1:
+        assert "above 1:" in text
     for fragment in (
         "batch-1 generate latency",
         "batch-1 decode latency",

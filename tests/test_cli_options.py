@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import VALID_IMAGES
-from test_cli import assert_clean_failure, invoke, ok
+from helpers import assert_clean_failure, invoke, ok
 
 from digitvae.runtime import DigitVAE
 
@@ -127,3 +127,12 @@ def test_progress_bars_stay_off_when_stderr_is_not_a_terminal(monkeypatch: pytes
         progress(4)
         progress(10)
     assert "scoring" in shown.getvalue()
+
+
+def test_verbose_works_before_and_after_the_command(tmp_path: Path) -> None:
+    before = invoke("-v", "generate", "-n", 2, "--seed", 1, "-o", tmp_path / "a.npy")
+    after = invoke("generate", "-n", 2, "--seed", 1, "-o", tmp_path / "b.npy", "-v")
+    for result in (before, after):
+        ok(result)
+        assert "info: loaded mnist-vae" in result.stderr
+    assert "info:" not in ok(invoke("generate", "-n", 2, "--seed", 1, "-o", tmp_path / "c.npy")).stderr

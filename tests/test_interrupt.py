@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch
-from test_cli import invoke, ok
+from helpers import invoke, ok
 
 EPOCHS_BEFORE_SIGINT = 1
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import VALID_IMAGES
-from test_cli import GAP, STEP, assert_clean_failure, invoke, listing, ok, read_grid, write_png
+from helpers import GAP, STEP, assert_clean_failure, invoke, listing, ok, read_grid, write_png
 
 from digitvae.runtime import DigitVAE, InputError
 from digitvae.runtime.latent import interpolate, lerp, manifold_codes, normal_grid, principal_plane, slerp
@@ -114,7 +114,7 @@ def test_manifold_over_principal_plane_of_given_digits(tmp_path: Path) -> None:
 def test_manifold_needs_a_plane_for_a_wide_latent_without_calibration(tmp_path: Path) -> None:
     import json
 
-    from test_cli import copy_shipped_model
+    from helpers import copy_shipped_model
 
     model = copy_shipped_model(tmp_path / "m")
     manifest = json.loads((model / "model.json").read_text())

@@ -297,7 +297,7 @@ def test_export_fits_a_per_class_prior_whose_likelihood_agrees_with_torch(tiny_r
 
 @needs_torch
 def test_prior_fit_command_and_generate_digit(tiny_model: Path, tmp_path: Path) -> None:
-    from test_cli import assert_clean_failure, invoke, ok
+    from helpers import assert_clean_failure, invoke, ok
 
     model = tmp_path / "m"
     shutil.copytree(tiny_model, model)
@@ -324,7 +324,7 @@ def test_prior_fit_command_and_generate_digit(tiny_model: Path, tmp_path: Path) 
 
 @needs_torch
 def test_export_prior_options(tiny_run: Path, tmp_path: Path) -> None:
-    from test_cli import assert_clean_failure, invoke, ok
+    from helpers import assert_clean_failure, invoke, ok
 
     ok(invoke("export", tiny_run, "-o", tmp_path / "plain", "--no-prior"))
     assert json.loads((tmp_path / "plain" / "model.json").read_text())["prior"] == "standard_normal"
@@ -367,7 +367,7 @@ def test_export_without_the_training_digits_says_what_to_do(tiny_run: Path, tmp_
 
 
 def test_generate_command_each_digit_and_standard_prior(vae: DigitVAE, tmp_path: Path) -> None:
-    from test_cli import assert_clean_failure, invoke, ok
+    from helpers import assert_clean_failure, invoke, ok
 
     ok(invoke("generate", "-n", 20, "--each-digit", "--seed", 3, "-o", tmp_path / "each.npy"))
     np.testing.assert_array_equal(np.load(tmp_path / "each.npy"), vae.generate(20, seed=3, digit=np.arange(20) % 10))

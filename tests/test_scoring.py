@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import VALID_IMAGES
-from test_cli import assert_clean_failure, copy_shipped_model, invoke, listing, ok
+from helpers import assert_clean_failure, copy_shipped_model, invoke, listing, ok
 
 from digitvae.runtime import DigitVAE, InputError, ModelError, OutlierDetector
 from digitvae.runtime.manifest import shipped_models_dir

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from test_cli import assert_clean_failure, invoke, listing
+from helpers import assert_clean_failure, invoke, listing
 
 from digitvae.runtime import DigitVAE, IntegrityError, ModelError
 from digitvae.runtime.manifest import shipped_models_dir

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from conftest import HAVE_TORCH, VALID_IMAGES, needs_torch
-from test_cli import assert_clean_failure, invoke, ok
+from helpers import assert_clean_failure, invoke, ok
 
 from digitvae.runtime import DigitVAE, ExportError, IntegrityError, ModelError
 from digitvae.runtime.manifest import read_manifest, shipped_models_dir

@@ -1,0 +1,86 @@
+"""What the command-line tests share: running the CLI in-process, checking its results, PNG grids, model copies."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from digitvae.cli.main import cli
+from digitvae.runtime.manifest import read_manifest, shipped_models_dir
+
+GAP = 2
+STEP = 28 + GAP
+#: Latent size of the shipped default model.
+D = read_manifest(shipped_models_dir() / "mnist-vae").latent_dim
+
+
+def grid_size(cols: int, rows: int) -> tuple[int, int]:
+    """Return PIL's (width, height) of a grid of cols x rows digits."""
+    return cols * STEP - GAP, rows * STEP - GAP
+
+
+def invoke(*args: object) -> Result:
+    """Run the CLI in-process, leaving the global "digitvae" logger as it was found."""
+    log = logging.getLogger("digitvae")
+    saved = (log.handlers[:], log.level, log.propagate)
+    try:
+        return CliRunner().invoke(cli, [str(a) for a in args], env={"DIGITVAE_DEBUG": None})
+    finally:
+        log.handlers[:] = saved[0]
+        log.setLevel(saved[1])
+        log.propagate = saved[2]
+
+
+def ok(result: Result) -> Result:
+    """Assert a command succeeded; return its result."""
+    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    assert "Traceback" not in result.output
+    return result
+
+
+def assert_clean_failure(result: Result, fragment: str | None = None) -> str:
+    """Assert a handled failure: non-zero exit, exactly one `error:` line, no traceback; return that line."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert "error:" not in result.stdout
+    if fragment is not None:
+        assert fragment.lower() in errors[0].lower(), errors[0]
+    return errors[0]
+
+
+def listing(directory: Path) -> list[str]:
+    """Every entry below a folder, hidden temporaries included."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+def read_grid(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.mode == "L"
+        return np.asarray(image).copy()
+
+
+def cell(grid: np.ndarray, row: int, col: int) -> np.ndarray:
+    return grid[row * STEP : row * STEP + 28, col * STEP : col * STEP + 28]
+
+
+def write_png(array: np.ndarray, path: Path) -> Path:
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(path, format="PNG")
+    return path
+
+
+def copy_shipped_model(dest: Path) -> Path:
+    shutil.copytree(shipped_models_dir() / "mnist-vae", dest)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# generate
