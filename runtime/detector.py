@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import providers as eps
 from .errors import ModelError, ModelNotFoundError
@@ -94,7 +95,12 @@ class OutlierDetector:
         return list(self.calibration.ranges)
 
     def scores(
-        self, images: Any, labels: Any = None, *, seed: int | None = 0, progress: Callable[[int], None] | None = None
+        self,
+        images: npt.ArrayLike,
+        labels: npt.ArrayLike | None = None,
+        *,
+        seed: int | None = 0,
+        progress: Callable[[int], None] | None = None,
     ) -> dict[str, np.ndarray]:
         """Return each calibrated check's score per image, float64 [N] in nats (see `score_images` for progress)."""
         scores = score_images(self.vae, self.reference, images, labels, self.calibration.k, seed, progress)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import likelihood as lk
 from . import providers as eps
@@ -136,7 +137,7 @@ class DigitVAE:
         """Return how many classes a conditional model takes (0 for an unconditional one)."""
         return self.manifest.num_classes
 
-    def sample_latents(self, n: int, seed: int | None = None, digit: Any = None) -> np.ndarray:
+    def sample_latents(self, n: int, seed: int | None = None, digit: npt.ArrayLike | None = None) -> np.ndarray:
         """Draw n codes from the model's prior as float32 [n, D]; a seed makes them reproducible.
 
         `digit` (one class or one per row) asks a prior fit per class for that class's codes.
@@ -146,7 +147,7 @@ class DigitVAE:
         noise, uniform = self._noise(n, seed)
         return self.prior.sample(noise, uniform, label)
 
-    def generate(self, n: int, seed: int | None = None, digit: Any = None) -> np.ndarray:
+    def generate(self, n: int, seed: int | None = None, digit: npt.ArrayLike | None = None) -> np.ndarray:
         """Generate n new digits from the model's prior as float32 [n, 28, 28] in [0, 1].
 
         `digit` (one class or one per row) asks for that digit: a conditional model decodes it,
@@ -154,7 +155,7 @@ class DigitVAE:
         classes 0, 1, ..., 9, 0, ... so every class appears equally often.
         """
         n = as_count(n)
-        pooled = seed is None and np.ndim(digit) == 0 and n <= SMALL_BATCH and not self.num_classes
+        pooled = seed is None and (digit is None or np.ndim(digit) == 0) and n <= SMALL_BATCH and not self.num_classes
         digit, label = self._classes(n, digit)
         if pooled and isinstance(self.prior, LearnedPrior):
             # Unseeded codes of one class (or any) are sampled a block ahead: a small batch costs a decode.
@@ -203,7 +204,7 @@ class DigitVAE:
             self._rng = np.random.default_rng()
         return self._rng
 
-    def decode(self, z: Any, labels: Any = None) -> np.ndarray:
+    def decode(self, z: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> np.ndarray:
         """Decode latent codes [N, D] into digits, float32 [N, 28, 28] in [0, 1]."""
         z = as_latents(z, self.latent_dim)
         return self._decode(z, self._labels(labels, len(z)))
@@ -218,7 +219,7 @@ class DigitVAE:
             )
         return out
 
-    def encode(self, images: Any, labels: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, images: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Encode digits into the posterior's mean and log-variance, each float32 [N, D]."""
         x = as_images(images)
         y = self._labels(labels, len(x))
@@ -231,7 +232,7 @@ class DigitVAE:
             return means[0], logvars[0]
         return np.concatenate(means), np.concatenate(logvars)
 
-    def reconstruct(self, images: Any, labels: Any = None) -> np.ndarray:
+    def reconstruct(self, images: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> np.ndarray:
         """Encode digits and decode their posterior means: float32 [N, 28, 28] in [0, 1]."""
         x = as_images(images)
         y = self._labels(labels, len(x))
@@ -239,7 +240,13 @@ class DigitVAE:
         return self.decode(mean, y)
 
     def elbo(
-        self, images: Any, labels: Any = None, *, samples: int = 1, seed: int | None = 0, progress: Progress = None
+        self,
+        images: npt.ArrayLike,
+        labels: npt.ArrayLike | None = None,
+        *,
+        samples: int = 1,
+        seed: int | None = 0,
+        progress: Progress = None,
     ) -> np.ndarray:
         """Return each digit's evidence lower bound on log p(x) in nats, float64 [N].
 
@@ -259,7 +266,13 @@ class DigitVAE:
         return np.concatenate(out)
 
     def iw_nll(
-        self, images: Any, k: int = 200, labels: Any = None, *, seed: int | None = 0, progress: Progress = None
+        self,
+        images: npt.ArrayLike,
+        k: int = 200,
+        labels: npt.ArrayLike | None = None,
+        *,
+        seed: int | None = 0,
+        progress: Progress = None,
     ) -> np.ndarray:
         """Return each digit's importance-weighted estimate of -log p(x) in nats, float64 [N].
 
