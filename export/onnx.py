@@ -25,7 +25,7 @@ from digitvae.train.model import VAE, export_halves
 
 from .folder import folder_files, write_model_folder
 from .prior import PriorConfig, fit_model_prior
-from .variants import build_variants
+from .variants import build_variants, cpu_session, differences
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +110,7 @@ def _parity(
     module: torch.nn.Module, data: bytes, make_inputs: Any, input_names: list[str]
 ) -> dict[str, dict[str, float]]:
     """Run torch and onnxruntime on the same batches; return each output's worst differences."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    session = cpu_session(data)
     names = [o.name for o in session.get_outputs()]
     worst = {name: {"max_abs_diff": 0.0, "max_scaled_diff": 0.0} for name in names}
     for n in PARITY_BATCHES:
@@ -123,11 +121,10 @@ def _parity(
         for name, want, got in zip(names, expected, found):
             if want.shape != got.shape:
                 raise ExportError(f"{name}: onnxruntime gives shape {got.shape}, torch {want.shape} (batch {n})")
-            diff = np.abs(want.astype(np.float64) - got)
+            found_now = differences(want, got)
             entry = worst[name]
-            entry["max_abs_diff"] = max(entry["max_abs_diff"], float(diff.max()))
-            scaled = float((diff / np.maximum(1.0, np.abs(want))).max())
-            entry["max_scaled_diff"] = max(entry["max_scaled_diff"], scaled)
+            for key in entry:
+                entry[key] = max(entry[key], found_now[key])
     return worst
 
 

@@ -28,6 +28,7 @@ from onnx import TensorProto, shape_inference
 
 from digitvae.runtime.errors import ExportError, InputError
 from digitvae.runtime.manifest import ROLES, Manifest, ModelFile, read_manifest, update_metrics, verified_bytes
+from digitvae.runtime.sessions import session_options
 
 from .folder import folder_files, variant_file, write_model_folder
 from .prior import attach_generators, with_prior
@@ -206,12 +207,21 @@ def _sort_nodes(graph: onnx.GraphProto) -> None:
     graph.node.extend(ordered)
 
 
-def _session(blob: bytes) -> Any:
+def cpu_session(blob: bytes) -> Any:
+    """Return an onnxruntime CPU session on a model's bytes, with the runtime's session options."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(blob, sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(blob, sess_options=session_options(), providers=["CPUExecutionProvider"])
+
+
+def differences(want: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """Return max |got - want|, its mean, and max |got - want| / max(1, |want|)."""
+    diff = np.abs(want.astype(np.float64) - got)
+    return {
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "max_scaled_diff": float((diff / np.maximum(1.0, np.abs(want))).max()),
+    }
 
 
 def _check_feeds(fp32: Mapping[str, bytes], manifest: Manifest) -> dict[str, dict[str, np.ndarray]]:
@@ -222,23 +232,18 @@ def _check_feeds(fp32: Mapping[str, bytes], manifest: Manifest) -> dict[str, dic
         extra["label"] = np.arange(CHECK_ROWS, dtype=np.int64) % manifest.num_classes
     z = rng.standard_normal((CHECK_ROWS, manifest.latent_dim), dtype=np.float32)
     # Decoded digits look like real ones, so the encoder is checked on its real input range.
-    images = _session(fp32["decoder"]).run(["image"], {"z": z, **extra})[0]
+    images = cpu_session(fp32["decoder"]).run(["image"], {"z": z, **extra})[0]
     return {"decoder": {"z": z, **extra}, "encoder": {"image": images, **extra}}
 
 
 def compare(reference: bytes, candidate: bytes, feeds: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """Run two models on the same inputs; return each output's max, mean and scaled differences."""
-    ref, cand = _session(reference), _session(candidate)
+    ref, cand = cpu_session(reference), cpu_session(candidate)
     names = [o.name for o in ref.get_outputs()]
-    result = {}
-    for name, want, got in zip(names, ref.run(names, dict(feeds)), cand.run(names, dict(feeds))):
-        diff = np.abs(want.astype(np.float64) - got)
-        result[name] = {
-            "max_abs_diff": float(diff.max()),
-            "mean_abs_diff": float(diff.mean()),
-            "max_scaled_diff": float((diff / np.maximum(1.0, np.abs(want))).max()),
-        }
-    return result
+    return {
+        name: differences(want, got)
+        for name, want, got in zip(names, ref.run(names, dict(feeds)), cand.run(names, dict(feeds)))
+    }
 
 
 def _enforce(variant: str, role: str, diffs: Mapping[str, Mapping[str, float]]) -> None:
