@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -155,11 +156,20 @@ def evaluate(
     metavar="LOW HIGH",
     help="Typical IW-NLL range (default: the model's calibration on validation digits).",
 )
+@click.option(
+    "-k",
+    "--k",
+    "k",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="Importance samples per digit (default: the calibration's; a calibrated model takes only that).",
+)
 @_scoring_options
 def score(
     inputs: tuple[str, ...],
     labels_file: str | None,
     score_range: tuple[float, float] | None,
+    k: int | None,
     limit: int | None,
     seed: int,
     spec: ModelSpec,
@@ -177,6 +187,13 @@ def score(
         nll_range=score_range,
     )
     vae, calibration = detector.vae, detector.calibration
+    if k is not None and k != calibration.k:
+        if "score" in vae.manifest.metrics:
+            raise InputError(
+                f"model {vae.name!r} was calibrated with k={calibration.k}: its ranges hold for that k only; "
+                f"score with -k {calibration.k}, or recalibrate with `digitvae calibrate MODEL_DIR -k {k} --data VALID`"
+            )
+        detector.calibration = calibration = dataclasses.replace(calibration, k=k)
     digits, labels = read_labelled(inputs, limit, labels_file)
     names = _names(inputs)[: len(digits)]
     passes = 2 if detector.reference is not None else 1

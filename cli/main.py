@@ -214,13 +214,14 @@ def info(spec: ModelSpec, as_json: bool) -> None:
         "available_providers": available_providers(),
         "active_providers": vae.providers,
     }
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    m = vae.manifest
+    click.echo(json.dumps(report, indent=2) if as_json else "\n".join(_info_lines(report, vae.manifest)))
+
+
+def _info_lines(report: dict[str, Any], m: Any) -> list[str]:
+    """Lay out `info`'s report as aligned text lines."""
     metrics = m.metrics
     lines = [
-        f"model        {m.name} ({vae.model_dir})",
+        f"model        {m.name} ({report['directory']})",
         f"preset       {m.preset or '-'}",
         f"latent size  {m.latent_dim}",
         f"image        {list(m.image_shape)} float32 in [0, 1], Bernoulli pixels",
@@ -239,26 +240,33 @@ def info(spec: ModelSpec, as_json: bool) -> None:
                 f"likelihood   {variant}: -ELBO {figures['neg_elbo']:.2f}, IW-NLL {figures['iw_nll']:.2f} nats/digit "
                 f"(k={figures['k']}, {figures.get('digits', '?')} digits of {', '.join(figures.get('data', []))})"
             )
-    if isinstance(metrics.get("score"), dict):
-        from digitvae.runtime.scoring import Calibration
-
-        try:
-            calibration = Calibration.from_metrics(metrics)
-        except DigitVAEError as exc:
-            lines.append(f"score range  unusable: {exc}")
-        else:
-            for check, (low, high) in calibration.ranges.items():
-                lines.append(f"score range  {check} (k={calibration.k}) in [{low:.1f}, {high:.1f}] nats")
-            if calibration.reference is not None:
-                lines.append(f"score ref    {calibration.reference['model']}")
+    lines += _score_lines(metrics)
     if m.training.get("command"):
         lines.append(f"trained with {m.training['command']}")
-    lines += [
+    return lines + [
         f"shipped      {', '.join(report['shipped_models'])}",
         f"available    {', '.join(report['available_providers'])}",
-        f"active       {', '.join(vae.providers)}",
+        f"active       {', '.join(report['active_providers'])}",
     ]
-    click.echo("\n".join(lines))
+
+
+def _score_lines(metrics: Any) -> list[str]:
+    """Describe a model's calibrated score ranges, if it has any."""
+    if not isinstance(metrics.get("score"), dict):
+        return []
+    from digitvae.runtime.scoring import Calibration
+
+    try:
+        calibration = Calibration.from_metrics(metrics)
+    except DigitVAEError as exc:
+        return [f"score range  unusable: {exc}"]
+    lines = [
+        f"score range  {check} (k={calibration.k}) in [{low:.1f}, {high:.1f}] nats"
+        for check, (low, high) in calibration.ranges.items()
+    ]
+    if calibration.reference is not None:
+        lines.append(f"score ref    {calibration.reference['model']}")
+    return lines
 
 
 def _count(n: int, noun: str) -> str:

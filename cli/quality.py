@@ -43,15 +43,7 @@ def describe_labelled(split: Split) -> dict[str, Any]:
 
 def _classifier(path: Path | None, train: Split, valid: Split) -> tuple[ClassifierCheckpoint, Path]:
     """Load the classifier trained on these digits, or train and save one."""
-    from digitvae.train.classifier import (
-        ClassifierCheckpoint,
-        ClassifierConfig,
-        ClassifierTrainConfig,
-        accuracy,
-        load_classifier,
-        save_classifier,
-        train_classifier,
-    )
+    from digitvae.train.classifier import ClassifierConfig, ClassifierTrainConfig
 
     data = {"train": describe_labelled(train), "valid": describe_labelled(valid)}
     cached = path is None
@@ -59,19 +51,39 @@ def _classifier(path: Path | None, train: Split, valid: Split) -> tuple[Classifi
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         path = CACHE_DIR / f"classifier-{train.sha256[:12]}.pt"
     if path.exists():
-        ckpt = load_classifier(path)
-        seen = ckpt.data.get("train", {})
-        wanted = data["train"]
-        if (seen.get("sha256"), seen.get("labels_sha256")) != (wanted["sha256"], wanted["labels_sha256"]):
-            raise CheckpointError(
-                f"{path}: this classifier was trained on {seen.get('file', 'other digits')} "
-                f"(sha256 {str(seen.get('sha256'))[:12]}...), not on {wanted['file']} "
-                f"(sha256 {wanted['sha256'][:12]}...); pass another --classifier or delete it"
-            )
+        ckpt = _load_matching(path, data["train"])
         # A cached classifier from other default settings is stale; one named by the user is used as is.
         if not cached or (ckpt.model.config, ckpt.train_config) == (ClassifierConfig(), ClassifierTrainConfig()):
             return ckpt, path
         click.echo(f"{path} was trained with other settings; training it again", err=True)
+    return _train_and_save(path, train, valid, data), path
+
+
+def _load_matching(path: Path, wanted: dict[str, Any]) -> ClassifierCheckpoint:
+    """Load a saved classifier, refusing one trained on other digits than `wanted` describes."""
+    from digitvae.train.classifier import load_classifier
+
+    ckpt = load_classifier(path)
+    seen = ckpt.data.get("train", {})
+    if (seen.get("sha256"), seen.get("labels_sha256")) != (wanted["sha256"], wanted["labels_sha256"]):
+        raise CheckpointError(
+            f"{path}: this classifier was trained on {seen.get('file', 'other digits')} "
+            f"(sha256 {str(seen.get('sha256'))[:12]}...), not on {wanted['file']} "
+            f"(sha256 {wanted['sha256'][:12]}...); pass another --classifier or delete it"
+        )
+    return ckpt
+
+
+def _train_and_save(path: Path, train: Split, valid: Split, data: dict[str, Any]) -> ClassifierCheckpoint:
+    """Train the classifier with the default settings, measure it on the validation digits, save it."""
+    from digitvae.train.classifier import (
+        ClassifierCheckpoint,
+        ClassifierTrainConfig,
+        accuracy,
+        save_classifier,
+        train_classifier,
+    )
+
     click.echo(f"training the digit classifier on {len(train.images)} digits ({train.images_path.name})", err=True)
     train_config = ClassifierTrainConfig()
     start = time.perf_counter()
@@ -89,7 +101,7 @@ def _classifier(path: Path | None, train: Split, valid: Split) -> tuple[Classifi
         f"trained in {seconds:.1f}s, {ckpt.valid_accuracy:.2%} accurate on {valid.images_path.name}; saved {path}",
         err=True,
     )
-    return ckpt, path
+    return ckpt
 
 
 def _table(real: dict[str, Any], results: list[dict[str, Any]]) -> str:

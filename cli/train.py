@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,9 @@ from digitvae.runtime.errors import InputError
 
 from .console import fail
 from .options import require
+
+if TYPE_CHECKING:
+    from digitvae.train.loop import EpochStats
 
 
 @click.command()
@@ -75,21 +78,11 @@ def train(
     require("torch")
     from digitvae.train.config import get_preset, with_overrides
     from digitvae.train.data import load_splits
-    from digitvae.train.loop import BEST, EpochStats
+    from digitvae.train.loop import BEST
     from digitvae.train.loop import train as run_training
 
     if resume:
-        # A resumed run keeps the configs saved in its checkpoint; only --epochs may extend it.
-        ctx = click.get_current_context()
-        fixed = [
-            f"--{name.replace('_', '-')}"
-            for name in ("preset", "batch_size", "lr", "latent_dim", "seed")
-            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
-        ]
-        if fixed:
-            raise InputError(
-                f"{', '.join(fixed)} cannot change when resuming; the run keeps its saved settings (only --epochs may be given)"
-            )
+        _refuse_changed_settings()
     chosen = get_preset(preset)
     model_config = with_overrides(chosen.model, latent_dim=latent_dim)
     train_config = with_overrides(chosen.train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
@@ -99,19 +92,6 @@ def train(
         f"validating on {len(valid_split.images)} ({valid_split.images_path.name})"
     )
 
-    def show(stats: EpochStats) -> None:
-        mark = "  *best" if stats.is_best else ""
-        valid = "       -" if stats.valid_loss is None else f"{stats.valid_loss:8.2f}"
-        click.echo(
-            f"epoch {stats.epoch:>3}/{stats.epochs}  train {stats.train_loss:8.2f}  "
-            f"valid {valid}  nats/digit  {stats.seconds:5.1f}s{mark}"
-        )
-
-    import shlex  # only training records its command line
-
-    # Recorded in the checkpoint and the exported manifest; argv is ours only when run as `digitvae`.
-    ran_as_script = Path(sys.argv[0]).name == "digitvae"
-    command = shlex.join(["digitvae", *sys.argv[1:]]) if ran_as_script else "digitvae train"
     try:
         ckpt = run_training(
             train_split,
@@ -122,8 +102,8 @@ def train(
             preset=preset,
             resume=resume,
             epochs=epochs,
-            command=command,
-            on_epoch=show,
+            command=_command_line(),
+            on_epoch=_show_epoch,
         )
     except KeyboardInterrupt:
         fail(f"interrupted; the last complete epoch is in {out / 'last.pt'}: continue with --resume", code=130)
@@ -131,6 +111,37 @@ def train(
         f"done in {ckpt.seconds:.1f}s; best valid -ELBO {ckpt.best.get('valid_loss', float('nan')):.2f} "
         f"at epoch {ckpt.best.get('epoch')} -> {out / BEST}"
     )
+
+
+def _refuse_changed_settings() -> None:
+    """A resumed run keeps the configs saved in its checkpoint; only --epochs may extend it."""
+    ctx = click.get_current_context()
+    fixed = [
+        f"--{name.replace('_', '-')}"
+        for name in ("preset", "batch_size", "lr", "latent_dim", "seed")
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    ]
+    if fixed:
+        raise InputError(
+            f"{', '.join(fixed)} cannot change when resuming; the run keeps its saved settings (only --epochs may be given)"
+        )
+
+
+def _show_epoch(stats: EpochStats) -> None:
+    mark = "  *best" if stats.is_best else ""
+    valid = "       -" if stats.valid_loss is None else f"{stats.valid_loss:8.2f}"
+    click.echo(
+        f"epoch {stats.epoch:>3}/{stats.epochs}  train {stats.train_loss:8.2f}  "
+        f"valid {valid}  nats/digit  {stats.seconds:5.1f}s{mark}"
+    )
+
+
+def _command_line() -> str:
+    """Return the command as typed, recorded in the checkpoint and model.json (argv is ours only as `digitvae`)."""
+    import shlex
+
+    ran_as_script = Path(sys.argv[0]).name == "digitvae"
+    return shlex.join(["digitvae", *sys.argv[1:]]) if ran_as_script else "digitvae train"
 
 
 @click.command("export")

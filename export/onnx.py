@@ -6,6 +6,7 @@ import hashlib
 import logging
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,12 @@ def _annotate(model: onnx.ModelProto, role: str, ckpt: Checkpoint) -> bytes:
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
+    # The exporter notes each node's Python stack trace (with this machine's paths and line
+    # numbers): debugging aids that would make the file depend on where and how the code sits.
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    for value in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
+        del value.metadata_props[:]
     model.doc_string = f"digitvae {role} (preset {ckpt.preset}, latent_dim {ckpt.model_config.latent_dim})"
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -168,56 +175,80 @@ def export_checkpoint(
     model = VAE(ckpt.model_config)
     model.load_state_dict(ckpt.model_state)
     model.eval()
-    d, classes = ckpt.model_config.latent_dim, ckpt.model_config.num_classes
+    blobs: dict[str, bytes] = {}
+    parity: dict[str, dict[str, float]] = {}
+    for half in _halves(model):
+        blobs[half.role], checked = _export_checked(half, ckpt)
+        parity.update({f"{half.role}.{output}": diff for output, diff in checked.items()})
+    manifest = _manifest(ckpt, name or out_dir.resolve().name, blobs, parity)
+    bundle = build_variants(blobs, manifest)
+    manifest = bundle.apply(manifest)
+    files = {**{f"{role}.onnx": blob for role, blob in blobs.items()}, **bundle.files}
+    if prior and prior_data is not None:
+        files, manifest = _with_prior(files, manifest, prior_data, prior_config or PriorConfig())
+    write_model_folder(out_dir, files, manifest, force=force)
+    logger.info("exported %s to %s", manifest.name, out_dir)
+    return ExportResult(out_dir, manifest, parity)
+
+
+@dataclass(frozen=True)
+class _Half:
+    """One half of the VAE to export: its module, ONNX input and output names, and test inputs."""
+
+    role: str
+    module: torch.nn.Module
+    inputs: list[str]
+    outputs: list[str]
+    #: Batch size -> the module's inputs (image or z, then labels for a conditional model).
+    make_inputs: Callable[[int], tuple[np.ndarray, ...]]
+
+
+def _halves(model: VAE) -> list[_Half]:
+    """Return the encoder and the decoder of a model, with random inputs of the right kind."""
+    d, classes = model.config.latent_dim, model.config.num_classes
     rng = np.random.default_rng(0)
     label = ["label"] if classes else []
 
     def with_label(first: np.ndarray) -> tuple[np.ndarray, ...]:
         return (first, rng.integers(0, classes, len(first), dtype=np.int64)) if classes else (first,)
 
+    def images(n: int) -> tuple[np.ndarray, ...]:
+        return with_label(rng.random((n, 1, 28, 28), dtype=np.float32))
+
+    def codes(n: int) -> tuple[np.ndarray, ...]:
+        return with_label(rng.standard_normal((n, d), dtype=np.float32))
+
     encoder, decoder = export_halves(model)
-    halves = {
-        "encoder": (
-            encoder,
-            ["image", *label],
-            ["mean", "logvar"],
-            lambda n: with_label(rng.random((n, 1, 28, 28), dtype=np.float32)),
-        ),
-        "decoder": (
-            decoder,
-            ["z", *label],
-            ["logits", "image"],
-            lambda n: with_label(rng.standard_normal((n, d), dtype=np.float32)),
-        ),
-    }
-    blobs: dict[str, bytes] = {}
-    parity: dict[str, dict[str, float]] = {}
-    for role, (module, input_names, outputs, make_inputs) in halves.items():
-        example = tuple(torch.from_numpy(a) for a in make_inputs(2))
-        onnx_model = _export(module, example, input_names, outputs)
-        blobs[role] = _annotate(onnx_model, role, ckpt)
-        for output, diff in _parity(module, blobs[role], make_inputs, input_names).items():
-            logger.info("%s.%s: max |onnxruntime - torch| = %.3g", role, output, diff["max_abs_diff"])
-            if not diff["max_scaled_diff"] <= TOLERANCE:
-                raise ExportError(
-                    f"{role} output {output!r}: onnxruntime differs from torch by {diff['max_abs_diff']:.3g} "
-                    f"(scaled {diff['max_scaled_diff']:.3g}, allowed {TOLERANCE:g}); nothing written"
-                )
-            parity[f"{role}.{output}"] = diff
-    manifest = _manifest(ckpt, name or out_dir.resolve().name, blobs, parity)
-    bundle = build_variants(blobs, manifest)
-    manifest = bundle.apply(manifest)
-    files = {**{f"{role}.onnx": blob for role, blob in blobs.items()}, **bundle.files}
-    if prior and prior_data is not None:
-        with tempfile.TemporaryDirectory(prefix="digitvae-export-") as tmp:
-            # The prior is fit through the runtime on the exported files, in a scratch copy.
-            staged = Path(tmp) / "model"
-            write_model_folder(staged, files, manifest, force=False)
-            manifest = fit_model_prior(staged, prior_data, labels_beside(prior_data), prior_config or PriorConfig())
-            files = folder_files(staged)
-    write_model_folder(out_dir, files, manifest, force=force)
-    logger.info("exported %s to %s", manifest.name, out_dir)
-    return ExportResult(out_dir, manifest, parity)
+    return [
+        _Half("encoder", encoder, ["image", *label], ["mean", "logvar"], images),
+        _Half("decoder", decoder, ["z", *label], ["logits", "image"], codes),
+    ]
+
+
+def _export_checked(half: _Half, ckpt: Checkpoint) -> tuple[bytes, dict[str, dict[str, float]]]:
+    """Export one half and check it against torch; return its bytes and each output's differences."""
+    example = tuple(torch.from_numpy(a) for a in half.make_inputs(2))
+    blob = _annotate(_export(half.module, example, half.inputs, half.outputs), half.role, ckpt)
+    checked = _parity(half.module, blob, half.make_inputs, half.inputs)
+    for output, diff in checked.items():
+        logger.info("%s.%s: max |onnxruntime - torch| = %.3g", half.role, output, diff["max_abs_diff"])
+        if not diff["max_scaled_diff"] <= TOLERANCE:
+            raise ExportError(
+                f"{half.role} output {output!r}: onnxruntime differs from torch by {diff['max_abs_diff']:.3g} "
+                f"(scaled {diff['max_scaled_diff']:.3g}, allowed {TOLERANCE:g}); nothing written"
+            )
+    return blob, checked
+
+
+def _with_prior(
+    files: dict[str, bytes], manifest: Manifest, prior_data: Path, config: PriorConfig
+) -> tuple[dict[str, bytes], Manifest]:
+    """Fit the prior through the runtime on the exported files, in a scratch copy; return both updated."""
+    with tempfile.TemporaryDirectory(prefix="digitvae-export-") as tmp:
+        staged = Path(tmp) / "model"
+        write_model_folder(staged, files, manifest, force=False)
+        manifest = fit_model_prior(staged, prior_data, labels_beside(prior_data), config)
+        return folder_files(staged), manifest
 
 
 def _manifest(ckpt: Checkpoint, name: str, blobs: dict[str, bytes], parity: dict[str, dict[str, float]]) -> Manifest:

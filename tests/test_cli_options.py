@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import VALID_IMAGES
-from helpers import assert_clean_failure, invoke, ok
+from helpers import assert_clean_failure, copy_shipped_model, invoke, ok
 
 from digitvae.runtime import DigitVAE
 
@@ -136,3 +136,27 @@ def test_verbose_works_before_and_after_the_command(tmp_path: Path) -> None:
         ok(result)
         assert "info: loaded mnist-vae" in result.stderr
     assert "info:" not in ok(invoke("generate", "-n", 2, "--seed", 1, "-o", tmp_path / "c.npy")).stderr
+
+
+def test_score_takes_k_where_the_ranges_allow_it(tmp_path: Path) -> None:
+    import json
+
+    calibrated = json.loads(ok(invoke("score", VALID_IMAGES, "--limit", 3, "-k", 50, "--json")).stdout)
+    assert calibrated["k"] == 50
+    assert_clean_failure(invoke("score", VALID_IMAGES, "--limit", 3, "-k", 10), "calibrated with k=50")
+    plain = copy_shipped_model(tmp_path / "m")
+    data = json.loads((plain / "model.json").read_text())
+    del data["metrics"]["score"]
+    (plain / "model.json").write_text(json.dumps(data))
+    report = json.loads(
+        ok(invoke("score", VALID_IMAGES, "--limit", 3, "-k", 10, "--range", 0, 200, "--model", plain, "--json")).stdout
+    )
+    assert report["k"] == 10
+    expected = DigitVAE.load(plain).iw_nll(_valid(3), 10)
+    np.testing.assert_allclose([s["score"] for s in report["scores"]], expected, rtol=1e-5)
+
+
+def _valid(n: int) -> np.ndarray:
+    from digitvae.runtime.idx import read_mnist_images
+
+    return read_mnist_images(VALID_IMAGES)[:n]

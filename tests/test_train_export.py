@@ -227,3 +227,13 @@ def test_runtime_likelihood_agrees_with_torch(tiny_run: Path, tiny_model: Path, 
         np.testing.assert_allclose(ours, theirs, atol=0.05)
         assert abs(ours.mean() - theirs.mean()) < 0.01
     np.testing.assert_allclose(-vae.elbo(digits, seed=4), neg_elbo(model, digits, seed=4), atol=0.05)
+
+
+def test_exported_files_carry_no_local_paths_or_stack_traces(tiny_model: Path) -> None:
+    import onnx
+
+    for name in ("encoder.onnx", "decoder.onnx", "generator.onnx", "decoder.int8.onnx"):
+        blob = (tiny_model / name).read_bytes()
+        assert b"stack_trace" not in blob and str(Path(__file__).parents[1]).encode() not in blob, name
+        model = onnx.load_from_string(blob)
+        assert all(len(node.metadata_props) == 0 for node in model.graph.node), name

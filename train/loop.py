@@ -149,6 +149,38 @@ def train(
     return _run(ckpt, train_split, valid_split, out_dir, on_epoch)
 
 
+def _train_epoch(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor | None,
+    cfg: TrainConfig,
+    epoch: int,
+) -> float:
+    """Make one pass over the shuffled training digits; return the mean training loss per digit."""
+    model.train()
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(cfg, epoch)
+    beta = kl_weight(cfg, epoch)
+    order = torch.randperm(len(x_train), generator=generator)
+    total = 0.0
+    for i in range(0, len(order), cfg.batch_size):
+        index = order[i : i + cfg.batch_size]
+        batch, labels = augment(x_train[index], cfg.augment, generator), _part(y_train, index)
+        if cfg.iw_samples == 1:
+            per_digit = model.neg_elbo(batch, generator, labels, beta)
+        else:
+            per_digit = model.neg_iw_bound(batch, cfg.iw_samples, generator, labels, beta)
+        # Summed over the batch, as in the reference design (Adam is scale-invariant anyway).
+        loss = per_digit.sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / len(x_train)
+
+
 def _run(
     ckpt: Checkpoint,
     train_split: Split,
@@ -173,26 +205,7 @@ def _run(
 
     for epoch in range(ckpt.epoch + 1, cfg.epochs + 1):
         start = time.perf_counter()
-        model.train()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, epoch)
-        beta = kl_weight(cfg, epoch)
-        order = torch.randperm(len(x_train), generator=generator)
-        total = 0.0
-        for i in range(0, len(order), cfg.batch_size):
-            index = order[i : i + cfg.batch_size]
-            batch, labels = augment(x_train[index], cfg.augment, generator), _part(y_train, index)
-            if cfg.iw_samples == 1:
-                per_digit = model.neg_elbo(batch, generator, labels, beta)
-            else:
-                per_digit = model.neg_iw_bound(batch, cfg.iw_samples, generator, labels, beta)
-            # Summed over the batch, as in the reference design (Adam is scale-invariant anyway).
-            loss = per_digit.sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
-        train_loss = total / len(x_train)
+        train_loss = _train_epoch(model, optimizer, generator, x_train, y_train, cfg, epoch)
         validate = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
         valid_loss = evaluate(model, x_valid, seed=cfg.seed, labels=y_valid) if validate else None
         if not np.isfinite(train_loss) or (valid_loss is not None and not np.isfinite(valid_loss)):
