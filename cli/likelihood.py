@@ -27,15 +27,6 @@ from .options import (
 )
 
 _PIXELS = 784
-data_option = click.option(
-    "--data",
-    "data_paths",
-    multiple=True,
-    required=True,
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="Digits: IDX (idx3-ubyte[.gz]), .npy or 28x28 PNG; repeatable.",
-)
 inputs_argument = click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False))
 #: `--data FILE` is still read where the files are now arguments, so older command lines keep working.
 old_data_option = click.option("--data", "data_paths", multiple=True, type=click.Path(dir_okay=False), hidden=True)
@@ -191,7 +182,7 @@ def score(
         if "score" in vae.manifest.metrics:
             raise InputError(
                 f"model {vae.name!r} was calibrated with k={calibration.k}: its ranges hold for that k only; "
-                f"score with -k {calibration.k}, or recalibrate with `digitvae calibrate MODEL_DIR -k {k} --data VALID`"
+                f"score with -k {calibration.k}, or recalibrate with `digitvae calibrate MODEL_DIR VALID_IDX -k {k}`"
             )
         detector.calibration = calibration = dataclasses.replace(calibration, k=k)
     digits, labels = read_labelled(inputs, limit, labels_file)
@@ -240,7 +231,8 @@ def score(
 
 @click.command()
 @click.argument("model_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@data_option
+@inputs_argument
+@old_data_option
 @labels_option
 @click.option(
     "--reference",
@@ -269,6 +261,7 @@ def score(
 @seed_option
 def calibrate(
     model_dir: Path,
+    inputs: tuple[str, ...],
     data_paths: tuple[str, ...],
     labels_file: str | None,
     reference: str | None,
@@ -278,7 +271,8 @@ def calibrate(
     limit: int | None,
     seed: int,
 ) -> None:
-    """Store a model's typical score ranges and latent principal plane, from validation digits."""
+    """Store MODEL_DIR's typical score ranges and latent principal plane, from validation digits (INPUT files)."""
+    data_paths = _inputs(inputs, data_paths)
     from digitvae.runtime.detector import fp32_hashes, reference_entry, score_images
     from digitvae.runtime.latent import principal_plane
     from digitvae.runtime.scoring import DEFAULT_K

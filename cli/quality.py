@@ -15,7 +15,15 @@ import click
 from digitvae.runtime.errors import CheckpointError, DataFormatError
 from digitvae.runtime.manifest import DEFAULT_MODEL, sha256_file
 
-from .options import require, standard_prior_option
+from .options import (
+    load_model,
+    provider_option,
+    require,
+    standard_prior_option,
+    strict_option,
+    threads_option,
+    variant_option,
+)
 
 if TYPE_CHECKING:
     from digitvae.train.classifier import ClassifierCheckpoint
@@ -179,6 +187,10 @@ def _table(real: dict[str, Any], results: list[dict[str, Any]]) -> str:
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the generated digits.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@variant_option
+@provider_option
+@strict_option
+@threads_option
 @standard_prior_option
 @click.option(
     "--write",
@@ -193,12 +205,15 @@ def quality(
     count: int,
     seed: int,
     as_json: bool,
+    variant: str,
+    provider: str | None,
+    strict: bool,
+    threads: int | None,
     standard_prior: bool,
     write: bool,
 ) -> None:
     """Score generated digits with a digit classifier: FID, confidence, class balance."""
     require("torch")
-    from digitvae.runtime.model import DigitVAE
     from digitvae.train.data import load_splits
     from digitvae.train.quality import real_quality, sample_quality, write_sample_quality
 
@@ -208,7 +223,7 @@ def quality(
     classifier = {"path": str(path), "data": ckpt.data, "valid_accuracy": real["classifier_valid_accuracy"]}
     results = []
     for model in models or (DEFAULT_MODEL,):
-        vae = DigitVAE.load(model, prior=not standard_prior)
+        vae = load_model(model, provider, strict, variant, threads, prior=not standard_prior)
         scores = sample_quality(
             vae,
             ckpt.model,

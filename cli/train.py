@@ -11,7 +11,7 @@ import click
 from digitvae.runtime.errors import InputError
 
 from .console import fail
-from .options import require
+from .options import progress_bar, require
 
 if TYPE_CHECKING:
     from digitvae.train.loop import EpochStats
@@ -167,11 +167,21 @@ def export_cmd(
 ) -> None:
     """Export a checkpoint (or a training folder's best.pt) to ONNX files and model.json, with a fitted prior."""
     require("torch", "onnx", "onnxscript", *(() if no_prior else ("sklearn",)))
-    from digitvae.export.onnx import TOLERANCE, export_checkpoint
+    from digitvae.export.onnx import EXPORT_STEPS, TOLERANCE, export_checkpoint
 
     if no_prior and prior_data is not None:
         raise InputError("--prior-data and --no-prior exclude each other")
-    result = export_checkpoint(checkpoint, output, name=name, force=force, prior=not no_prior, prior_data=prior_data)
+    steps = EXPORT_STEPS if not no_prior else EXPORT_STEPS[:-1]
+    with progress_bar(len(steps), "exporting") as tick:
+        result = export_checkpoint(
+            checkpoint,
+            output,
+            name=name,
+            force=force,
+            prior=not no_prior,
+            prior_data=prior_data,
+            progress=None if tick is None else (lambda step: tick(steps.index(step) + 1)),
+        )
     worst = max(d["max_scaled_diff"] for d in result.parity.values())
     prior = result.manifest.prior
     fitted = f"; prior: {prior['components']} components, {prior['classes']} classes" if prior else "; prior: N(0, I)"

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 #: result differs from its float64 result by about 1e-5.
 TOLERANCE = 1e-5
 PARITY_BATCHES = (1, 37)
+#: What export does, in order, as its progress callback hears it ("prior" only when it fits one).
+EXPORT_STEPS = ("encoder", "decoder", "variants", "prior")
 OPSET = 18
 
 
@@ -160,12 +162,15 @@ def export_checkpoint(
     prior: bool = True,
     prior_data: Path | None = None,
     prior_config: PriorConfig | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export encoder.onnx, decoder.onnx and model.json into out_dir, or fail leaving nothing.
 
     With `prior` (the default), also fit the latent prior to the encoded training digits
     (`prior_data`, by default the checkpoint's training file, with the labels beside it).
+    `progress`, if given, is told each step as it finishes: one of EXPORT_STEPS.
     """
+    done = progress or (lambda step: None)
     ckpt = load_checkpoint(resolve_checkpoint(checkpoint))
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
@@ -180,12 +185,15 @@ def export_checkpoint(
     for half in _halves(model):
         blobs[half.role], checked = _export_checked(half, ckpt)
         parity.update({f"{half.role}.{output}": diff for output, diff in checked.items()})
+        done(half.role)
     manifest = _manifest(ckpt, name or out_dir.resolve().name, blobs, parity)
     bundle = build_variants(blobs, manifest)
     manifest = bundle.apply(manifest)
     files = {**{f"{role}.onnx": blob for role, blob in blobs.items()}, **bundle.files}
+    done("variants")
     if prior and prior_data is not None:
         files, manifest = _with_prior(files, manifest, prior_data, prior_config or PriorConfig())
+        done("prior")
     write_model_folder(out_dir, files, manifest, force=force)
     logger.info("exported %s to %s", manifest.name, out_dir)
     return ExportResult(out_dir, manifest, parity)

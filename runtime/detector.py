@@ -127,7 +127,7 @@ def _load_reference(
     if fp32_hashes(reference.manifest) != entry.get("sha256"):
         raise ModelError(
             f"{model_dir}: the reference model {name!r} changed since calibration (its sha256 differs); "
-            f"run `digitvae calibrate {model_dir} --reference {name} --data VALID_IDX` again"
+            f"run `digitvae calibrate {model_dir} VALID_IDX --reference {name}` again"
         )
     if reference.num_classes:
         raise ModelError(

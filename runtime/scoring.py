@@ -123,7 +123,7 @@ class Calibration:
         if not isinstance(stored, Mapping):
             if nll_range is None:
                 raise ModelError(
-                    "this model has no calibrated score range; run `digitvae calibrate MODEL --data VALID_IDX` "
+                    "this model has no calibrated score range; run `digitvae calibrate MODEL_DIR VALID_IDX` "
                     "or pass --range LOW HIGH"
                 )
             stored = {}

@@ -20,15 +20,15 @@ if [ "${STEPS:-all}" = all ]; then
     build vae-2d mnist-vae-2d
 fi
 # Score ranges: the default and the reference design are each other's likelihood-ratio reference.
-digitvae calibrate models/mnist-vae --reference mnist-vae-geron --data "$VALID"
-digitvae calibrate models/mnist-vae-geron --reference mnist-vae --data "$VALID"
-digitvae calibrate models/mnist-vae-2d --reference mnist-vae --data "$VALID"
-digitvae calibrate models/mnist-cvae --data "$VALID"
+digitvae calibrate models/mnist-vae "$VALID" --reference mnist-vae-geron
+digitvae calibrate models/mnist-vae-geron "$VALID" --reference mnist-vae
+digitvae calibrate models/mnist-vae-2d "$VALID" --reference mnist-vae
+digitvae calibrate models/mnist-cvae "$VALID" --no-reference
 for model in "${MODELS[@]}"; do
     for variant in fp32 int8 fp16; do
-        digitvae evaluate --model "models/$model" --variant "$variant" --data "$VALID" --write
+        digitvae evaluate "$VALID" --model "models/$model" --variant "$variant" --write
     done
-    digitvae evaluate --model "models/$model" --data "$VALID" --standard-prior --write
+    digitvae evaluate "$VALID" --model "models/$model" --standard-prior --write
 done
 quality_models=()
 for model in "${MODELS[@]}"; do quality_models+=(-m "models/$model"); done

@@ -1,7 +1,7 @@
 """Score held-out digits and four kinds of non-digits with a calibrated model; print the flag rates.
 
     cp -r models/mnist-vae /tmp/half
-    digitvae calibrate /tmp/half --reference mnist-vae-geron --data VALID_IDX --limit 2500
+    digitvae calibrate /tmp/half VALID_IDX --reference mnist-vae-geron --limit 2500
     python scripts/outliers.py --model /tmp/half --digits VALID_IDX --offset 2500
 
 Non-digits: uniform noise, blank pages, inverted digits (white background), and the 52 Latin

@@ -160,3 +160,20 @@ def _valid(n: int) -> np.ndarray:
     from digitvae.runtime.idx import read_mnist_images
 
     return read_mnist_images(VALID_IMAGES)[:n]
+
+
+def test_calibrate_reads_its_digits_as_arguments(tmp_path: Path) -> None:
+    import json
+
+    model = copy_shipped_model(tmp_path / "m")
+    ok(invoke("calibrate", model, VALID_IMAGES, "-k", 5, "--no-reference"))
+    score = json.loads((model / "model.json").read_text())["metrics"]["score"]
+    assert score["k"] == 5 and score["digits"] == 100
+    result = invoke("calibrate", model, "--no-reference")
+    assert result.exit_code != 0 and "give the digits to read" in result.output
+
+
+def test_quality_takes_the_model_options() -> None:
+    text = ok(invoke("quality", "--help")).stdout
+    for option in ("--model", "--variant", "--provider", "--strict", "--threads"):
+        assert option in text

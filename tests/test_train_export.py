@@ -237,3 +237,14 @@ def test_exported_files_carry_no_local_paths_or_stack_traces(tiny_model: Path) -
         assert b"stack_trace" not in blob and str(Path(__file__).parents[1]).encode() not in blob, name
         model = onnx.load_from_string(blob)
         assert all(len(node.metadata_props) == 0 for node in model.graph.node), name
+
+
+def test_export_reports_each_step(tiny_run: Path, tmp_path: Path) -> None:
+    from digitvae.export.onnx import EXPORT_STEPS, export_checkpoint
+
+    steps: list[str] = []
+    export_checkpoint(tiny_run, tmp_path / "with-prior", progress=steps.append)
+    assert tuple(steps) == EXPORT_STEPS
+    steps.clear()
+    export_checkpoint(tiny_run, tmp_path / "plain", prior=False, progress=steps.append)
+    assert tuple(steps) == EXPORT_STEPS[:-1]
