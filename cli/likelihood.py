@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +31,15 @@ _PIXELS = 784
 inputs_argument = click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False))
 #: `--data FILE` is still read where the files are now arguments, so older command lines keep working.
 old_data_option = click.option("--data", "data_paths", multiple=True, type=click.Path(dir_okay=False), hidden=True)
-k_option = click.option(
-    "-k",
-    "--k",
-    "k",
-    type=click.IntRange(1, 100_000),
-    default=200,
-    show_default=True,
-    help="Importance samples per digit.",
-)
+
+
+def k_option(default: int | None, help: str) -> Callable[[Any], Any]:
+    """Return the -k/--k option: importance samples per digit."""
+    return click.option(
+        "-k", "--k", "k", type=click.IntRange(1, 100_000), default=default, show_default=default is not None, help=help
+    )
+
+
 limit_option = click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N digits.")
 seed_option = click.option(
     "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the posterior samples."
@@ -79,7 +80,7 @@ def _bits_per_dim(nats: float) -> float:
 @inputs_argument
 @old_data_option
 @labels_option
-@k_option
+@k_option(200, "Importance samples per digit.")
 @_scoring_options
 @standard_prior_option
 @click.option(
@@ -147,14 +148,7 @@ def evaluate(
     metavar="LOW HIGH",
     help="Typical IW-NLL range (default: the model's calibration on validation digits).",
 )
-@click.option(
-    "-k",
-    "--k",
-    "k",
-    type=click.IntRange(1, 100_000),
-    default=None,
-    help="Importance samples per digit (default: the calibration's; a calibrated model takes only that).",
-)
+@k_option(None, "Importance samples per digit (default: the calibration's; a calibrated model takes only that).")
 @_scoring_options
 def score(
     inputs: tuple[str, ...],
@@ -249,14 +243,7 @@ def score(
     show_default=True,
     help="Fraction of the validation digits the checks may flag together.",
 )
-@click.option(
-    "-k",
-    "--k",
-    "k",
-    type=click.IntRange(1, 100_000),
-    default=None,
-    help="Importance samples per digit for scores (default 50).",
-)
+@k_option(None, "Importance samples per digit for scores (default 50).")
 @limit_option
 @seed_option
 def calibrate(
