@@ -23,8 +23,11 @@ from .options import (
     model_options,
     progress_bar,
     provider_list,
+    provider_option,
     read_labelled,
     standard_prior_option,
+    strict_option,
+    threads_option,
 )
 
 _PIXELS = 784
@@ -246,6 +249,9 @@ def score(
 @k_option(None, "Importance samples per digit for scores (default 50).")
 @limit_option
 @seed_option
+@provider_option
+@strict_option
+@threads_option
 def calibrate(
     model_dir: Path,
     inputs: tuple[str, ...],
@@ -257,6 +263,9 @@ def calibrate(
     k: int | None,
     limit: int | None,
     seed: int,
+    provider: str | None,
+    strict: bool,
+    threads: int | None,
 ) -> None:
     """Store MODEL_DIR's typical score ranges and latent principal plane, from validation digits (INPUT files)."""
     data_paths = _inputs(inputs, data_paths)
@@ -266,7 +275,7 @@ def calibrate(
     from digitvae.runtime.scoring import calibrate as calibrate_scores
 
     k = k or DEFAULT_K
-    vae = load_model(str(model_dir), None, False)
+    vae = load_model(str(model_dir), provider, strict, threads=threads)
     if reference is not None and no_reference:
         raise InputError("--reference and --no-reference exclude each other")
     kept = ((vae.manifest.metrics.get("score") or {}).get("reference") or {}).get("model")
@@ -277,7 +286,7 @@ def calibrate(
         )
     ref_vae, ref_entry = None, None
     if reference is not None:
-        ref_vae = load_model(reference, None, False)
+        ref_vae = load_model(reference, provider, strict, threads=threads)
         ref_entry = reference_entry(reference, ref_vae)
         if ref_entry["sha256"] == fp32_hashes(vae.manifest):
             raise InputError(

@@ -8,7 +8,7 @@ import click
 
 from digitvae.runtime.errors import InputError
 
-from .options import require
+from .options import provider_list, provider_option, require, threads_option
 
 
 @click.group("prior")
@@ -34,7 +34,6 @@ def prior() -> None:
 @click.option("--no-labels", is_flag=True, help="Fit one mixture for all digits (no --digit for this model).")
 @click.option(
     "--components",
-    "-k",
     type=click.IntRange(1, 1000),
     default=5,
     show_default=True,
@@ -56,6 +55,8 @@ def prior() -> None:
 )
 @click.option("--covariance", type=click.Choice(["full", "diag"]), default="full", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@provider_option
+@threads_option
 def fit(
     model_dir: Path,
     images: Path,
@@ -66,6 +67,8 @@ def fit(
     spread: float,
     covariance: str,
     seed: int,
+    provider: str | None,
+    threads: int | None,
 ) -> None:
     """Fit MODEL_DIR's prior (a Gaussian mixture) to its posterior codes of these digits, in place."""
     require("onnx", "sklearn", extra="prior")
@@ -77,7 +80,7 @@ def fit(
     if not no_labels and labels is None:
         labels = labels_beside(images)
     config = PriorConfig(components=components, samples=samples, spread=spread, covariance=covariance, seed=seed)
-    manifest = fit_model_prior(model_dir, images, labels, config)
+    manifest = fit_model_prior(model_dir, images, labels, config, providers=provider_list(provider), threads=threads)
     assert manifest.prior is not None
     classes = manifest.prior["classes"]
     per = f"{classes} classes" if classes else "no classes"

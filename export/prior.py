@@ -178,8 +178,19 @@ def fit_prior(vae: Any, images: np.ndarray, labels: np.ndarray | None, config: P
     return mixture
 
 
-def fit_model_prior(model_dir: Path, images_path: Path, labels_path: Path | None, config: PriorConfig) -> Manifest:
-    """Fit (or refit) a model folder's prior on IDX digits and write it in, atomically."""
+def fit_model_prior(
+    model_dir: Path,
+    images_path: Path,
+    labels_path: Path | None,
+    config: PriorConfig,
+    *,
+    providers: Any = None,
+    threads: int | None = None,
+) -> Manifest:
+    """Fit (or refit) a model folder's prior on IDX digits and write it in, atomically.
+
+    `providers` and `threads` choose how the encoder runs (see DigitVAE.load).
+    """
     from digitvae.runtime.idx import read_mnist_images, read_mnist_labels
     from digitvae.runtime.model import DigitVAE
 
@@ -195,7 +206,7 @@ def fit_model_prior(model_dir: Path, images_path: Path, labels_path: Path | None
         if len(labels) != len(images):
             raise InputError(f"{labels_path}: {len(labels)} labels for {len(images)} digits in {images_path.name}")
         data["labels"] = {"file": labels_path.name, "sha256": sha256_file(labels_path)}
-    vae = DigitVAE.load(model_dir.resolve())
+    vae = DigitVAE.load(model_dir.resolve(), providers, threads=threads)
     mixture = fit_prior(vae, images, labels, config)
     files = {f.path: verified_bytes(model_dir, f) for v in manifest.variants.values() for f in v.values()}
     prior = prior_files(mixture, {v: files[entries["decoder"].path] for v, entries in manifest.variants.items()})

@@ -177,3 +177,9 @@ def test_quality_takes_the_model_options() -> None:
     text = ok(invoke("quality", "--help")).stdout
     for option in ("--model", "--variant", "--provider", "--strict", "--threads"):
         assert option in text
+
+
+@pytest.mark.parametrize("command", [["calibrate"], ["prior", "fit"]])
+def test_commands_that_rewrite_a_model_folder_take_provider_and_threads(command: list[str]) -> None:
+    text = ok(invoke(*command, "--help")).stdout
+    assert "MODEL_DIR" in text and "--provider" in text and "--threads" in text

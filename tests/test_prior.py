@@ -301,12 +301,12 @@ def test_prior_fit_command_and_generate_digit(tiny_model: Path, tmp_path: Path) 
 
     model = tmp_path / "m"
     shutil.copytree(tiny_model, model)
-    out = ok(invoke("prior", "fit", model, "--data", TRAIN_IMAGES, "-k", 2, "--samples", 3))
+    out = ok(invoke("prior", "fit", model, "--data", TRAIN_IMAGES, "--components", 2, "--samples", 3, "--threads", 1))
     assert "20-component prior (10 classes)" in out.output
     data = json.loads((model / "model.json").read_text())
     assert data["prior"]["fit"]["components"] == 2 and data["prior"]["fit"]["samples"] == 3
     ok(invoke("generate", "--model", model, "-n", 4, "--digit", 3, "-o", tmp_path / "threes.png"))
-    ok(invoke("prior", "fit", model, "--data", TRAIN_IMAGES, "--no-labels", "-k", 3))
+    ok(invoke("prior", "fit", model, "--data", TRAIN_IMAGES, "--no-labels", "--components", 3))
     assert json.loads((model / "model.json").read_text())["prior"]["classes"] == 0
     assert_clean_failure(invoke("generate", "--model", model, "-n", 4, "--digit", 3, "-o", tmp_path / "x.png"), "digit")
     assert not (tmp_path / "x.png").exists()
