@@ -13,35 +13,20 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from digitvae.runtime.errors import DigitVAEError
 from digitvae.runtime.manifest import DEFAULT_MODEL, verified_bytes
 from digitvae.runtime.model import DigitVAE
 
+from .coldstart import BASELINE, cold_start
+
 logger = logging.getLogger(__name__)
 
-BASELINE = "onnxruntime"
 #: What a cold-start run executes: the console script's own entry point.
-_CLI = "import sys; from digitvae.cli.main import main; sys.argv[0] = 'digitvae'; sys.exit(main())"
-#: Runs argv[1:] with stdout discarded; prints its wall seconds, peak RSS (ru_maxrss) and exit code.
-_LAUNCHER = """import os, sys, time
-start = time.perf_counter()
-pid = os.fork()
-if pid == 0:
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-    os.execv(sys.argv[1], sys.argv[1:])
-_, status, usage = os.wait4(pid, 0)
-print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
-"""
 
 
 @dataclass(frozen=True)
@@ -112,7 +97,9 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     report["bound"] = _bound(vae, peaks, report["throughput"], config)
     report["latency_bound"] = _latency_bound(vae, report["latency"], config)
     if config.cold_runs:
-        report["cold_start"] = cold_start(config)
+        report["cold_start"] = cold_start(
+            config.model, config.variant, config.providers, config.threads, config.cold_runs
+        )
     return report
 
 
@@ -336,65 +323,6 @@ def _latency_bound(vae: DigitVAE, latency: dict[str, Any], config: BenchConfig) 
         "gemv": f"numpy float32 matrix-vector product over {parameters:,} weights",
         "fraction": {name: gemv_us / latency[name]["p50"] for name in names},
     }
-
-
-def cold_start(config: BenchConfig) -> dict[str, Any]:
-    """Time fresh `digitvae generate -n 1` processes against bare `import onnxruntime` ones, in turn."""
-    args = ["generate", "-n", "1", "-o", "x.png", "--model", config.model]
-    if config.variant != "fp32":
-        args += ["--variant", config.variant]
-    if config.providers:
-        args += ["--provider", ",".join(config.providers)]
-    if config.threads:
-        args += ["--threads", str(config.threads)]
-    ours = [sys.executable, "-c", _CLI, *args]
-    base = [sys.executable, "-c", "import onnxruntime"]
-    samples: dict[str, list[tuple[float, float | None]]] = {"digitvae": [], BASELINE: []}
-    with tempfile.TemporaryDirectory(prefix="digitvae-bench-") as tmp:
-        for i in range(config.cold_runs + 1):  # the first pair warms the file cache
-            for name, command in (("digitvae", ours), (BASELINE, base)):
-                wall, rss = _run_process(command, Path(tmp))
-                if i:
-                    samples[name].append((wall, rss))
-    result: dict[str, Any] = {
-        "command": "digitvae " + " ".join(args),
-        "baseline": 'python -c "import onnxruntime"',
-        "runs": config.cold_runs,
-        # Without cached bytecode every start compiles digitvae's modules again.
-        "dont_write_bytecode": bool(sys.flags.dont_write_bytecode),
-    }
-    for name, values in samples.items():
-        rss = [v[1] for v in values if v[1] is not None]
-        result[name] = {
-            "wall_s": statistics.median(v[0] for v in values),
-            "peak_rss_mib": statistics.median(rss) if rss else None,
-        }
-    result["wall_ratio"] = _paired_ratio([v[0] for v in samples["digitvae"]], [v[0] for v in samples[BASELINE]])
-    return result
-
-
-def _run_process(command: list[str], cwd: Path) -> tuple[float, float | None]:
-    """Run a command to completion; return its wall time and peak resident memory in MiB."""
-    if hasattr(os, "fork"):
-        # A child's peak RSS starts at its parent's size at fork time, so a small launcher
-        # starts it rather than this process, which holds models and perhaps torch.
-        command = [sys.executable, "-c", _LAUNCHER, *command]
-    with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.run(command, cwd=cwd, stdout=subprocess.PIPE, stderr=err, check=False)
-        wall, rss = time.perf_counter() - start, None
-        if proc.returncode == 0 and hasattr(os, "fork"):
-            wall_text, kib, code = proc.stdout.split()
-            wall, rss, proc.returncode = (
-                float(wall_text),
-                int(kib) / (1 << 20 if sys.platform == "darwin" else 1024),
-                int(code),
-            )
-        if proc.returncode:
-            err.seek(0)
-            last = (err.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
-            raise DigitVAEError(f"cold-start run failed with exit status {proc.returncode}: {last}")
-    return wall, rss
 
 
 def _labels(vae: DigitVAE, n: int) -> np.ndarray | None:

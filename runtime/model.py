@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from . import likelihood as lk
 from . import providers as eps
+from .contract import check_signatures
 from .errors import InputError, ModelError
 from .inputs import IMAGE_SIDE, as_count, as_images, as_labels, as_latents
 from .manifest import DEFAULT_MODEL, ROLES, Manifest, read_manifest, resolve_model_dir, verified_bytes
@@ -111,7 +112,7 @@ class DigitVAE:
                 )
             except Exception as exc:  # onnxruntime raises several unrelated types for bad models
                 raise ModelError(f"{model_dir / files[role].path}: onnxruntime cannot load it: {exc}") from None
-        _check_signatures(model_dir, manifest, sessions)
+        check_signatures(model_dir, manifest, sessions)
         learned_prior = None
         if learned:
             learned_prior = LearnedPrior(
@@ -350,40 +351,3 @@ def _image_rows(image: np.ndarray, n: int) -> np.ndarray:
     if image.shape != (n, 1, IMAGE_SIDE, IMAGE_SIDE):
         raise ModelError(f"the model returned images of shape {list(image.shape)}, expected [{n}, 1, 28, 28]")
     return image.reshape(n, IMAGE_SIDE, IMAGE_SIDE)
-
-
-def _check_signatures(model_dir: Path, manifest: Manifest, sessions: dict[str, ort.InferenceSession]) -> None:
-    """Refuse ONNX files that do not follow the contract of this manifest (README, "ONNX contract")."""
-    d = manifest.latent_dim
-    label: dict[str, list[int]] = {"label": []} if manifest.conditional else {}
-    draws = {"noise": [d], "uniform": [], "label": []}
-    image = {"logits": [1, 28, 28], "image": [1, 28, 28]}
-    expected: dict[str, tuple[dict[str, list[int]], dict[str, list[int]]]] = {
-        "encoder": ({"image": [1, 28, 28], **label}, {"mean": [d], "logvar": [d]}),
-        "decoder": ({"z": [d], **label}, image),
-        "prior": (draws, {"z": [d]}),
-        "prior_density": ({"z": [d], "label": []}, {"log_prob": []}),
-        "generator": (draws, {"z": [d], **image}),
-    }
-    for role, session in sessions.items():
-        inputs, outputs = expected[role]
-        where = f"{model_dir}: {role}"
-        for kind, wanted, found in (
-            ("input", inputs, session.get_inputs()),
-            ("output", outputs, session.get_outputs()),
-        ):
-            have = {arg.name: arg for arg in found}
-            if sorted(have) != sorted(wanted):
-                raise ModelError(
-                    f"{where} has {kind}s {sorted(have)}, expected {sorted(wanted)} "
-                    "(not a digitvae model, or from another version)"
-                )
-            for name, tail in wanted.items():
-                arg = have[name]
-                shape = list(arg.shape)
-                dtype = "tensor(int64)" if name == "label" else "tensor(float)"
-                if arg.type != dtype or len(shape) != 1 + len(tail) or shape[1:] != tail:
-                    raise ModelError(
-                        f"{where} {kind} {name!r} is {arg.type} {shape}, expected {dtype} "
-                        f"[{', '.join(map(str, ['N', *tail]))}] (latent_dim {d} in model.json)"
-                    )

@@ -23,7 +23,8 @@ from conftest import HAVE_TORCH, needs_torch
 from helpers import assert_clean_failure, invoke, ok
 from PIL import Image
 
-from digitvae.cli.benchmark import QUICK, BenchConfig, cold_start, run_bench
+from digitvae.cli.benchmark import QUICK, BenchConfig, run_bench
+from digitvae.cli.coldstart import cold_start
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.imageio import encode_png
 from digitvae.runtime.manifest import shipped_models_dir
@@ -117,7 +118,7 @@ def test_torch_contender_is_the_same_network(costed_model: Path) -> None:
 
 
 def test_cold_start_measures_fresh_processes(tmp_path: Path) -> None:
-    result = cold_start(dataclasses.replace(QUICK_CONFIG, cold_runs=1, threads=1))
+    result = cold_start(QUICK_CONFIG.model, threads=1, runs=1)
     assert result["command"] == "digitvae generate -n 1 -o x.png --model mnist-vae --threads 1"
     for name in ("digitvae", "onnxruntime"):
         assert _positive(result[name]["wall_s"])
