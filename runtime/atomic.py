@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from digitvae.runtime.errors import OutputError
+from .errors import OutputError
 
 logger = logging.getLogger(__name__)
 

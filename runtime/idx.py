@@ -15,8 +15,8 @@ from typing import BinaryIO, cast
 
 import numpy as np
 
-from digitvae.runtime.atomic import atomic_write
-from digitvae.runtime.errors import DataFormatError, InputError
+from .atomic import atomic_write
+from .errors import DataFormatError, InputError
 
 logger = logging.getLogger(__name__)
 
