@@ -49,7 +49,7 @@ scale_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 threads_option = click.option(
     "--threads",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, 1024),
     default=None,
     help="onnxruntime intra-op threads (default: one per physical core).",
 )

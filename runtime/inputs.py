@@ -18,8 +18,17 @@ _SHAPES = "[N,28,28], [N,1,28,28] or [N,784]"
 
 
 def _as_array(value: Any, what: str) -> np.ndarray:
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ma.MaskedArray):
+        if np.ma.getmaskarray(value).any():
+            raise InputError(
+                f"{what} is a masked array with masked values; fill them (array.filled(...)) or pass a plain array"
+            )
+        return np.asarray(value.data)
+    if type(value) is np.ndarray:
         return value
+    if isinstance(value, np.ndarray):
+        # np.matrix and other subclasses reshape and index differently: use the plain array they hold.
+        return np.asarray(value).view(np.ndarray)
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as exc:
@@ -93,6 +102,17 @@ def as_latents(z: Any, latent_dim: int) -> np.ndarray:
         bad = int(np.count_nonzero(~np.isfinite(out)))
         raise InputError(f"z contains {bad} NaN or infinite value(s) (after conversion to float32)")
     return out
+
+
+def as_seed(seed: Any) -> int | None:
+    """Return a seed for numpy's default_rng: None, or an integer in [0, 2**128)."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InputError(f"seed must be a non-negative integer or None, got {type(seed).__name__} {seed!r}")
+    if not 0 <= int(seed) < 2**128:
+        raise InputError(f"seed must be in [0, 2**128), got {seed}")
+    return int(seed)
 
 
 def as_count(n: Any, what: str = "n") -> int:

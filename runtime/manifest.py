@@ -270,6 +270,8 @@ def resolve_model_dir(model: str | os.PathLike[str]) -> Path:
     if not isinstance(model, (str, os.PathLike)):
         raise InputError(f"model must be a shipped model name or a folder path, got {type(model).__name__} {model!r}")
     text = os.fspath(model)
+    if not text:
+        raise InputError("model is empty: give a shipped model name (such as 'mnist-vae') or a folder path")
     if text and os.sep not in text and "/" not in text and text not in (".", ".."):
         shipped = shipped_models_dir() / text
         if (shipped / MANIFEST_NAME).is_file():

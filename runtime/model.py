@@ -15,7 +15,7 @@ from . import likelihood as lk
 from . import providers as eps
 from .contract import check_signatures
 from .errors import InputError, ModelError
-from .inputs import IMAGE_SIDE, as_count, as_images, as_labels, as_latents
+from .inputs import IMAGE_SIDE, as_count, as_images, as_labels, as_latents, as_seed
 from .manifest import DEFAULT_MODEL, ROLES, Manifest, read_manifest, resolve_model_dir, verified_bytes
 from .onnxscan import check_self_contained
 from .prior import ANY_CLASS, BlockPool, LearnedPrior, Prior, code_pool, draw_pool
@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 #: Rows per onnxruntime call: bounds the session's working memory for very large batches.
 CHUNK = 4096
 _ENCODED = ["mean", "logvar"]
+#: Most intra-op threads accepted: far beyond any machine, and within what onnxruntime takes.
+MAX_THREADS = 1024
 #: A callback told how many digits are done, for long likelihood computations.
 Progress = Callable[[int], None] | None
 _SINGLE_THREADED = _PRIOR_FILES = ("prior", "prior_density")
@@ -89,8 +91,14 @@ class DigitVAE:
 
         requested = eps.normalize(providers)
         names, options = eps.session_providers(requested, strict=strict)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-            raise InputError(f"threads must be a non-negative integer (0 = onnxruntime's default), got {threads!r}")
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS
+        ):
+            raise InputError(
+                f"threads must be an integer from 0 (onnxruntime's default) to {MAX_THREADS}, got {threads!r}"
+            )
+        if not isinstance(variant, str):
+            raise InputError(f"variant must be a name such as 'fp32', 'int8' or 'fp16', got {type(variant).__name__}")
         model_dir = resolve_model_dir(model)
         manifest = read_manifest(model_dir)
         files = manifest.files(variant)
@@ -186,7 +194,7 @@ class DigitVAE:
 
     def _noise(self, n: int, seed: int | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Return the prior's random inputs for n draws: from `seed`, or the next rows of a block."""
-        if seed is not None:
+        if as_seed(seed) is not None:
             return self.prior.draw(np.random.default_rng(seed), n)
         if self._draw_pool is None:
             self._draw_pool = draw_pool(self.prior, self._os_rng())
@@ -296,7 +304,7 @@ class DigitVAE:
         """
         x = as_images(images)
         y = self._labels(labels, len(x))
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(as_seed(seed))
         rows = max(1, CHUNK // samples)
         for i in range(0, len(x), rows):
             xb, yb = x[i : i + rows], _rows(y, i, rows)
@@ -350,4 +358,9 @@ def _image_rows(image: np.ndarray, n: int) -> np.ndarray:
     """Return a decoder's image output as [n, 28, 28], or raise ModelError if it has another shape."""
     if image.shape != (n, 1, IMAGE_SIDE, IMAGE_SIDE):
         raise ModelError(f"the model returned images of shape {list(image.shape)}, expected [{n}, 1, 28, 28]")
+    if not np.isfinite(image).all():
+        raise InputError(
+            "decoding gave NaN or infinite pixels: the codes are too large for float32 arithmetic "
+            "(a trained model's codes lie within a few units of 0)"
+        )
     return image.reshape(n, IMAGE_SIDE, IMAGE_SIDE)

@@ -62,7 +62,7 @@ class Prior:
 
 
 class LearnedPrior(Prior):
-    """A prior given by two ONNX graphs: the sampler and the log-density (see README's contract)."""
+    """A prior given by two ONNX graphs: the sampler and the log-density (see docs/contract.md)."""
 
     def __init__(
         self, latent_dim: int, description: dict[str, Any], sampler: ort.InferenceSession, density: ort.InferenceSession

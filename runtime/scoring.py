@@ -147,7 +147,7 @@ class Calibration:
         if ("ratio" in ranges) != (reference is not None):
             raise ModelError("model.json metrics.score: the ratio check and its reference model come together")
         if nll_range is not None:
-            ranges = {**ranges, "nll": (float(nll_range[0]), float(nll_range[1]))}
+            ranges = {**ranges, "nll": _as_range(nll_range)}
         if "nll" not in ranges:
             raise ModelError("model.json metrics.score has no IW-NLL range; run `digitvae calibrate` again")
         for name, (low, high) in ranges.items():
@@ -171,3 +171,14 @@ class Calibration:
                 elif value > high:
                     marks[i].append(f"{name} high")
         return [", ".join(m) for m in marks]
+
+
+def _as_range(value: Any) -> tuple[float, float]:
+    """Return a (low, high) pair of finite numbers, or raise InputError."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"a range must be two numbers (low, high), got {value!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise InputError(f"a range must be finite, got ({low:g}, {high:g})")
+    return low, high

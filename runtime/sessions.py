@@ -115,9 +115,13 @@ class SmallBatchRunner:
             self._disable(f"small-batch path failed: {exc}")
             return None
         if any(np.isnan(buffer).any() for buffer in plan.outputs.values()):
-            # Unfilled buffers (or a model that outputs NaN): the ordinary path decides.
-            self._disable("small-batch path left outputs unset; not used")
-            return None
+            # Unfilled buffers, or NaN the model itself computes from these inputs: the ordinary
+            # path tells them apart. Only buffers that onnxruntime left unset turn this path off.
+            names = list(plan.outputs)
+            expected = self._session.run(names, dict(feeds))
+            if not all(np.array_equal(plan.outputs[k], v, equal_nan=True) for k, v in zip(names, expected)):
+                self._disable("small-batch path left outputs unset; not used")
+                return None
         self._plans[n] = plan
         return [plan.outputs[name].copy() for name in outputs]
 

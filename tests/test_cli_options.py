@@ -183,3 +183,9 @@ def test_quality_takes_the_model_options() -> None:
 def test_commands_that_rewrite_a_model_folder_take_provider_and_threads(command: list[str]) -> None:
     text = ok(invoke(*command, "--help")).stdout
     assert "MODEL_DIR" in text and "--provider" in text and "--threads" in text
+
+
+def test_thread_counts_beyond_the_limit_are_refused_by_the_cli(tmp_path: Path) -> None:
+    result = invoke("generate", "-n", 2, "--threads", 2**31, "-o", tmp_path / "x.png")
+    assert result.exit_code != 0 and "--threads" in result.output
+    assert not (tmp_path / "x.png").exists()
