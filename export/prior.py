@@ -20,7 +20,15 @@ import numpy as np
 import onnx
 
 from digitvae.runtime.errors import InputError, MissingDependencyError
-from digitvae.runtime.manifest import MANIFEST_NAME, Manifest, ModelFile, read_manifest, sha256_file, verified_bytes
+from digitvae.runtime.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ModelFile,
+    model_folder_lock,
+    read_manifest,
+    sha256_file,
+    verified_bytes,
+)
 
 from .folder import folder_files, variant_file, write_model_folder
 from .prior_graph import Mixture, density_graph, generator_graph, sampler_graph
@@ -189,12 +197,25 @@ def fit_model_prior(
 ) -> Manifest:
     """Fit (or refit) a model folder's prior on IDX digits and write it in, atomically.
 
-    `providers` and `threads` choose how the encoder runs (see DigitVAE.load).
+    `providers` and `threads` choose how the encoder runs (see DigitVAE.load). The folder is
+    locked against other writers from reading it to writing it back.
     """
+    model_dir = Path(model_dir)
+    with model_folder_lock(model_dir):
+        return _fit_model_prior(model_dir, images_path, labels_path, config, providers, threads)
+
+
+def _fit_model_prior(
+    model_dir: Path,
+    images_path: Path,
+    labels_path: Path | None,
+    config: PriorConfig,
+    providers: Any,
+    threads: int | None,
+) -> Manifest:
     from digitvae.runtime.idx import read_mnist_images, read_mnist_labels
     from digitvae.runtime.model import DigitVAE
 
-    model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     images = read_mnist_images(images_path)
     labels = None

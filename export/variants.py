@@ -27,7 +27,15 @@ import onnx
 from onnx import TensorProto, shape_inference
 
 from digitvae.runtime.errors import ExportError, InputError
-from digitvae.runtime.manifest import ROLES, Manifest, ModelFile, read_manifest, update_metrics, verified_bytes
+from digitvae.runtime.manifest import (
+    ROLES,
+    Manifest,
+    ModelFile,
+    model_folder_lock,
+    read_manifest,
+    update_metrics,
+    verified_bytes,
+)
 from digitvae.runtime.sessions import session_options
 
 from .folder import folder_files, variant_file, write_model_folder
@@ -99,6 +107,14 @@ def add_variants(model_dir: Path, *, valid: Path | None = None, k: int = 100, li
     with k samples on those digits (the first `limit`) next to fp32's.
     """
     model_dir = Path(model_dir)
+    with model_folder_lock(model_dir):
+        manifest = _rewrite_variants(model_dir)
+    if valid is not None:
+        manifest = record_iw_nll(model_dir, Path(valid), k=k, limit=limit)
+    return manifest
+
+
+def _rewrite_variants(model_dir: Path) -> Manifest:
     manifest = read_manifest(model_dir)
     fp32 = {role: verified_bytes(model_dir, f) for role, f in manifest.files("fp32").items()}
     bundle = build_variants(fp32, manifest)
@@ -116,8 +132,6 @@ def add_variants(model_dir: Path, *, valid: Path | None = None, k: int = 100, li
         files.update(generators.files)
         manifest = with_prior(manifest, generators, prior)
     write_model_folder(model_dir, files, manifest, force=True)
-    if valid is not None:
-        manifest = record_iw_nll(model_dir, Path(valid), k=k, limit=limit)
     return manifest
 
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, IntegrityError, ModelError, ModelNotFoundError
+from .errors import InputError, IntegrityError, ModelError, ModelNotFoundError, OutputError
 
 logger = logging.getLogger(__name__)
 
@@ -323,17 +324,42 @@ def update_metrics(model_dir: Path, entries: Mapping[str, Any], merge: str | Non
 
     model_dir = Path(model_dir)
     path = model_dir / MANIFEST_NAME
-    read_manifest(model_dir)  # refuse to edit anything that is not a valid manifest
-    data = json.loads(path.read_text(encoding="utf-8"))
-    metrics = data.setdefault("metrics", {})
-    if not isinstance(metrics, dict):
-        raise ModelError(f"{path}: field 'metrics' must be an object")
-    for key, value in entries.items():
-        if key == merge and isinstance(metrics.get(key), dict):
-            metrics[key].update(value)
-        else:
-            metrics[key] = value
-    with atomic_write(path, "w") as fh:
-        fh.write(json.dumps(data, indent=2) + "\n")
+    with model_folder_lock(model_dir):
+        read_manifest(model_dir)  # refuse to edit anything that is not a valid manifest
+        data = json.loads(path.read_text(encoding="utf-8"))
+        metrics = data.setdefault("metrics", {})
+        if not isinstance(metrics, dict):
+            raise ModelError(f"{path}: field 'metrics' must be an object")
+        for key, value in entries.items():
+            if key == merge and isinstance(metrics.get(key), dict):
+                metrics[key].update(value)
+            else:
+                metrics[key] = value
+        with atomic_write(path, "w") as fh:
+            fh.write(json.dumps(data, indent=2) + "\n")
     logger.info("wrote metrics %s to %s", ", ".join(entries), path)
     return read_manifest(model_dir)
+
+
+@contextlib.contextmanager
+def model_folder_lock(model_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock for a read-modify-write of a model folder, across processes.
+
+    The lock is taken on the folder's parent directory, which outlives the folder being
+    replaced by a rename, and leaves no file behind. Without fcntl (Windows) it does nothing.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    parent = Path(model_dir).resolve().parent
+    try:
+        fd = os.open(parent, os.O_RDONLY)
+    except OSError as exc:
+        raise OutputError(f"cannot lock {parent} to update {model_dir}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

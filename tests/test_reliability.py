@@ -69,3 +69,28 @@ def test_huge_codes_are_an_input_error_and_leave_the_fast_path_on(vae: DigitVAE)
     z = fresh.sample_latents(1, seed=0)
     np.testing.assert_allclose(fresh.decode(z), vae.decode(z), atol=1e-6)
     assert fresh._small["decoder"].enabled
+
+
+def test_concurrent_writers_of_model_json_lose_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from digitvae.runtime.manifest import shipped_models_dir
+
+    model = tmp_path / "m"
+    shutil.copytree(shipped_models_dir() / "mnist-vae-2d", model)
+    code = (
+        "import sys\n"
+        "from digitvae.runtime.manifest import update_metrics\n"
+        "for i in range(25):\n"
+        "    update_metrics(sys.argv[1], {'likelihood': {f'{sys.argv[2]}-{i}': {'iw_nll': i}}}, merge='likelihood')\n"
+    )
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(model), name]) for name in ("a", "b", "c")]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0, 0]
+    figures = json.loads((model / "model.json").read_text())["metrics"]["likelihood"]
+    for name in ("a", "b", "c"):
+        assert all(f"{name}-{i}" in figures for i in range(25)), name
+    assert "fp32" in figures  # what was there before is kept too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no lock or temporary file left behind
