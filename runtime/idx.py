@@ -7,6 +7,7 @@ import gzip
 import logging
 import math
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterator
@@ -82,11 +83,16 @@ def _open_binary(path: str | os.PathLike[str], where: str) -> BinaryIO:
     if os.path.isdir(path):
         raise DataFormatError(f"{where}: is a directory, not an IDX file")
     try:
-        return open(path, "rb")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError as exc:
         raise DataFormatError(f"{where}: no such file") from exc
     except OSError as exc:
         raise DataFormatError(f"{where}: cannot open file: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataFormatError(f"{where}: not a regular file (a FIFO, device or socket)")
+    return os.fdopen(fd, "rb")
 
 
 def _parse_header(stream: BinaryIO, where: str) -> tuple[np.dtype, tuple[int, ...]]:

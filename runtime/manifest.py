@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,6 +45,10 @@ _KNOWN_FIELDS = frozenset(
     }
 )
 DEFAULT_MODEL = "mnist-vae"
+#: Largest model.json read: ours hold about 20 kB; 50 MB of small JSON objects would take 1.3 GiB.
+MAX_MANIFEST_BYTES = 4 << 20
+#: Largest ONNX file read: ours hold 0.2-3 MB.
+MAX_ONNX_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -233,7 +238,9 @@ def read_manifest(model_dir: Path) -> Manifest:
     """Read and validate model_dir/model.json."""
     path = model_dir / MANIFEST_NAME
     try:
-        text = path.read_text(encoding="utf-8")
+        if not path.exists():
+            raise FileNotFoundError(path)
+        text = read_model_file(model_dir, MANIFEST_NAME, MAX_MANIFEST_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise ModelError(
             f"{model_dir}: no {MANIFEST_NAME} (a model folder holds {MANIFEST_NAME}, encoder.onnx, decoder.onnx)"
@@ -295,15 +302,38 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verified_bytes(model_dir: Path, entry: ModelFile) -> bytes:
-    """Read one model file and check it against its sha256; return its bytes."""
-    path = model_dir / entry.path
+def read_model_file(model_dir: Path, name: str, limit: int) -> bytes:
+    """Read a file of a model folder: a regular file inside the folder, at most `limit` bytes.
+
+    A FIFO or device would block or never end, and a symlink could point anywhere: each is a
+    ModelError, as is a file over the limit (checked before it is read whole).
+    """
+    path = Path(model_dir) / name
+    real = path.resolve()
+    if real.parent != Path(model_dir).resolve():
+        raise ModelError(f"{path}: a link that leaves the model folder (to {real}); model files must lie inside it")
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise ModelError(f"{path}: missing (listed in {MANIFEST_NAME})") from None
     except OSError as exc:
         raise ModelError(f"{path}: cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelError(f"{path}: not a regular file (a FIFO, device or socket); model files must be plain files")
+        if info.st_size > limit:
+            raise ModelError(f"{path}: {info.st_size:,} bytes, more than the {limit:,} a model file may have")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ModelError(f"{path}: more than the {limit:,} bytes a model file may have")
+    return data
+
+
+def verified_bytes(model_dir: Path, entry: ModelFile) -> bytes:
+    """Read one model file and check it against its sha256; return its bytes."""
+    path = model_dir / entry.path
+    data = read_model_file(model_dir, entry.path, MAX_ONNX_BYTES)
     found = hashlib.sha256(data).hexdigest()
     if found != entry.sha256:
         raise IntegrityError(

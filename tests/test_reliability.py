@@ -94,3 +94,64 @@ def test_concurrent_writers_of_model_json_lose_nothing(tmp_path) -> None:  # typ
         assert all(f"{name}-{i}" in figures for i in range(25)), name
     assert "fp32" in figures  # what was there before is kept too
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no lock or temporary file left behind
+
+
+def _model_copy(tmp_path):  # type: ignore[no-untyped-def]
+    import shutil
+
+    from digitvae.runtime.manifest import shipped_models_dir
+
+    model = tmp_path / "m"
+    shutil.copytree(shipped_models_dir() / "mnist-vae-2d", model)
+    return model
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("name", ["model.json", "decoder.onnx"])
+def test_a_fifo_in_a_model_folder_is_refused_not_waited_on(tmp_path, name: str) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from digitvae.runtime import ModelError
+
+    model = _model_copy(tmp_path)
+    (model / name).unlink()
+    os.mkfifo(model / name)
+    with pytest.raises(ModelError, match="not a regular file"):
+        DigitVAE.load(model)
+
+
+def test_links_to_devices_or_out_of_the_folder_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from digitvae.runtime import ModelError
+
+    model = _model_copy(tmp_path)
+    outside = tmp_path / "decoder-elsewhere.onnx"
+    (model / "decoder.onnx").rename(outside)
+    (model / "decoder.onnx").symlink_to(outside)
+    with pytest.raises(ModelError, match="leaves the model folder"):
+        DigitVAE.load(model)
+    (model / "decoder.onnx").unlink()
+    (model / "decoder.onnx").symlink_to("/dev/zero")
+    with pytest.raises(ModelError, match="leaves the model folder|not a regular file"):
+        DigitVAE.load(model)
+
+
+def test_an_oversized_model_json_is_refused_before_it_is_parsed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from digitvae.runtime import ModelError
+    from digitvae.runtime.manifest import MAX_MANIFEST_BYTES
+
+    model = _model_copy(tmp_path)
+    (model / "model.json").write_text("[" + "{}," * (MAX_MANIFEST_BYTES // 3) + "{}]")
+    with pytest.raises(ModelError, match="more than the"):
+        DigitVAE.load(model)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs FIFOs")
+def test_a_labels_fifo_is_refused_not_waited_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from digitvae.runtime import DataFormatError
+    from digitvae.runtime.idx import read_mnist_labels
+
+    os.mkfifo(tmp_path / "labels-idx1-ubyte")
+    with pytest.raises(DataFormatError, match="not a regular file"):
+        read_mnist_labels(tmp_path / "labels-idx1-ubyte")
