@@ -6,6 +6,7 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -77,6 +78,8 @@ class _Group(click.Group):
             fail(str(exc))
         except KeyboardInterrupt:
             fail("interrupted", code=130)
+        except Terminated:
+            fail("terminated", code=143)
         except MemoryError:
             fail("out of memory; ask for fewer digits at once")
         except Exception as exc:
@@ -282,6 +285,16 @@ def _describe_prior(prior: Any) -> str:
     return f"{prior['kind']}, {prior.get('components', '?')} components, {classes}; fit on {data}"
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every temporary file is cleaned up on the way out."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def main() -> None:
     """Run the command line."""
+    # Without a handler SIGTERM ends the process at once, leaving half-written temporary files.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     cli(prog_name="digitvae")

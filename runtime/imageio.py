@@ -25,11 +25,31 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def output_kind(path: str | os.PathLike[str]) -> str:
-    """Return ".png" or ".npy" for an output path, or raise OutputError."""
-    suffix = Path(path).suffix.lower()
+    """Return ".png" or ".npy" for an output path, or raise OutputError if it cannot be written there.
+
+    Checked before any work: the suffix, the folder, and a name short enough for the file system
+    together with the temporary name it is first written under.
+    """
+    target = Path(path)
+    suffix = target.suffix.lower()
     if suffix not in OUTPUT_KINDS:
         raise OutputError(f"{path}: output must end in .png (image grid) or .npy (float32 [N,28,28] array)")
+    folder = target.parent
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"cannot write {path}: {folder} is not a directory")
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {path}: folder {folder} does not exist")
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(target.name)) + _TEMP_NAME_EXTRA > name_max:
+        raise OutputError(f"cannot write {path}: the file name is longer than this file system allows")
     return suffix
+
+
+#: What a temporary name adds to the output's name: "." before, ".<12 hex digits>.tmp" after.
+_TEMP_NAME_EXTRA = 18
 
 
 def read_png(path: Path) -> np.ndarray:

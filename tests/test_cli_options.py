@@ -189,3 +189,14 @@ def test_thread_counts_beyond_the_limit_are_refused_by_the_cli(tmp_path: Path) -
     result = invoke("generate", "-n", 2, "--threads", 2**31, "-o", tmp_path / "x.png")
     assert result.exit_code != 0 and "--threads" in result.output
     assert not (tmp_path / "x.png").exists()
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path: Path) -> None:
+    import time
+
+    start = time.perf_counter()
+    too_long = tmp_path / ("x" * 250 + ".npy")
+    assert_clean_failure(invoke("generate", "-n", 1_000_000, "-o", too_long), "file name is longer")
+    assert_clean_failure(invoke("generate", "-n", 1_000_000, "-o", tmp_path / "no" / "x.npy"), "does not exist")
+    assert time.perf_counter() - start < 20  # a million digits were not generated first
+    assert list(tmp_path.iterdir()) == []

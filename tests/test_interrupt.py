@@ -153,3 +153,26 @@ def test_interrupted_checkpoint_save_keeps_the_previous_checkpoint(
     assert last.read_bytes() == before
     assert os.listdir(tmp_path) == ["last.pt"]
     assert load_checkpoint(last).epoch == ckpt.epoch - 1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM cannot be caught on Windows")
+def test_sigterm_during_a_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    import time
+
+    proc = subprocess.Popen(
+        [*_command(), "generate", "-n", "150000", "--seed", "1", "-o", str(tmp_path / "big.npy")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".big.npy") for p in tmp_path.iterdir()):
+        assert proc.poll() is None, "the command ended before it began to write"
+        assert time.monotonic() < deadline, "no temporary file appeared"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "error: terminated"
+    assert list(tmp_path.iterdir()) == []
