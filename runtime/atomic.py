@@ -30,6 +30,9 @@ def _check_destination(target: Path) -> None:
         raise OutputError(f"cannot write {target}: {directory} is not a directory")
     if target.is_dir():
         raise OutputError(f"cannot write {target}: it is an existing directory")
+    # A read-only file says "keep me": it is refused, not replaced by a writable copy.
+    if target.is_file() and not target.stat().st_mode & 0o222:
+        raise OutputError(f"cannot write {target}: it is read-only; make it writable or choose another name")
 
 
 def _create_temp(target: Path) -> tuple[Path, int]:
@@ -92,13 +95,14 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", *, encoding: st
         _remove_quietly(temp_path)
         raise
     try:
-        with handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
         try:
+            with handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
             os.replace(temp_path, target)
         except OSError as exc:
+            # A full disk, a quota, an I/O error: said plainly, and the old file stays as it was.
             raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
     except BaseException:
         _remove_quietly(temp_path)

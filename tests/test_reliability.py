@@ -155,3 +155,32 @@ def test_a_labels_fifo_is_refused_not_waited_on(tmp_path) -> None:  # type: igno
     os.mkfifo(tmp_path / "labels-idx1-ubyte")
     with pytest.raises(DataFormatError, match="not a regular file"):
         read_mnist_labels(tmp_path / "labels-idx1-ubyte")
+
+
+def test_a_full_disk_is_an_output_error_and_keeps_the_old_file(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import errno
+
+    from digitvae.runtime import OutputError, atomic
+    from digitvae.runtime.imageio import write_npy
+
+    target = tmp_path / "digits.npy"
+    target.write_bytes(b"old")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(OutputError, match="No space left on device"):
+        write_npy(np.zeros((2, 28, 28), np.float32), target)
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["digits.npy"]
+
+
+def test_a_read_only_output_is_refused_not_replaced(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from helpers import assert_clean_failure, invoke
+
+    target = tmp_path / "keep.png"
+    target.write_bytes(b"mine")
+    target.chmod(0o400)
+    assert_clean_failure(invoke("generate", "-n", 2, "-o", target), "read-only")
+    assert target.read_bytes() == b"mine" and oct(target.stat().st_mode & 0o777) == "0o400"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png"]
