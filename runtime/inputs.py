@@ -66,6 +66,9 @@ def as_images(images: Any) -> np.ndarray:
         raise InputError(f"images must be shaped {_SHAPES}, got {list(shape)}{hint}")
     if n == 0:
         raise InputError("images is an empty batch; pass at least one digit")
+    if n > MAX_COUNT:
+        # Checked before any conversion: a broadcast view of 10^8 digits costs nothing until copied.
+        raise InputError(f"images holds {n:,} digits; one call takes at most {MAX_COUNT:,}: pass them in parts")
     if array.dtype == np.uint8:
         out = array.reshape(n, 1, IMAGE_SIDE, IMAGE_SIDE).astype(np.float32)
         out *= np.float32(1 / 255)
@@ -94,6 +97,8 @@ def as_latents(z: Any, latent_dim: int) -> np.ndarray:
         raise InputError(f"z must be shaped [N,{latent_dim}] for this model, got {list(array.shape)}{hint}")
     if array.shape[0] == 0:
         raise InputError("z is an empty batch; pass at least one latent code")
+    if array.shape[0] > MAX_COUNT:
+        raise InputError(f"z holds {array.shape[0]:,} codes; one call takes at most {MAX_COUNT:,}: pass them in parts")
     # dtype kinds, not issubdtype: numpy files timedelta64 under np.integer.
     if array.dtype.kind not in "fiu":
         raise InputError(f"z must be a float array, got dtype {array.dtype}")

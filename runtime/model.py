@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -263,15 +264,25 @@ class DigitVAE:
         for N(0, I) and estimated from the same draws for a learned prior. Higher is more likely.
         `progress`, if given, is called with the number of digits done after each batch.
         """
-        out = []
-        posterior = self._posterior_samples(images, labels, as_count(samples, "samples"), seed, progress)
-        for log_px, mean, logvar, noise, z, y in posterior:
+        n_samples = as_count(samples, "samples")
+        out, total = [], None
+        for log_px, mean, logvar, noise, z, y, last in self._posterior_samples(
+            images, labels, n_samples, seed, progress
+        ):
             if isinstance(self.prior, LearnedPrior):
                 # No closed form against a mixture: the KL term is estimated from the same draws.
                 log_ratio = self.prior.log_prob(z, y) - lk.gaussian_log_prob_of_noise(noise, logvar[:, None, :])
-                out.append((log_px + log_ratio).mean(axis=1))
+                part = (log_px + log_ratio).sum(axis=1)
+                total = part if total is None else total + part
+                if last:
+                    out.append(total / n_samples)
+                    total = None
             else:
-                out.append(log_px.mean(axis=1) - lk.kl_to_standard_normal(mean, logvar))
+                part = log_px.sum(axis=1)
+                total = part if total is None else total + part
+                if last:
+                    out.append(total / n_samples - lk.kl_to_standard_normal(mean, logvar))
+                    total = None
         return np.concatenate(out)
 
     def iw_nll(
@@ -289,29 +300,48 @@ class DigitVAE:
         log-likelihood as k grows, and k=1 is a one-sample -ELBO. `progress`, if given, is
         called with the number of digits done after each batch.
         """
+        k = as_count(k, "k")
         out = []
-        for log_px, _, logvar, noise, z, y in self._posterior_samples(images, labels, as_count(k, "k"), seed, progress):
+        top: np.ndarray | None = None
+        scaled = np.zeros(0)
+        for log_px, _, logvar, noise, z, y, last in self._posterior_samples(images, labels, k, seed, progress):
             log_w = log_px + self.prior.log_prob(z, y) - lk.gaussian_log_prob_of_noise(noise, logvar[:, None, :])
-            out.append(-lk.log_mean_exp(log_w, axis=1))
+            # A log-sum-exp over the k samples, kept up to date chunk by chunk.
+            chunk_top = log_w.max(axis=1)
+            if top is None:
+                top, scaled = chunk_top, np.exp(log_w - chunk_top[:, None]).sum(axis=1)
+            else:
+                new_top = np.maximum(top, chunk_top)
+                scaled = scaled * np.exp(top - new_top) + np.exp(log_w - new_top[:, None]).sum(axis=1)
+                top = new_top
+            if last:
+                out.append(-(top + np.log(scaled) - math.log(k)))
+                top = None
         return np.concatenate(out)
 
     def _posterior_samples(
         self, images: Any, labels: Any, samples: int, seed: int | None, progress: Progress = None
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
-        """Yield (log p(x|z) [m, s], mean, logvar, eps, z [m, s, D], labels) batch by batch for s posterior samples.
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, bool]]:
+        """Yield (log p(x|z) [m, s], mean, logvar, eps, z [m, s, D], labels, last) for posterior samples.
 
-        The noise is drawn digit by digit in order, so the values do not depend on the batching.
+        At most CHUNK samples go through the decoder at once: several digits with all their
+        samples, or one digit's samples CHUNK at a time (`last` marks a digit block's final
+        chunk). The noise is drawn digit by digit in order, so the values do not depend on the
+        chunking, and memory does not grow with the number of digits or of samples.
         """
         x = as_images(images)
         y = self._labels(labels, len(x))
         rng = np.random.default_rng(as_seed(seed))
         rows = max(1, CHUNK // samples)
+        per = min(samples, CHUNK)
         for i in range(0, len(x), rows):
             xb, yb = x[i : i + rows], _rows(y, i, rows)
             mean, logvar = self._run_encoder(xb, yb)
-            eps = rng.standard_normal((len(xb), samples, self.latent_dim), dtype=np.float32)
-            z = mean[:, None, :] + np.exp(0.5 * logvar)[:, None, :] * eps
-            yield self._log_px_given_z(xb, yb, z), mean, logvar, eps, z, yb
+            sigma = np.exp(0.5 * logvar)[:, None, :]
+            for j in range(0, samples, per):
+                eps = rng.standard_normal((len(xb), min(per, samples - j), self.latent_dim), dtype=np.float32)
+                z = mean[:, None, :] + sigma * eps
+                yield self._log_px_given_z(xb, yb, z), mean, logvar, eps, z, yb, j + per >= samples
             if progress is not None:
                 progress(i + len(xb))
 

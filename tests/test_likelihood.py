@@ -101,3 +101,28 @@ def test_progress_is_told_the_digits_done_batch_by_batch(vae: DigitVAE, digits: 
     calls.clear()
     vae.elbo(digits[:7], progress=calls.append)
     assert calls == [7]
+
+
+def test_many_samples_go_through_in_chunks_with_the_same_result(vae: DigitVAE, digits: np.ndarray) -> None:
+    import tracemalloc
+
+    x = digits[:1]
+    k = 10_000  # more than the 4,096 rows a decoder call takes
+    mean, logvar = vae.encode(x)
+    eps = np.random.default_rng(7).standard_normal((1, k, vae.latent_dim), dtype=np.float32)
+    z = mean[:, None, :] + np.exp(0.5 * logvar)[:, None, :] * eps
+    logits = vae._decoder.run(["logits"], {"z": z[0]})[0].reshape(1, k, -1)
+    flat = (x.reshape(1, 1, -1) / np.float32(255)).astype(np.float32)
+    log_w = (
+        lk.bernoulli_log_prob(logits, flat)
+        + vae.prior.log_prob(z)
+        - lk.gaussian_log_prob_of_noise(eps, logvar[:, None, :])
+    )
+    np.testing.assert_allclose(vae.iw_nll(x, k=k, seed=7), -lk.log_mean_exp(log_w, axis=1), rtol=1e-6)
+    assert vae.elbo(x, samples=k, seed=7).shape == (1,)
+    tracemalloc.start()
+    vae.iw_nll(x, k=50_000, seed=1)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # All at once, 50,000 samples' logits alone would take 157 MB.
+    assert peak < 80 * 2**20, peak

@@ -184,3 +184,14 @@ def test_a_read_only_output_is_refused_not_replaced(tmp_path) -> None:  # type: 
     assert_clean_failure(invoke("generate", "-n", 2, "-o", target), "read-only")
     assert target.read_bytes() == b"mine" and oct(target.stat().st_mode & 0o777) == "0o400"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png"]
+
+
+def test_batches_beyond_the_count_limit_are_refused_before_any_copy(vae: DigitVAE) -> None:
+    huge = np.broadcast_to(np.zeros((1, 28, 28), np.uint8), (10**8, 28, 28))
+    for call in (vae.encode, vae.reconstruct, lambda x: vae.iw_nll(x, k=1)):
+        with pytest.raises(InputError, match="at most 1,000,000"):
+            call(huge)
+    with pytest.raises(InputError, match="at most 1,000,000"):
+        vae.decode(np.broadcast_to(np.zeros((1, vae.latent_dim), np.float32), (10**8, vae.latent_dim)))
+    with pytest.raises(InputError, match="k must be between 1 and 1,000,000"):
+        vae.iw_nll(np.zeros((1, 28, 28), np.uint8), k=10**7)
