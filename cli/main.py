@@ -142,7 +142,7 @@ def generate(
 
     Without --seed, a seed is drawn and printed, so any run can be repeated.
     """
-    from digitvae.runtime.imageio import default_cols, output_kind, tile, write_npy, write_png
+    from digitvae.runtime.imageio import default_cols, output_kind, tile, write_npy_blocks, write_png
     from digitvae.runtime.inputs import as_count
 
     kind = output_kind(output)
@@ -157,11 +157,12 @@ def generate(
         import secrets
 
         seed = secrets.randbelow(2**32)
-    digits = spec.load(prior=not standard_prior).generate(count, seed=seed, digit=digit)
+    vae = spec.load(prior=not standard_prior)
     if kind == ".png":
-        write_png(tile(digits, cols or default_cols(count)), output, scale)
+        write_png(tile(vae.generate(count, seed=seed, digit=digit), cols or default_cols(count)), output, scale)
     else:
-        write_npy(digits, output)
+        # Block by block: memory stays at one block, however many digits the file holds.
+        write_npy_blocks(vae.iter_generate(count, seed=seed, digit=digit), count, output)
     click.echo(f"wrote {_count(count, 'digit')} to {output} (seed {seed})")
 
 

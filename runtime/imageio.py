@@ -9,7 +9,7 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +211,24 @@ def write_npy(images: np.ndarray, path: str | os.PathLike[str]) -> None:
     """Write float32 digits [N,28,28] as an .npy file, atomically."""
     with atomic_write(path) as fh:
         np.save(fh, np.asarray(images, dtype=np.float32), allow_pickle=False)
+
+
+def write_npy_blocks(blocks: Iterable[np.ndarray], count: int, path: str | os.PathLike[str]) -> None:
+    """Write `count` float32 digits that arrive in blocks [n,28,28] as one .npy file, atomically.
+
+    Only one block is in memory at a time; the file is the same as write_npy's of them all.
+    """
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+        "fortran_order": False,
+        "shape": (count, IMAGE_SIDE, IMAGE_SIDE),
+    }
+    written = 0
+    with atomic_write(path) as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        for block in blocks:
+            data = np.ascontiguousarray(block, dtype=np.float32)
+            fh.write(data.data)
+            written += len(data)
+        if written != count:
+            raise OutputError(f"cannot write {path}: {written} digits arrived, {count} were announced")

@@ -324,7 +324,8 @@ def read_model_file(model_dir: Path, name: str, limit: int) -> bytes:
             raise ModelError(f"{path}: not a regular file (a FIFO, device or socket); model files must be plain files")
         if info.st_size > limit:
             raise ModelError(f"{path}: {info.st_size:,} bytes, more than the {limit:,} a model file may have")
-        data = fh.read(limit + 1)
+        # The size just read, plus one byte to notice a file that grows while it is read.
+        data = fh.read(info.st_size + 1)
     if len(data) > limit:
         raise ModelError(f"{path}: more than the {limit:,} bytes a model file may have")
     return data

@@ -166,13 +166,33 @@ class DigitVAE:
         """
         n = as_count(n)
         pooled = seed is None and (digit is None or np.ndim(digit) == 0) and n <= SMALL_BATCH and not self.num_classes
-        digit, label = self._classes(n, digit)
         if pooled and isinstance(self.prior, LearnedPrior):
             # Unseeded codes of one class (or any) are sampled a block ahead: a small batch costs a decode.
+            _, label = self._classes(n, digit)
             return self._decode(self._code_pool(int(label[0])).take(n)[0], None)
+        out = np.empty((n, IMAGE_SIDE, IMAGE_SIDE), np.float32)
+        start = 0
+        for block in self.iter_generate(n, seed, digit):
+            out[start : start + len(block)] = block
+            start += len(block)
+        return out
+
+    def iter_generate(
+        self, n: int, seed: int | None = None, digit: npt.ArrayLike | None = None, block: int = CHUNK
+    ) -> Iterator[np.ndarray]:
+        """Yield `generate(n, seed, digit)` in consecutive blocks of at most `block` digits.
+
+        The same digits, with the random inputs of all n drawn first (33 floats a digit), so
+        writing them out as they come keeps memory to one block whatever n is.
+        """
+        n, block = as_count(n), as_count(block, "block")
+        digit, label = self._classes(n, digit)
+        labels = self._labels(digit, n) if self.num_classes else None
         noise, uniform = self._noise(n, seed)
-        z = self.prior.sample(noise, uniform, label)
-        return self._decode(z, self._labels(digit, n) if self.num_classes else None)
+        for i in range(0, n, block):
+            part = slice(i, i + block)
+            z = self.prior.sample(noise[part], None if uniform is None else uniform[part], label[part])
+            yield self._decode(z, _rows(labels, i, block))
 
     def _classes(self, n: int, digit: Any) -> tuple[Any, np.ndarray]:
         """Return the digits asked for and the prior's `label` input for n draws.

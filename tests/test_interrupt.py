@@ -160,17 +160,18 @@ def test_sigterm_during_a_write_leaves_no_temporary_file(tmp_path: Path) -> None
     import time
 
     proc = subprocess.Popen(
-        [*_command(), "generate", "-n", "150000", "--seed", "1", "-o", str(tmp_path / "big.npy")],
+        [*_command(), "generate", "-n", "300000", "--seed", "1", "-o", str(tmp_path / "big.npy")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
     )
     deadline = time.monotonic() + 120
-    while not any(p.name.startswith(".big.npy") for p in tmp_path.iterdir()):
-        assert proc.poll() is None, "the command ended before it began to write"
-        assert time.monotonic() < deadline, "no temporary file appeared"
-        time.sleep(0.005)
+    # Wait until the write is well under way (past the first blocks), then stop it.
+    while not any(p.name.startswith(".big.npy") and p.stat().st_size > 20 << 20 for p in tmp_path.iterdir()):
+        assert proc.poll() is None, "the command ended before it had written much"
+        assert time.monotonic() < deadline, "no temporary file grew"
+        time.sleep(0.002)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr

@@ -195,3 +195,29 @@ def test_batches_beyond_the_count_limit_are_refused_before_any_copy(vae: DigitVA
         vae.decode(np.broadcast_to(np.zeros((1, vae.latent_dim), np.float32), (10**8, vae.latent_dim)))
     with pytest.raises(InputError, match="k must be between 1 and 1,000,000"):
         vae.iw_nll(np.zeros((1, 28, 28), np.uint8), k=10**7)
+
+
+def test_iter_generate_yields_generate_in_blocks(vae: DigitVAE) -> None:
+    blocks = list(vae.iter_generate(10_000, seed=4, block=4096))
+    assert [len(b) for b in blocks] == [4096, 4096, 1808]
+    np.testing.assert_array_equal(np.concatenate(blocks), vae.generate(10_000, seed=4))
+    cvae = DigitVAE.load("mnist-cvae")
+    # Other block sizes decode at other batch sizes, which onnxruntime rounds a little differently.
+    np.testing.assert_allclose(
+        np.concatenate(list(cvae.iter_generate(25, seed=1, block=7))), cvae.generate(25, seed=1), atol=1e-5
+    )
+
+
+def test_generate_writes_npy_block_by_block(tmp_path, vae: DigitVAE) -> None:  # type: ignore[no-untyped-def]
+    import tracemalloc
+
+    from helpers import invoke, ok
+
+    tracemalloc.start()
+    ok(invoke("generate", "-n", 20_000, "--seed", 2, "-o", tmp_path / "many.npy"))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    digits = np.load(tmp_path / "many.npy")
+    assert digits.shape == (20_000, 28, 28) and digits.dtype == np.float32
+    np.testing.assert_array_equal(digits[-5:], vae.generate(20_000, seed=2)[-5:])
+    assert peak < 40 * 2**20, peak  # the whole array is 63 MB
