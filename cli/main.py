@@ -236,17 +236,20 @@ def _info_lines(report: dict[str, Any], m: Any) -> list[str]:
             lines.append(f"file         {variant}/{role}: {f.path} sha256 {f.sha256}")
     if m.conditional:
         lines.append(f"conditional  label input, {m.num_classes} classes")
-    if metrics.get("valid_neg_elbo") is not None:
+    if isinstance(metrics.get("valid_neg_elbo"), (int, float)):
         lines.append(f"valid -ELBO  {metrics['valid_neg_elbo']:.2f} nats/digit (training-time estimate)")
-    for variant, figures in (metrics.get("likelihood") or {}).items():
-        if isinstance(figures, dict) and {"iw_nll", "neg_elbo", "k"} <= figures.keys():
+    likelihood = metrics.get("likelihood")
+    for variant, figures in likelihood.items() if isinstance(likelihood, dict) else ():
+        try:
             lines.append(
                 f"likelihood   {variant}: -ELBO {figures['neg_elbo']:.2f}, IW-NLL {figures['iw_nll']:.2f} nats/digit "
-                f"(k={figures['k']}, {figures.get('digits', '?')} digits of {', '.join(figures.get('data', []))})"
+                f"(k={figures['k']}, {figures.get('digits', '?')} digits of {', '.join(map(str, figures.get('data', [])))})"
             )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            lines.append(f"likelihood   {variant}: unreadable in model.json")
     lines += _score_lines(metrics)
     if m.training.get("command"):
-        lines.append(f"trained with {m.training['command']}")
+        lines.append(f"trained with {m.training['command']!s}")
     return lines + [
         f"shipped      {', '.join(report['shipped_models'])}",
         f"available    {', '.join(report['available_providers'])}",
@@ -280,9 +283,9 @@ def _count(n: int, noun: str) -> str:
 def _describe_prior(prior: Any) -> str:
     if not prior:
         return "N(0, I)"
-    fit = prior.get("fit", {})
+    fit = prior.get("fit") if isinstance(prior.get("fit"), dict) else {}
     classes = f"{prior['classes']} classes (--digit works)" if prior["classes"] else "no classes"
-    data = fit.get("data", {}).get("file", "?")
+    data = fit.get("data", {}).get("file", "?") if isinstance(fit.get("data"), dict) else "?"
     return f"{prior['kind']}, {prior.get('components', '?')} components, {classes}; fit on {data}"
 
 

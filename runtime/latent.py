@@ -83,9 +83,14 @@ def manifold_codes(latent_dim: int, size: int, plane: dict[str, Any] | None = No
             f"a {latent_dim}-D latent needs its principal plane: pass validation digits (--data) "
             "or calibrate the model first"
         )
-    centre = np.asarray(plane["centre"], dtype=np.float64)
-    directions = np.asarray(plane["directions"], dtype=np.float64)
-    spread = np.asarray(plane["spread"], dtype=np.float64)
+    try:
+        centre = np.asarray(plane["centre"], dtype=np.float64)
+        directions = np.asarray(plane["directions"], dtype=np.float64)
+        spread = np.asarray(plane["spread"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(
+            f"the principal plane (metrics.latent_plane) is malformed ({exc!r}); recalibrate or pass --data"
+        ) from None
     if centre.shape != (latent_dim,) or directions.shape != (2, latent_dim) or spread.shape != (2,):
         raise InputError(f"the principal plane does not match this model's {latent_dim}-D latent")
     codes = centre + (u.ravel()[:, None] * spread[0]) * directions[0] + (v.ravel()[:, None] * spread[1]) * directions[1]

@@ -280,15 +280,18 @@ def resolve_model_dir(model: str | os.PathLike[str]) -> Path:
     text = os.fspath(model)
     if not text:
         raise InputError("model is empty: give a shipped model name (such as 'mnist-vae') or a folder path")
-    if text and os.sep not in text and "/" not in text and text not in (".", ".."):
-        shipped = shipped_models_dir() / text
-        if (shipped / MANIFEST_NAME).is_file():
-            return shipped
-    path = Path(text).expanduser()
-    if path.is_file() and path.name == MANIFEST_NAME:
-        path = path.parent
-    if path.is_dir():
-        return path
+    try:
+        if text and os.sep not in text and "/" not in text and text not in (".", ".."):
+            shipped = shipped_models_dir() / text
+            if (shipped / MANIFEST_NAME).is_file():
+                return shipped
+        path = Path(text).expanduser()
+        if path.is_file() and path.name == MANIFEST_NAME:
+            path = path.parent
+        if path.is_dir():
+            return path
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte, ...
+        raise ModelNotFoundError(f"no model {text[:80]!r}: {getattr(exc, 'strerror', None) or exc}") from None
     names = ", ".join(list_shipped_models()) or "none installed"
     raise ModelNotFoundError(f"no model {text!r}: not a shipped model name ({names}) and not a model folder")
 

@@ -221,3 +221,32 @@ def test_generate_writes_npy_block_by_block(tmp_path, vae: DigitVAE) -> None:  #
     assert digits.shape == (20_000, 28, 28) and digits.dtype == np.float32
     np.testing.assert_array_equal(digits[-5:], vae.generate(20_000, seed=2)[-5:])
     assert peak < 40 * 2**20, peak  # the whole array is 63 MB
+
+
+def test_a_model_name_too_long_for_the_file_system_is_not_found(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from digitvae.runtime import ModelNotFoundError
+
+    for name in ("x" * 5000, str(tmp_path / ("y" * 300)), "bad\x00name"):
+        with pytest.raises(ModelNotFoundError, match="no model"):
+            DigitVAE.load(name)
+
+
+def test_info_and_manifold_survive_metrics_of_the_wrong_types(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import shutil
+
+    from helpers import assert_clean_failure, invoke, ok
+
+    from digitvae.runtime.manifest import shipped_models_dir
+
+    model = tmp_path / "m"
+    shutil.copytree(shipped_models_dir() / "mnist-vae", model)
+    data = json.loads((model / "model.json").read_text())
+    data["metrics"]["likelihood"] = {"fp32": "ninety", "int8": {"iw_nll": "x"}}
+    data["metrics"]["valid_neg_elbo"] = "low"
+    data["metrics"]["latent_plane"] = {"centre": "middle", "directions": [], "spread": None}
+    (model / "model.json").write_text(json.dumps(data))
+    text = ok(invoke("info", "--model", model)).stdout
+    assert "likelihood   fp32: unreadable in model.json" in text and "valid -ELBO" not in text
+    assert_clean_failure(invoke("manifold", "--model", model, "-o", tmp_path / "b.png"), "principal plane")
+    assert not (tmp_path / "b.png").exists()
