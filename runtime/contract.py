@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .errors import ModelError
 from .manifest import Manifest
@@ -47,3 +49,45 @@ def check_signatures(model_dir: Path, manifest: Manifest, sessions: dict[str, or
                         f"{where} {kind} {name!r} is {arg.type} {shape}, expected {dtype} "
                         f"[{', '.join(map(str, ['N', *tail]))}] (latent_dim {d} in model.json)"
                     )
+
+
+def run_session(session: ort.InferenceSession, outputs: list[str], feeds: dict[str, Any], role: str) -> list[Any]:
+    """Run a session; a failure inside onnxruntime is the model's fault: a ModelError naming the file's role."""
+    try:
+        return list(session.run(outputs, feeds))
+    except Exception as exc:  # onnxruntime raises several unrelated types
+        raise ModelError(f"the {role} failed on a batch of {len(next(iter(feeds.values())))}: {exc}") from None
+
+
+def trial_run(model_dir: Path, manifest: Manifest, sessions: dict[str, ort.InferenceSession]) -> None:
+    """Run every loaded file once on a batch of 2 and check the shapes it returns.
+
+    Catches, at load, what the declared signatures cannot: a batch size fixed to 1, or an
+    output of another shape than declared. It costs well under a millisecond.
+    """
+    d, n = manifest.latent_dim, 2
+    label = {"label": np.zeros(n, np.int64)} if manifest.conditional else {}
+    any_class = np.full(n, -1, np.int64) if not manifest.num_classes else np.zeros(n, np.int64)
+    trials: dict[str, tuple[dict[str, Any], dict[str, tuple[int, ...]]]] = {
+        "encoder": ({"image": np.zeros((n, 1, 28, 28), np.float32), **label}, {"mean": (n, d), "logvar": (n, d)}),
+        "decoder": ({"z": np.zeros((n, d), np.float32), **label}, {"logits": (n, 1, 28, 28), "image": (n, 1, 28, 28)}),
+        "prior": (
+            {"noise": np.zeros((n, d), np.float32), "uniform": np.full(n, 0.5, np.float32), "label": any_class},
+            {"z": (n, d)},
+        ),
+        "prior_density": ({"z": np.zeros((n, d), np.float32), "label": any_class}, {"log_prob": (n,)}),
+    }
+    for role, session in sessions.items():
+        if role not in trials:
+            continue
+        feeds, shapes = trials[role]
+        try:
+            found = session.run(list(shapes), feeds)
+        except Exception as exc:  # onnxruntime raises several unrelated types
+            raise ModelError(f"{model_dir}: {role} fails on a batch of {n}: {exc}") from None
+        for (name, want), got in zip(shapes.items(), found):
+            if tuple(got.shape) != want:
+                raise ModelError(
+                    f"{model_dir}: {role} output {name!r} has shape {list(got.shape)} for a batch of {n}, "
+                    f"expected {list(want)}"
+                )

@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from . import likelihood as lk
 from . import providers as eps
-from .contract import check_signatures
+from .contract import check_signatures, run_session, trial_run
 from .errors import InputError, ModelError
 from .inputs import IMAGE_SIDE, as_count, as_images, as_labels, as_latents, as_seed
 from .manifest import DEFAULT_MODEL, ROLES, Manifest, read_manifest, resolve_model_dir, verified_bytes
@@ -122,6 +122,7 @@ class DigitVAE:
             except Exception as exc:  # onnxruntime raises several unrelated types for bad models
                 raise ModelError(f"{model_dir / files[role].path}: onnxruntime cannot load it: {exc}") from None
         check_signatures(model_dir, manifest, sessions)
+        trial_run(model_dir, manifest, sessions)
         learned_prior = None
         if learned:
             learned_prior = LearnedPrior(
@@ -390,11 +391,17 @@ class DigitVAE:
 
     def _run_encoder(self, x: np.ndarray, labels: np.ndarray | None) -> list[np.ndarray]:
         feeds = {"image": x} if labels is None else {"image": x, "label": labels}
-        return self._small["encoder"].run(_ENCODED, feeds) or self._encoder.run(_ENCODED, feeds)
+        out = self._small["encoder"].run(_ENCODED, feeds) or run_session(self._encoder, _ENCODED, feeds, "encoder")
+        if any(o.shape != (len(x), self.latent_dim) for o in out):
+            raise ModelError(
+                f"the encoder returned {[list(o.shape) for o in out]}, expected [{len(x)}, {self.latent_dim}]"
+            )
+        return out
 
     def _run_decoder(self, output: str, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         feeds = {"z": z} if labels is None else {"z": z, "label": labels}
-        return (self._small["decoder"].run([output], feeds) or self._decoder.run([output], feeds))[0]
+        out = self._small["decoder"].run([output], feeds) or run_session(self._decoder, [output], feeds, "decoder")
+        return out[0]
 
     def __repr__(self) -> str:
         return f"DigitVAE(name={self.name!r}, latent_dim={self.latent_dim}, providers={self.providers})"

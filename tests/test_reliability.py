@@ -250,3 +250,48 @@ def test_info_and_manifold_survive_metrics_of_the_wrong_types(tmp_path) -> None:
     assert "likelihood   fp32: unreadable in model.json" in text and "valid -ELBO" not in text
     assert_clean_failure(invoke("manifold", "--model", model, "-o", tmp_path / "b.png"), "principal plane")
     assert not (tmp_path / "b.png").exists()
+
+
+def _with_decoder(tmp_path, edit):  # type: ignore[no-untyped-def]
+    """Copy the 2-D model without its prior and apply `edit` to its decoder graph; return the folder."""
+    import hashlib
+    import json
+
+    onnx = pytest.importorskip("onnx")
+    model = _model_copy(tmp_path)
+    data = json.loads((model / "model.json").read_text())
+    data["prior"] = "standard_normal"
+    data["variants"] = {"fp32": {role: data["variants"]["fp32"][role] for role in ("encoder", "decoder")}}
+    decoder = onnx.load(str(model / "decoder.onnx"))
+    edit(decoder)
+    blob = decoder.SerializeToString()
+    (model / "decoder.onnx").write_bytes(blob)
+    data["variants"]["fp32"]["decoder"]["sha256"] = hashlib.sha256(blob).hexdigest()
+    (model / "model.json").write_text(json.dumps(data))
+    return model
+
+
+def test_a_decoder_with_its_batch_fixed_to_one_is_refused_at_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from digitvae.runtime import ModelError
+
+    def fix_batch(decoder) -> None:  # type: ignore[no-untyped-def]
+        for value in [*decoder.graph.input, *decoder.graph.output]:
+            value.type.tensor_type.shape.dim[0].dim_value = 1
+
+    with pytest.raises(ModelError, match="batch"):
+        DigitVAE.load(_with_decoder(tmp_path, fix_batch))
+
+
+def test_a_decoder_computing_another_shape_is_refused_at_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from onnx import numpy_helper
+
+    from digitvae.runtime import ModelError
+
+    def flat_image(decoder) -> None:  # type: ignore[no-untyped-def]
+        # The graph still declares [N,1,28,28] but reshapes its logits to [N,784,1,1].
+        shape = next(t for t in decoder.graph.initializer if t.name == "val_14")
+        shape.CopyFrom(numpy_helper.from_array(np.array([-1, 784, 1, 1], np.int64), "val_14"))
+
+    # onnxruntime infers the real shape from the constant; either check names it, at load.
+    with pytest.raises(ModelError, match=r"784, 1, 1\]"):
+        DigitVAE.load(_with_decoder(tmp_path, flat_image))
