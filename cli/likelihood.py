@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from digitvae.runtime.errors import InputError
 from digitvae.runtime.manifest import update_metrics
@@ -25,6 +26,7 @@ from .options import (
     provider_list,
     provider_option,
     read_labelled,
+    read_labels,
     standard_prior_option,
     strict_option,
     threads_option,
@@ -56,16 +58,19 @@ def _scoring_options(command: Any) -> Any:
     return command
 
 
-def _names(paths: tuple[str, ...]) -> list[str]:
-    """Name every digit of these files: the file's name for a single image, NAME:INDEX within a set."""
-    from digitvae.runtime.imageio import read_digits
+def _named_digits(paths: tuple[str, ...], limit: int | None) -> tuple[np.ndarray, list[str]]:
+    """Read digits once, naming each: the file's name for a single image, NAME:INDEX within a set."""
+    from digitvae.runtime.imageio import read_digit_files
 
+    batches = read_digit_files(paths)
+    if not batches:
+        raise InputError("no input files given")
     names = []
-    for path in paths:
-        count = len(read_digits([path]))
+    for path, batch in zip(paths, batches):
         base = Path(path).name
-        names += [base] if count == 1 else [f"{base}:{i}" for i in range(count)]
-    return names
+        names += [base] if len(batch) == 1 else [f"{base}:{i}" for i in range(len(batch))]
+    digits = np.concatenate(batches).astype(np.float32, copy=False)[:limit]
+    return digits, names[: len(digits)]
 
 
 def _inputs(inputs: tuple[str, ...], data_paths: tuple[str, ...]) -> tuple[str, ...]:
@@ -182,8 +187,8 @@ def score(
                 f"score with -k {calibration.k}, or recalibrate with `digitvae calibrate MODEL_DIR VALID_IDX -k {k}`"
             )
         detector.calibration = calibration = dataclasses.replace(calibration, k=k)
-    digits, labels = read_labelled(inputs, limit, labels_file)
-    names = _names(inputs)[: len(digits)]
+    digits, names = _named_digits(inputs, limit)
+    labels = read_labels(inputs, len(digits), labels_file)
     passes = 2 if detector.reference is not None else 1
     with progress_bar(passes * len(digits), "scoring") as progress:
         scores = detector.scores(digits, labels_for(vae, labels), seed=seed, progress=progress)

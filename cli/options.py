@@ -137,17 +137,23 @@ def read_labelled(
     paths: Sequence[str], limit: int | None, labels_file: str | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read digits, with labels from --labels or an IDX labels file beside a single IDX input."""
-    from digitvae.runtime.idx import labels_beside, read_mnist_labels
     from digitvae.runtime.imageio import read_digits
 
     digits = read_digits(paths, limit)
+    return digits, read_labels(paths, len(digits), labels_file)
+
+
+def read_labels(paths: Sequence[str], count: int, labels_file: str | None) -> np.ndarray | None:
+    """Read the first `count` labels from --labels, or from an IDX labels file beside a single IDX input."""
+    from digitvae.runtime.idx import labels_beside, read_mnist_labels
+
     source = Path(labels_file) if labels_file else (labels_beside(Path(paths[0])) if len(paths) == 1 else None)
     if source is None:
-        return digits, None
-    labels = read_mnist_labels(source)[: len(digits)]
-    if len(labels) != len(digits):
-        raise DataFormatError(f"{source}: {len(labels)} labels for {len(digits)} digits")
-    return digits, labels
+        return None
+    labels = read_mnist_labels(source)[:count]
+    if len(labels) != count:
+        raise DataFormatError(f"{source}: {len(labels)} labels for {count} digits")
+    return labels
 
 
 _INDEXED = re.compile(r"^(?P<path>.+):(?P<index>\d+)$")

@@ -86,11 +86,6 @@ class Mixture:
         return -0.5 * (np.square(solved).sum(axis=2) + log_det + self.latent_dim * math.log(2 * math.pi))
 
 
-def standard_normal(latent_dim: int) -> Mixture:
-    """Return N(0, I) as a one-component mixture."""
-    return Mixture(np.ones((1, 1)), np.zeros((1, latent_dim)), np.eye(latent_dim)[None])
-
-
 def _log(weights: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):
         return np.where(weights > 0, np.log(np.where(weights > 0, weights, 1.0)), LOG_ZERO)

@@ -19,13 +19,11 @@ def check_signatures(model_dir: Path, manifest: Manifest, sessions: dict[str, or
     d = manifest.latent_dim
     label: dict[str, list[int]] = {"label": []} if manifest.conditional else {}
     draws = {"noise": [d], "uniform": [], "label": []}
-    image = {"logits": [1, 28, 28], "image": [1, 28, 28]}
     expected: dict[str, tuple[dict[str, list[int]], dict[str, list[int]]]] = {
         "encoder": ({"image": [1, 28, 28], **label}, {"mean": [d], "logvar": [d]}),
-        "decoder": ({"z": [d], **label}, image),
+        "decoder": ({"z": [d], **label}, {"logits": [1, 28, 28], "image": [1, 28, 28]}),
         "prior": (draws, {"z": [d]}),
         "prior_density": ({"z": [d], "label": []}, {"log_prob": []}),
-        "generator": (draws, {"z": [d], **image}),
     }
     for role, session in sessions.items():
         inputs, outputs = expected[role]

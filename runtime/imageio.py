@@ -118,6 +118,15 @@ def _check_npy_header(path: Path) -> None:
 
 def read_digits(paths: Sequence[str | os.PathLike[str]], limit: int | None = None) -> np.ndarray:
     """Read digits from PNG files, .npy arrays and IDX files as one float32 [N,28,28] batch."""
+    batches = read_digit_files(paths)
+    if not batches:
+        raise InputError("no input files given")
+    digits = np.concatenate(batches).astype(np.float32, copy=False)
+    return digits[:limit] if limit is not None else digits
+
+
+def read_digit_files(paths: Sequence[str | os.PathLike[str]]) -> list[np.ndarray]:
+    """Read each PNG, .npy or IDX file as its own float32 [n,28,28] batch."""
     from .idx import looks_like_idx, read_mnist_images  # gzip and the IDX parser: only reading needs them
 
     batches: list[np.ndarray] = []
@@ -134,10 +143,7 @@ def read_digits(paths: Sequence[str | os.PathLike[str]], limit: int | None = Non
             batches.append(read_mnist_images(path).astype(np.float32) / 255.0)
         else:
             raise DataFormatError(f"{path}: not a digit file; give PNG (28x28), .npy or IDX (idx3-ubyte[.gz]) files")
-    if not batches:
-        raise InputError("no input files given")
-    digits = np.concatenate(batches).astype(np.float32, copy=False)
-    return digits[:limit] if limit is not None else digits
+    return batches
 
 
 def tile(images: np.ndarray, cols: int) -> np.ndarray:

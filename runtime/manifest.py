@@ -237,14 +237,12 @@ def _parse_prior(value: Any, num_classes: int, source: str) -> dict[str, Any] | 
 def read_manifest(model_dir: Path) -> Manifest:
     """Read and validate model_dir/model.json."""
     path = model_dir / MANIFEST_NAME
-    try:
-        if not path.exists():
-            raise FileNotFoundError(path)
-        text = read_model_file(model_dir, MANIFEST_NAME, MAX_MANIFEST_BYTES).decode("utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         raise ModelError(
             f"{model_dir}: no {MANIFEST_NAME} (a model folder holds {MANIFEST_NAME}, encoder.onnx, decoder.onnx)"
-        ) from None
+        )
+    try:
+        text = read_model_file(model_dir, MANIFEST_NAME, MAX_MANIFEST_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: cannot read: {exc}") from None
     try:

@@ -34,7 +34,8 @@ _ENCODED = ["mean", "logvar"]
 MAX_THREADS = 1024
 #: A callback told how many digits are done, for long likelihood computations.
 Progress = Callable[[int], None] | None
-_SINGLE_THREADED = _PRIOR_FILES = ("prior", "prior_density")
+#: The learned prior's files the runtime loads; small graphs, run on one thread (see load).
+_PRIOR_FILES = ("prior", "prior_density")
 #: The prior's `label` for small unseeded-class batches, made once (read-only).
 _ANY_CLASS = {n: np.full(n, ANY_CLASS, np.int64) for n in range(1, 17)}
 for _array in _ANY_CLASS.values():
@@ -114,7 +115,7 @@ class DigitVAE:
             check_self_contained(data, model_dir / files[role].path)
             # The prior's graphs are small: a thread pool of their own would only spin beside the
             # decoder's and steal its cores (4 ms stalls of batch-1 calls on two cores).
-            opts = session_options(1 if role in _SINGLE_THREADED else threads)
+            opts = session_options(1 if role in _PRIOR_FILES else threads)
             try:
                 sessions[role] = ort.InferenceSession(
                     data, sess_options=opts, providers=names, provider_options=options

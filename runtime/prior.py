@@ -69,7 +69,6 @@ class LearnedPrior(Prior):
     ) -> None:
         super().__init__(latent_dim)
         self.kind = str(description["kind"])
-        self.description = description
         self._classes = int(description["classes"])
         self._sampler = sampler
         self._density = density
