@@ -78,16 +78,16 @@ def export_triton(
 
 
 def tree_lines(paths: list[str]) -> list[str]:
-    """Draw sorted relative file paths as an indented tree, folders first where they share a parent."""
+    """Draw sorted relative paths (an empty folder ends in /) as an indented tree."""
     lines: list[str] = []
     shown: set[str] = set()
     for path in paths:
-        parts = path.split("/")
+        parts = path.rstrip("/").split("/")
         for depth in range(len(parts)):
             prefix = "/".join(parts[: depth + 1])
             if prefix in shown:
                 continue
             shown.add(prefix)
-            is_folder = depth < len(parts) - 1
+            is_folder = depth < len(parts) - 1 or path.endswith("/")
             lines.append("  " * (depth + 1) + parts[depth] + ("/" if is_folder else ""))
     return lines

@@ -38,6 +38,8 @@ MAX_BATCH_SIZE = 4096
 #: long, while under load the requests that arrive meanwhile share one call.
 QUEUE_DELAY_US = 100
 INSTANCE_KINDS = ("auto", "cpu", "gpu")
+#: The generate ensemble's internal tensor: the sampler's codes on their way to the decoder.
+DECODER_CODE = "z_for_decoder"
 #: Triton model names are folder names and URL path segments: keep them plain.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _EXTRA_HINT = "pip install 'digitvae[triton]'"
@@ -160,15 +162,21 @@ def plan_models(model: str | os.PathLike[str], variant: str = "fp32") -> list[Re
         return [encoder, decoder]
     draws = (Tensor("noise", "TYPE_FP32", (d,)), Tensor("uniform", "TYPE_FP32", ()), Tensor("label", "TYPE_INT64", ()))
     prior = RepoModel(f"{name}-prior", draws, (Tensor("z", "TYPE_FP32", (d,)),), blobs["prior"], source=source("prior"))
-    # One `label` feeds both steps: a conditional model's prior has its classes, so the digit
+    # One `label` feeds both models: a conditional model's prior has its classes, so the digit
     # asked of the sampler is the digit the decoder draws (as DigitVAE.generate does).
+    # The sampler runs twice, once for the `z` output and once for the decoder: Triton prunes
+    # the step that makes an output a request leaves out, even when another step reads that
+    # tensor, so a request for `image` alone would otherwise never run the decoder. The sampler
+    # is small (a gather and a D x D product per row) and its rows do not depend on the batch.
+    feeds = {t.name: t.name for t in draws}
     generate = RepoModel(
         f"{name}-generate",
         draws,
         (Tensor("z", "TYPE_FP32", (d,)), Tensor("image", "TYPE_FP32", image)),
         steps=(
-            Step(prior.name, {t.name: t.name for t in draws}, {"z": "z"}),
-            Step(decoder.name, {t.name: t.name for t in decoder.inputs}, {"image": "image"}),
+            Step(prior.name, feeds, {"z": "z"}),
+            Step(prior.name, feeds, {"z": DECODER_CODE}),
+            Step(decoder.name, {"z": DECODER_CODE, **{t.name: t.name for t in label}}, {"image": "image"}),
         ),
         source=f"{prior.name} feeding {decoder.name}; clients send the random numbers (docs/triton.md)",
     )
@@ -260,19 +268,21 @@ def export_triton(
 
     The repository is built in a temporary folder beside `repo` and renamed into place: a
     reader sees no repository, the old one, or the complete new one. An existing `repo` is
-    refused unless `force`.
+    refused unless `force`. An empty version folder (an ensemble's) is listed as `NAME/1/`.
     """
     repo = Path(repo)
     if repo.exists() and not force:
         raise OutputError(f"{repo} already exists; pass --force to replace it")
     files = repository_files(models, variant, serving)
-    _write_folder(repo, files, force=force)
+    # Triton loads no model without a version folder: an ensemble gets an empty one.
+    folders = sorted({f"{path.split('/')[0]}/{VERSION}" for path in files})
+    _write_folder(repo, files, folders, force=force)
     logger.info("wrote %d files to %s", len(files), repo)
-    return sorted(files)
+    return sorted([*files, *(f"{folder}/" for folder in folders if not any(p.startswith(f"{folder}/") for p in files))])
 
 
-def _write_folder(out_dir: Path, files: Mapping[str, bytes], *, force: bool) -> None:
-    """Write files (relative path -> bytes) into a temporary sibling folder, then swap it into place."""
+def _write_folder(out_dir: Path, files: Mapping[str, bytes], folders: Sequence[str], *, force: bool) -> None:
+    """Write folders and files (relative path -> bytes) into a temporary sibling folder, then swap it into place."""
     parent = out_dir.absolute().parent
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
@@ -280,11 +290,13 @@ def _write_folder(out_dir: Path, files: Mapping[str, bytes], *, force: bool) -> 
         raise OutputError(f"cannot write {out_dir}: {exc.strerror or exc} (in {parent})") from None
     old: Path | None = None
     try:
+        for relative in folders:
+            (staging / relative).mkdir(parents=True, exist_ok=True)
         for relative, blob in files.items():
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(blob)
-        for folder in (staging, *{(staging / r).parent for r in files}):
+        for folder in (staging, *{(staging / r).parent for r in files}, *(staging / f for f in folders)):
             os.chmod(folder, 0o755)  # mkdtemp makes 0o700; a server in a container may run as another user
         if out_dir.exists() or out_dir.is_symlink():
             if not force:

@@ -62,7 +62,8 @@ def test_the_repository_holds_four_models_per_model_folder(repo: Path) -> None:
         for part in ("encoder", "decoder", "prior"):
             expected += [f"{model}-{part}", f"{model}-{part}/1", f"{model}-{part}/1/model.onnx"]
             expected.append(f"{model}-{part}/config.pbtxt")
-        expected += [f"{model}-generate", f"{model}-generate/config.pbtxt"]
+        # Triton loads no model without a version folder, an ensemble's empty one included.
+        expected += [f"{model}-generate", f"{model}-generate/1", f"{model}-generate/config.pbtxt"]
     assert listing(repo) == sorted(expected)
     assert [p.name for p in repo.parent.iterdir()] == ["repo"]  # no temporary folder left beside it
 
@@ -140,7 +141,7 @@ def test_a_conditional_model_takes_labels_and_the_others_do_not(repo: Path) -> N
         [],
     )
     [step_decoder] = [s for s in found["mnist-cvae-generate"].ensemble_scheduling.step if "decoder" in s.model_name]
-    assert dict(step_decoder.input_map) == {"z": "z", "label": "label"}
+    assert dict(step_decoder.input_map) == {"z": "z_for_decoder", "label": "label"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -168,21 +169,60 @@ def test_ensemble_steps_wire_tensors_that_exist(repo: Path) -> None:
                 assert value not in tensors, (name, value)
                 tensors[value] = (outputs[key].data_type, list(outputs[key].dims))
                 produced.add(value)
-        assert sorted(produced) == sorted(t.name for t in ensemble.output)
+        outputs_named = {t.name for t in ensemble.output}
+        assert produced >= outputs_named
         for out in ensemble.output:
             assert tensors[out.name] == (out.data_type, list(out.dims)), (name, out.name)
         used = {v for step in ensemble.ensemble_scheduling.step for v in step.input_map.values()}
         assert used >= {t.name for t in ensemble.input}
+        assert produced - outputs_named <= used  # an internal tensor is read by a later step
+        # Triton drops the step making an output a request leaves out: no step may read an output.
+        assert not used & {t.name for t in ensemble.output}, name
 
 
-def run_ensemble(repo: Path, name: str, request: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run an ensemble as Triton would: its steps in the declared order, each model's reshapes applied."""
+def pruned_steps(ensemble: Any, requested: set[str]) -> list[Any]:
+    """Return the steps Triton runs for a request of some outputs (its ensemble scheduler's pruning).
+
+    Triton walks back from each output left out of the request: a step none of whose outputs
+    is wanted is dropped, and so, in turn, is the step making a tensor no remaining step reads.
+    It does not ask whether a dropped output is also another step's input.
+    """
+    steps = list(ensemble.ensemble_scheduling.step)
+    readers = {i: {v for v in step.input_map.values()} for i, step in enumerate(steps)}
+    maker = {v: i for i, step in enumerate(steps) for v in step.output_map.values()}
+    wanted_outputs = {i: len(step.output_map) for i, step in enumerate(steps)}
+    dropped: set[int] = set()
+    ignored = {t.name for t in ensemble.output} - requested
+    while ignored:
+        following: set[str] = set()
+        for tensor in ignored:
+            if tensor not in maker:
+                continue  # an ensemble input
+            i = maker[tensor]
+            wanted_outputs[i] -= 1
+            if wanted_outputs[i] == 0:
+                dropped.add(i)
+                for value in readers[i]:
+                    if all(value not in readers[j] for j in range(len(steps)) if j not in dropped):
+                        following.add(value)
+        ignored = following
+    return [step for i, step in enumerate(steps) if i not in dropped]
+
+
+def run_ensemble(
+    repo: Path, name: str, request: dict[str, np.ndarray], requested: set[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Run an ensemble as Triton would: the steps it keeps for the requested outputs, each model's reshapes applied."""
     ensemble = read_config(repo / name / "config.pbtxt")
     for tensor in ensemble.input:  # what a client must send: [batch, *dims]
         assert request[tensor.name].shape[1:] == tuple(tensor.dims), tensor.name
         assert request[tensor.name].dtype == NUMPY_TYPES[tensor.data_type], tensor.name
+    requested = requested or {t.name for t in ensemble.output}
     tensors = dict(request)
-    for step in ensemble.ensemble_scheduling.step:
+    # Triton runs a step once its inputs exist; in declared order that is the same here.
+    for step in pruned_steps(ensemble, requested):
+        if not all(value in tensors for value in step.input_map.values()):
+            pytest.fail(f"{name}: step {step.model_name} would wait forever for {dict(step.input_map)}")
         model = read_config(repo / step.model_name / "config.pbtxt")
         session = ort.InferenceSession(str(repo / step.model_name / "1" / "model.onnx"))
         feeds = {}
@@ -193,7 +233,9 @@ def run_ensemble(repo: Path, name: str, request: dict[str, np.ndarray]) -> dict[
         for key, value in zip(wanted, session.run(wanted, feeds)):
             [declared] = [t for t in model.output if t.name == key]
             tensors[step.output_map[key]] = value.reshape(len(value), *declared.dims)
-    return {t.name: tensors[t.name] for t in ensemble.output}
+    missing = requested - set(tensors)
+    assert not missing, f"{name}: Triton would answer 'unexpected deadlock': {sorted(missing)} never made"
+    return {t: tensors[t] for t in sorted(requested)}
 
 
 def drawn_like_the_runtime(model: str, n: int, seed: int, digit: int | None = None) -> dict[str, np.ndarray]:
@@ -219,6 +261,27 @@ def test_the_ensemble_reproduces_generate_bit_for_bit(repo: Path, model: str, n:
     assert out["image"].shape == (n, 1, 28, 28)
     np.testing.assert_array_equal(out["image"].reshape(n, 28, 28), vae.generate(n, seed=11))
     np.testing.assert_array_equal(out["z"], vae.sample_latents(n, seed=11))
+
+
+@pytest.mark.parametrize("model", ["mnist-vae", "mnist-cvae"])
+def test_a_request_for_one_output_still_gets_it(repo: Path, model: str) -> None:
+    vae = DigitVAE.load(model)
+    request = drawn_like_the_runtime(model, 7, seed=9)
+    image = run_ensemble(repo, f"{model}-generate", request, {"image"})
+    np.testing.assert_array_equal(image["image"].reshape(7, 28, 28), vae.generate(7, seed=9))
+    z = run_ensemble(repo, f"{model}-generate", request, {"z"})
+    np.testing.assert_array_equal(z["z"], vae.sample_latents(7, seed=9))
+    assert list(z) == ["z"]
+
+
+def test_the_pruning_model_catches_an_ensemble_whose_output_feeds_a_step(repo: Path) -> None:
+    # The design this replaced: one sampler step whose `z` is both an output and the decoder's input.
+    ensemble = read_config(repo / "mnist-vae-generate" / "config.pbtxt")
+    del ensemble.ensemble_scheduling.step[1]
+    ensemble.ensemble_scheduling.step[1].input_map["z"] = "z"
+    kept = [s.model_name for s in pruned_steps(ensemble, {"image"})]
+    assert kept == ["mnist-vae-decoder"]  # the sampler is dropped: Triton's "unexpected deadlock"
+    assert [s.model_name for s in pruned_steps(ensemble, {"z", "image"})] == ["mnist-vae-prior", "mnist-vae-decoder"]
 
 
 def test_the_ensemble_draws_a_digit_asked_of_a_prior_fit_per_class(repo: Path) -> None:
