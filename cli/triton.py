@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from digitvae.export.triton import INSTANCE_KINDS, MAX_BATCH_SIZE, QUEUE_DELAY_US
+
 from .options import variant_option
 
 
@@ -22,21 +24,21 @@ from .options import variant_option
 @variant_option
 @click.option(
     "--max-batch-size",
-    type=click.IntRange(1, 4096),
-    default=4096,
+    type=click.IntRange(1, MAX_BATCH_SIZE),
+    default=MAX_BATCH_SIZE,
     show_default=True,
     help="Largest batch Triton hands a model: dynamic batches and single requests alike.",
 )
 @click.option(
     "--queue-delay-us",
     type=click.IntRange(0, 10_000_000),
-    default=100,
+    default=QUEUE_DELAY_US,
     show_default=True,
     help="How long the dynamic batcher may hold a request for others to join its batch.",
 )
 @click.option(
     "--instance-kind",
-    type=click.Choice(["auto", "cpu", "gpu"]),
+    type=click.Choice(INSTANCE_KINDS),
     default="auto",
     show_default=True,
     help="Where instances run: auto = on every GPU if there are any, else on the CPU.",
@@ -59,7 +61,7 @@ def export_triton(
     instances: int,
     force: bool,
 ) -> None:
-    """Write a Triton model repository for each MODEL (a shipped model name or a model folder).
+    """Write a Triton Inference Server model repository for MODEL... (shipped names or model folders).
 
     Each model M becomes M-encoder and M-decoder (onnxruntime, dynamic batching) and, with a
     learned prior, M-prior and the ensemble M-generate. Needs the [triton] extra.
