@@ -481,3 +481,12 @@ def test_serving_settings_out_of_range_are_input_errors() -> None:
     for bad in ({"max_batch_size": 0}, {"max_batch_size": 4097}, {"kind": "tpu"}, {"instances": 0}):
         with pytest.raises(InputError):
             Serving(**bad)  # type: ignore[arg-type]
+
+
+def test_a_model_name_that_cannot_name_a_triton_model_is_refused(tmp_path: Path) -> None:
+    folder = shutil.copytree(shipped_models_dir() / "mnist-vae-2d", tmp_path / "model")
+    data = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    data["name"] = "my vae/2"
+    (folder / "model.json").write_text(json.dumps(data), encoding="utf-8")
+    assert_clean_failure(invoke("export-triton", folder, "-o", tmp_path / "repo"), "cannot name a triton model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
