@@ -1,0 +1,160 @@
+// Drive the demo page in headless Chromium and write what it computed to a JSON file.
+//
+//   node test/browser-check.mjs URL INPUT.json OUT_DIR
+//
+// INPUT.json: {z: [[...D]...], images: [[...784]...], eps: [...n*k*D], epsReference: [...]}.
+// OUT_DIR receives result.json (decoded pixels, codes, scores, the drawn digit, timings, the
+// errors bad arguments raise) and page.png. Uses the system's Chromium; downloads no browser.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { chromium } from "playwright-core";
+
+const EXECUTABLE = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+const [url, inputPath, outDir] = process.argv.slice(2);
+if (!url || !inputPath || !outDir) {
+  console.error("usage: node test/browser-check.mjs URL INPUT.json OUT_DIR");
+  process.exit(2);
+}
+const input = JSON.parse(readFileSync(inputPath, "utf8"));
+const profile = mkdtempSync(join(tmpdir(), "digitvae-chromium-"));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: EXECUTABLE,
+  headless: true,
+  args: FLAGS,
+  viewport: { width: 1000, height: 1100 },
+});
+const console_ = [];
+try {
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on("console", (msg) => console_.push(`${msg.type()}: ${msg.text()}`));
+  page.on("pageerror", (err) => console_.push(`pageerror: ${err.message}`));
+  const started = Date.now();
+  await page.goto(url);
+  const info = await page.evaluate(() => window.digitvae.ready);
+  const readyMs = Date.now() - started;
+  await page.waitForSelector("body[data-ready=true]");
+
+  const result = await page.evaluate(async (input) => {
+    const api = window.digitvae;
+    const flat = (rows) => new Float32Array(rows.flat());
+    const n = input.z.length;
+    const decoded = await api.decode(flat(input.z), n);
+    const encoded = await api.encode(flat(input.images), input.images.length);
+    const m = input.images.length;
+    const scored = await api.score(flat(input.images), m, {
+      eps: new Float32Array(input.eps),
+      epsReference: new Float32Array(input.epsReference),
+    });
+    const d = api.timings && (await api.ready).latentDim;
+    // Bad arguments: each must reject with an Error that says what is wrong.
+    const rejection = async (call) => {
+      try {
+        await call();
+        return null;
+      } catch (err) {
+        return { name: err.name, message: err.message, isError: err instanceof Error };
+      }
+    };
+    const errors = {
+      wrongLength: await rejection(() => api.decode(new Float32Array(d + 1), 1)),
+      zeroCount: await rejection(() => api.decode(new Float32Array(d), 0)),
+      fractionalCount: await rejection(() => api.encode(new Float32Array(784), 1.5)),
+      notTyped: await rejection(() => api.decode(Array(d).fill(0), 1)),
+      pixelRange: await rejection(() => api.encode(new Float32Array(784).fill(2), 1)),
+      digitRange: await rejection(() => api.generate(1, { digit: 10 })),
+      labelsOnUnconditional: await rejection(() => api.decode(new Float32Array(d), 1, [3])),
+    };
+    // Inference times: the median of repeated calls, after one warm-up call each.
+    const median = async (call, repeats) => {
+      await call();
+      const times = [];
+      for (let i = 0; i < repeats; i++) {
+        const t = performance.now();
+        await call();
+        times.push(performance.now() - t);
+      }
+      times.sort((a, b) => a - b);
+      return times[Math.floor(times.length / 2)];
+    };
+    const one = new Float32Array(d);
+    const batch = new Float32Array(64 * d);
+    const image = flat(input.images.slice(0, 1));
+    const speed = {
+      decode1Ms: await median(() => api.decode(one, 1), 20),
+      decode64Ms: await median(() => api.decode(batch, 64), 10),
+      encode1Ms: await median(() => api.encode(image, 1), 20),
+      generate60Ms: await median(() => api.generate(60, { seed: 1 }), 5),
+      score1Ms: await median(() => api.score(image, 1, { seed: 1 }), 3),
+    };
+    const sevens = await api.generate(20, { seed: 3, digit: 7 });
+    return {
+      decoded: Array.from(decoded),
+      mean: Array.from(encoded.mean),
+      logvar: Array.from(encoded.logvar),
+      scores: Object.fromEntries(Object.entries(scored.scores).map(([k, v]) => [k, Array.from(v)])),
+      flags: scored.flags,
+      errors,
+      speed,
+      timings: { ...api.timings },
+      sevens: { z: Array.from(sevens.z), images: Array.from(sevens.images) },
+    };
+  }, input);
+
+  const isolated = await page.evaluate(() => globalThis.crossOriginIsolated);
+  const out = { info, readyMs, isolated, ...result, console: console_ };
+  writeFileSync(join(outDir, "result.json"), JSON.stringify(out));
+
+  // A stroke drawn on the pad with synthesised pointer events: a "7".
+  const pad = await page.locator("#pad").boundingBox();
+  const at = (fx, fy) => [pad.x + fx * pad.width, pad.y + fy * pad.height];
+  const stroke = [
+    [0.25, 0.2],
+    [0.5, 0.2],
+    [0.72, 0.2],
+    [0.6, 0.45],
+    [0.5, 0.65],
+    [0.42, 0.85],
+  ];
+  await page.mouse.move(...at(...stroke[0]));
+  await page.mouse.down();
+  for (const point of stroke.slice(1)) await page.mouse.move(...at(...point), { steps: 8 });
+  await page.mouse.up();
+  try {
+    await page.waitForFunction(() => window.digitvae.pad.strokes >= 1, null, { timeout: 60_000 });
+  } catch (err) {
+    const verdict = await page.locator("#verdict").textContent();
+    throw new Error(`the drawn stroke was not scored (the page says: ${verdict}): ${err.message}`);
+  }
+  const drawn = await page.evaluate(() => {
+    const last = window.digitvae.pad.last;
+    return {
+      prepared: Array.from(last.prepared),
+      reconstruction: Array.from(last.reconstruction),
+      scores: Object.fromEntries(Object.entries(last.scores).map(([k, v]) => [k, v[0]])),
+      flag: last.flags[0],
+      verdict: document.getElementById("verdict").textContent,
+    };
+  });
+  await page.screenshot({ path: join(outDir, "page.png"), fullPage: true });
+  out.drawn = drawn;
+  writeFileSync(join(outDir, "result.json"), JSON.stringify(out));
+} catch (err) {
+  console.error(console_.join("\n"));
+  throw err;
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
