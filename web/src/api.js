@@ -79,16 +79,18 @@ export function createApi(name) {
     },
     /**
      * Draw n digits through the prior: {z, images}. `digit` is -1 (any class), 0-9, or one per
-     * digit; `seed` an integer for a repeatable draw. A conditional model's decoder gets the same
-     * classes (any class: digit i % classes).
+     * digit; `seed` an integer for a repeatable draw. `noise` (Float32Array n x D) and `uniform`
+     * (Float32Array n) replace the page's random draws: numpy's default_rng(seed) draws (first
+     * standard_normal((n, D), float32), then random(n, float32)) give Python's digits for that seed.
+     * A conditional model's decoder gets the same classes (any class: digit i % classes).
      */
-    async generate(n, { seed, digit = -1 } = {}) {
+    async generate(n, { seed, digit = -1, noise, uniform } = {}) {
       const model = await loaded;
       const count = asCount(n, "n");
       const started = performance.now();
       const random = new Random(seed);
-      const noise = random.normal(count * model.latentDim);
-      const uniform = random.uniform(count);
+      noise ??= random.normal(count * model.latentDim);
+      uniform ??= random.uniform(count);
       const labels = model.priorLabels(digit, count);
       const z = await model.samplePrior(noise, uniform, Array.from(labels, Number), count);
       let decoderLabels;

@@ -58,15 +58,21 @@ function seedValue() {
   return Number.isInteger(value) ? value : undefined;
 }
 
-async function generate(api, info, eachDigit) {
+async function generate(api, info) {
   const digit = Number($("digit").value);
-  const cols = 10;
-  const n = eachDigit ? 100 : 60;
-  const digits = eachDigit ? Array.from({ length: n }, (_, i) => i % cols) : digit;
-  const { images } = await api.generate(n, { seed: seedValue(), digit: digits });
-  drawDigits($("grid"), images, n, cols);
-  const what = eachDigit ? "digits 0-9, one per column" : digit < 0 ? "any digit" : `the digit ${digit}`;
+  const n = 40;
+  await api.generate(n, { seed: seedValue(), digit }).then(({ images }) => drawDigits($("grid"), images, n, 10));
+  const what = digit < 0 ? "any digit" : `the digit ${digit}`;
   $("grid-caption").textContent = `${n} digits (${what}) from ${info.model}'s prior in ${ms(api.timings.generateMs)}`;
+  showTimings(api);
+}
+
+async function generateEach(api, info) {
+  const n = 30;
+  const digits = Array.from({ length: n }, (_, i) => i % 10);
+  const { images } = await api.generate(n, { seed: seedValue(), digit: digits });
+  drawDigits($("each-grid"), images, n, 10);
+  $("each-caption").textContent = `0-9 asked for, one per column, in ${ms(api.timings.generateMs)}`;
   showTimings(api);
 }
 
@@ -135,14 +141,16 @@ async function main() {
   const files = Object.entries(info.bytes).map(([file, size]) => `${file} ${kb(size)}`);
   $("status").textContent =
     `${info.model}: ${info.latentDim} latents, prior ${info.prior}; onnxruntime-web ${info.ortVersion} ` +
-    `(wasm, ${info.threads} threads, cross-origin isolated: ${info.crossOriginIsolated}); ${files.join(", ")}`;
+    `(wasm, ${info.threads} thread${info.threads === 1 ? "" : "s"}, cross-origin isolated: ${info.crossOriginIsolated}); ` +
+    `${files.join(", ")}`;
   const select = $("digit");
   select.disabled = !info.priorClasses && !info.numClasses;
   showTimings(api);
-  $("generate").onclick = () => generate(api, info, false);
-  $("each").onclick = () => generate(api, info, true);
+  $("generate").onclick = () => generate(api, info);
+  $("each").onclick = () => generateEach(api, info);
   $("each").disabled = select.disabled;
-  await generate(api, info, false);
+  await generate(api, info);
+  if (!select.disabled) await generateEach(api, info);
 
   // Loaded on its own so that generation works even where the drawing's preparation is missing.
   const prepare = import("./prepare.js");
@@ -152,7 +160,10 @@ async function main() {
   );
   $("clear").onclick = () => pad.clear();
   api.detector.then(
-    () => showTimings(api),
+    (detector) => {
+      $("k").textContent = String(detector.k);
+      showTimings(api);
+    },
     (err) => ($("verdict").textContent = `No outlier checks: ${err.message}`),
   );
   document.body.dataset.ready = "true";

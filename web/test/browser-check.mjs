@@ -2,7 +2,8 @@
 //
 //   node test/browser-check.mjs URL INPUT.json OUT_DIR
 //
-// INPUT.json: {z: [[...D]...], images: [[...784]...], eps: [...n*k*D], epsReference: [...]}.
+// INPUT.json: {z: [[...D]...], images: [[...784]...], eps: [...n*k*D], epsReference: [...],
+// digits: [...m], noise: [...m*D], uniform: [...m]}.
 // OUT_DIR receives result.json (decoded pixels, codes, scores, the drawn digit, timings, the
 // errors bad arguments raise) and page.png. Uses the system's Chromium; downloads no browser.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -99,7 +100,11 @@ try {
       generate60Ms: await median(() => api.generate(60, { seed: 1 }), 5),
       score1Ms: await median(() => api.score(image, 1, { seed: 1 }), 3),
     };
-    const sevens = await api.generate(20, { seed: 3, digit: 7 });
+    const asked = await api.generate(input.digits.length, {
+      digit: input.digits,
+      noise: new Float32Array(input.noise),
+      uniform: new Float32Array(input.uniform),
+    });
     return {
       decoded: Array.from(decoded),
       mean: Array.from(encoded.mean),
@@ -109,7 +114,7 @@ try {
       errors,
       speed,
       timings: { ...api.timings },
-      sevens: { z: Array.from(sevens.z), images: Array.from(sevens.images) },
+      generated: { z: Array.from(asked.z), images: Array.from(asked.images) },
     };
   }, input);
 
@@ -140,7 +145,14 @@ try {
   }
   const drawn = await page.evaluate(() => {
     const last = window.digitvae.pad.last;
+    const pad = document.getElementById("pad");
+    const rgba = pad.getContext("2d").getImageData(0, 0, pad.width, pad.height).data;
+    let binary = "";
+    for (let i = 0; i < rgba.length; i += 8192) binary += String.fromCharCode(...rgba.subarray(i, i + 8192));
     return {
+      rgba: btoa(binary),
+      width: pad.width,
+      height: pad.height,
       prepared: Array.from(last.prepared),
       reconstruction: Array.from(last.reconstruction),
       scores: Object.fromEntries(Object.entries(last.scores).map(([k, v]) => [k, v[0]])),
