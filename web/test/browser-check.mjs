@@ -119,7 +119,11 @@ try {
   }, input);
 
   const isolated = await page.evaluate(() => globalThis.crossOriginIsolated);
-  const out = { info, readyMs, isolated, ...result, console: console_ };
+  // What the page fetched, with each file's size as served (uncompressed).
+  const resources = await page.evaluate(() =>
+    performance.getEntriesByType("resource").map((e) => ({ url: e.name, bytes: e.decodedBodySize })),
+  );
+  const out = { info, readyMs, isolated, resources, ...result, console: console_ };
   writeFileSync(join(outDir, "result.json"), JSON.stringify(out));
 
   // A stroke drawn on the pad with synthesised pointer events: a "7".
