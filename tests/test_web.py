@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from digitvae.runtime import OutlierDetector
+from digitvae.runtime import DigitVAE, OutlierDetector
 from digitvae.runtime.idx import read_mnist_images
 from digitvae.runtime.prepare import prepare_digit
 
@@ -81,6 +81,11 @@ def page(server: str, detector: OutlierDetector, tmp_path_factory: pytest.TempPa
     rng = np.random.default_rng(0)  # the draws of vae.generate(10, seed=0, ...), in its order
     noise = rng.standard_normal((len(digits), d), dtype=np.float32)
     uniform = rng.random(len(digits), dtype=np.float32)
+    # The same draws for the conditional model, at its own latent size.
+    rng = np.random.default_rng(0)
+    conditional_d = DigitVAE.load("mnist-cvae").latent_dim
+    conditional_noise = rng.standard_normal((len(digits), conditional_d), dtype=np.float32)
+    conditional_uniform = rng.random(len(digits), dtype=np.float32)
     inputs = {
         "z": np.random.default_rng(1).standard_normal((5, d), dtype=np.float32).tolist(),
         "images": images.tolist(),
@@ -93,6 +98,8 @@ def page(server: str, detector: OutlierDetector, tmp_path_factory: pytest.TempPa
         "digits": digits.tolist(),
         "noise": noise.ravel().tolist(),
         "uniform": uniform.tolist(),
+        "conditionalNoise": conditional_noise.ravel().tolist(),
+        "conditionalUniform": conditional_uniform.tolist(),
     }
     out = tmp_path_factory.mktemp("web")
     (out / "input.json").write_text(json.dumps(inputs))
@@ -143,6 +150,15 @@ def test_generate_with_pythons_draws_gives_pythons_digits(page: dict[str, Any], 
     assert np.abs(got - expected).max() <= TOLERANCE
     codes = detector.vae.sample_latents(10, seed=0, digit=np.arange(10))
     assert np.abs(np.reshape(page["generated"]["z"], codes.shape) - codes).max() <= TOLERANCE
+
+
+def test_conditional_model_generates_pythons_digits(page: dict[str, Any]) -> None:
+    cvae = DigitVAE.load("mnist-cvae")
+    result = page["conditional"]
+    assert result["info"]["model"] == "mnist-cvae" and result["info"]["numClasses"] == cvae.num_classes
+    expected = cvae.generate(10, seed=0, digit=np.arange(10)).reshape(10, 784)
+    assert np.abs(np.asarray(result["images"], np.float32).reshape(10, 784) - expected).max() <= TOLERANCE
+    assert "is conditional: pass labels" in result["missingLabels"]
 
 
 def test_scores_match_the_python_detector(page: dict[str, Any], detector: OutlierDetector) -> None:

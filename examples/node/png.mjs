@@ -32,5 +32,6 @@ export function encodePng(width, height, grey) {
   const raw = Buffer.alloc((width + 1) * height); // each row: filter type 0, then its pixels
   for (let y = 0; y < height; y++) raw.set(grey.subarray(y * width, (y + 1) * width), y * (width + 1) + 1);
   const signature = Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]);
-  return Buffer.concat([signature, chunk("IHDR", header), chunk("IDAT", deflateSync(raw)), chunk("IEND", Buffer.alloc(0))]);
+  const parts = [chunk("IHDR", header), chunk("IDAT", deflateSync(raw)), chunk("IEND", Buffer.alloc(0))];
+  return Buffer.concat([signature, ...parts]);
 }

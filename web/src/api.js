@@ -40,6 +40,7 @@ export function createApi(name) {
   });
   // The detector's reference model loads after the main model: generation need not wait for it.
   const detector = loaded.then((model) => timed(timings, "detectorLoadMs", Detector.load(model)));
+  detector.catch(() => {}); // reported where it is awaited; not an unhandled rejection meanwhile
   const api = {
     ort,
     timings,

@@ -96,8 +96,14 @@ function showScore(result) {
   $("verdict").className = flag ? "bad" : "ok";
 }
 
-async function onStroke(api, pad, prepare) {
+async function onStroke(api, info, pad, prepare) {
   const { prepareDigit, rgbaToGray } = await prepare;
+  // A conditional model reads the drawing as the digit chosen above.
+  const labels = info.numClasses ? Number($("digit").value) : undefined;
+  if (labels !== undefined && labels < 0) {
+    $("verdict").textContent = `${info.model} is conditional: choose the digit you draw above, then draw it`;
+    return;
+  }
   const { width, height } = pad.canvas;
   const rgba = pad.canvas.getContext("2d").getImageData(0, 0, width, height).data;
   let prepared;
@@ -108,12 +114,12 @@ async function onStroke(api, pad, prepare) {
     return;
   }
   drawDigits($("prepared"), prepared, 1, 1, 4);
-  const reconstruction = await api.reconstruct(prepared, 1);
+  const reconstruction = await api.reconstruct(prepared, 1, labels);
   drawDigits($("reconstruction"), reconstruction, 1, 1, 4);
   api.pad.last = { prepared, reconstruction };
   showTimings(api);
   $("verdict").textContent = "Scoring…";
-  const result = await api.score(prepared, 1, { seed: 0 });
+  const result = await api.score(prepared, 1, { labels, seed: 0 });
   api.pad.last = { prepared, reconstruction, ...result };
   api.pad.strokes += 1;
   showScore(result);
@@ -156,7 +162,7 @@ async function main() {
   const prepare = import("./prepare.js");
   prepare.catch((err) => ($("verdict").textContent = `The drawing pad is unavailable: ${err.message}`));
   const pad = new Pad($("pad"), () =>
-    onStroke(api, pad, prepare).catch((err) => ($("verdict").textContent = err.message)),
+    onStroke(api, info, pad, prepare).catch((err) => ($("verdict").textContent = err.message)),
   );
   $("clear").onclick = () => pad.clear();
   api.detector.then(

@@ -3,7 +3,8 @@
 //   node test/browser-check.mjs URL INPUT.json OUT_DIR
 //
 // INPUT.json: {z: [[...D]...], images: [[...784]...], eps: [...n*k*D], epsReference: [...],
-// digits: [...m], noise: [...m*D], uniform: [...m]}.
+// digits: [...m], noise: [...m*D], uniform: [...m], and conditionalNoise / conditionalUniform for
+// mnist-cvae}.
 // OUT_DIR receives result.json (decoded pixels, codes, scores, the drawn digit, timings, the
 // errors bad arguments raise) and page.png. Uses the system's Chromium; downloads no browser.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -127,6 +128,7 @@ try {
   writeFileSync(join(outDir, "result.json"), JSON.stringify(out));
 
   // A stroke drawn on the pad with synthesised pointer events: a "7".
+  await page.locator("#pad").scrollIntoViewIfNeeded(); // raw mouse events only reach what is in view
   const pad = await page.locator("#pad").boundingBox();
   const at = (fx, fy) => [pad.x + fx * pad.width, pad.y + fy * pad.height];
   const stroke = [
@@ -166,6 +168,25 @@ try {
   });
   await page.screenshot({ path: join(outDir, "page.png"), fullPage: true });
   out.drawn = drawn;
+
+  // The conditional model: the same draws, the class fed to the prior and the decoder alike.
+  await page.goto(new URL("?model=mnist-cvae", url).href);
+  out.conditional = await page.evaluate(async (input) => {
+    const api = window.digitvae;
+    const info = await api.ready;
+    const asked = await api.generate(input.digits.length, {
+      digit: input.digits,
+      noise: new Float32Array(input.conditionalNoise),
+      uniform: new Float32Array(input.conditionalUniform),
+    });
+    let missingLabels = null;
+    try {
+      await api.decode(asked.z, input.digits.length);
+    } catch (err) {
+      missingLabels = err.message;
+    }
+    return { info, z: Array.from(asked.z), images: Array.from(asked.images), missingLabels };
+  }, input);
   writeFileSync(join(outDir, "result.json"), JSON.stringify(out));
 } catch (err) {
   console.error(console_.join("\n"));

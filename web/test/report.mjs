@@ -36,6 +36,8 @@ const input = {
   digits: [7],
   noise: normal(d),
   uniform: [0.5],
+  conditionalNoise: normal(readModel("mnist-cvae").latent_dim),
+  conditionalUniform: [0.5],
 };
 
 const work = mkdtempSync(join(tmpdir(), "digitvae-report-"));
