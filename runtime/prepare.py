@@ -5,7 +5,8 @@ The steps follow how MNIST itself was made, with what real pictures need on top:
 1. grey: ITU-R 601-2 luma (299/587/114 per mille); RGBA is composited over white;
 2. polarity: inverted when the median is above the middle of the range (dark ink, light paper);
 3. locate, on a copy max-pooled to at most 256 pixels a side: subtract the paper level
-   interpolated between blocks' lower quartiles (uneven light), pick the ink level with Otsu's threshold, stretch ink to 1 and paper to 0,
+   interpolated between blocks (their lower quartiles, opened; uneven light), pick the ink level (above both Otsu's
+   and the triangle threshold), stretch ink to 1 and paper to 0,
    keep the connected ink that is not a speck, and take its bounding box;
 4. shape, on the full-resolution crop max-pooled to at most 64 pixels a side: normalise the
    stroke width (estimated as 2 * ink area / boundary pixels) by dilating thin strokes to
@@ -21,6 +22,7 @@ values both compute identically: integer histograms, sorts, and element-wise flo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -120,10 +122,11 @@ def _max_pool(values: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _background(ink: np.ndarray) -> tuple[np.ndarray, int]:
-    """Estimate the paper's level per block: the block's lower quartile, then the median over its 3x3 neighbours.
+    """Estimate the paper's level per block: the block's lower quartile, then a 3x3 opening of the blocks.
 
     Ink is bright here, so the lower quartile is paper unless ink covers three quarters of the
-    block; the median over neighbours then overrules the few blocks a thick stroke fills.
+    block. The opening (the least over 3x3 neighbours, then the most) drops the blocks a thick
+    stroke fills, even along an edge, and keeps a gradient of light as it is.
     """
     h, w = ink.shape
     size = max(1, -(-max(h, w) // BACKGROUND_BLOCKS))
@@ -133,9 +136,21 @@ def _background(ink: np.ndarray) -> tuple[np.ndarray, int]:
         for c in range(cols):
             block = np.sort(ink[r * size : (r + 1) * size, c * size : (c + 1) * size], axis=None)
             medians[r, c] = block[(len(block) - 1) // 4]
-    padded = np.pad(medians, 1, mode="edge")
-    around = np.stack([padded[dr : dr + rows, dc : dc + cols] for dr in range(3) for dc in range(3)])
-    return np.sort(around, axis=0)[4], size
+    return _around(_around(medians, np.min), np.max), size
+
+
+def _around(grid: np.ndarray, pick: Any) -> np.ndarray:
+    """Apply `pick` (np.min or np.max) over each cell's 3x3 neighbours, the grid extended linearly beyond its edges."""
+    rows, cols = grid.shape
+    tall = np.concatenate([_beyond(grid[:1], grid[1:2]), grid, _beyond(grid[-1:], grid[-2:-1])])
+    padded = np.concatenate([_beyond(tall[:, :1], tall[:, 1:2]), tall, _beyond(tall[:, -1:], tall[:, -2:-1])], axis=1)
+    return pick(np.stack([padded[dr : dr + rows, dc : dc + cols] for dr in range(3) for dc in range(3)]), axis=0)
+
+
+def _beyond(edge: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """Extend a grid by one row or column past `edge`: 2 edge - inner, or the edge itself for a one-cell grid."""
+    # Linear, not repeated: a gradient of light then survives the opening up to the grid's edges.
+    return 2.0 * edge - inner if inner.size else edge
 
 
 def _axis_weights(pixels: np.ndarray, size: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -157,9 +172,9 @@ def _paper(blocks: np.ndarray, size: int, ys: np.ndarray, xs: np.ndarray) -> np.
     return top + (bottom - top) * a
 
 
-def _otsu(bins: np.ndarray) -> int:
-    """Return Otsu's threshold bin: ink is above it."""
-    counts = np.bincount(bins.ravel(), minlength=256).astype(np.float64)
+def _otsu(histogram: np.ndarray) -> int:
+    """Return Otsu's threshold bin from a 256-bin histogram: ink is above it."""
+    counts = histogram.astype(np.float64)
     levels = np.arange(256, dtype=np.float64)
     w0 = np.cumsum(counts)
     s0 = np.cumsum(counts * levels)
@@ -193,10 +208,31 @@ def _components(mask: np.ndarray) -> np.ndarray:
         labels = jumped
 
 
+def _triangle(counts: np.ndarray) -> int:
+    """Return the triangle threshold bin: the knee where the paper's peak falls off towards the brightest bin.
+
+    Otsu's threshold falls inside the paper's noise when the ink is a tiny share of the pixels
+    (a thin digit on a large page); the knee does not.
+    """
+    peak = int(np.argmax(counts))
+    last = int(np.nonzero(counts)[0][-1])
+    if last <= peak:
+        return peak
+    bins = np.arange(peak, last + 1)
+    # Distance below the line from (peak, counts[peak]) to (last, 0), up to a constant factor; exact in integers.
+    distance = counts[peak] * (last - bins) - (last - peak) * counts[peak : last + 1]
+    return peak + int(np.argmax(distance))
+
+
 def _levels(values: np.ndarray) -> tuple[float, float]:
-    """Return (paper, ink) levels of background-subtracted values, or raise InputError when there is no ink."""
+    """Return (low, high) stretch levels of background-subtracted values, or raise InputError when there is no ink.
+
+    Ink is what lies above both Otsu's and the triangle threshold; `low` is that threshold and
+    `high` the median ink.
+    """
     bins = _quantise(values)
-    threshold = _otsu(bins)
+    counts = np.bincount(bins.ravel(), minlength=256)
+    threshold = max(_otsu(counts), _triangle(counts))
     above = bins > threshold
     if not above.any() or above.all():
         raise InputError("no ink found: the picture has no strokes that stand out from the paper")
@@ -207,8 +243,7 @@ def _levels(values: np.ndarray) -> tuple[float, float]:
         raise InputError(
             f"no ink found: strokes differ from the paper by {ink - paper:.3f}, less than {MIN_CONTRAST} (on a 0-1 scale)"
         )
-    low = (paper + (threshold + 0.5) / 255.0) / 2.0
-    return low, ink
+    return (threshold + 0.5) / 255.0, ink
 
 
 def _stretch(values: np.ndarray, levels: tuple[float, float]) -> np.ndarray:
@@ -224,7 +259,7 @@ class _Located:
     factor: int  # pooling factor of the located copy
     block: int  # background block side, in pixels of the copy
     background: np.ndarray  # paper level at each block's centre
-    levels: tuple[float, float]  # (paper, ink) levels after background subtraction
+    levels: tuple[float, float]  # (low, high) stretch levels after background subtraction
     keep: np.ndarray  # kept ink on the copy
 
     def background_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:

@@ -81,7 +81,7 @@ class Style:
     slant: float = 0.0  # x shift per unit of height (italics)
     ink: int = 20
     paper: int = 245
-    light: float = 0.0  # paper level drop across the canvas, left to right (uneven light)
+    light: float = 0.0  # how much darker the paper gets from left to right (uneven light)
     noise: float = 0.0  # standard deviation of Gaussian noise
     blur: float = 0.0  # Gaussian blur radius (an out-of-focus photo)
     specks: int = 0  # dark dots (dust, pencil marks) scattered over the paper
@@ -117,8 +117,10 @@ def draw(digit: int, style: Style, seed: int = 0) -> Image.Image:
     if style.blur:
         pen = pen.filter(ImageFilter.GaussianBlur(style.blur))
     coverage = np.asarray(pen, dtype=np.float64) / 255.0
-    paper = style.paper - style.light * np.linspace(0.0, 1.0, width)[None, :]
-    picture = paper * (1.0 - coverage) + style.ink * coverage
+    # Light falls on paper and ink alike: the paper darkens by `light` from left to right.
+    picture = style.paper * (1.0 - coverage) + style.ink * coverage
+    if style.light:
+        picture = picture * (1.0 - style.light / style.paper * np.linspace(0.0, 1.0, width)[None, :])
     if style.noise:
         picture = picture + rng.normal(0.0, style.noise, picture.shape)
     pixels = np.clip(np.rint(picture), 0, 255).astype(np.uint8)
