@@ -4,8 +4,9 @@ The steps follow how MNIST itself was made, with what real pictures need on top:
 
 1. grey: ITU-R 601-2 luma (299/587/114 per mille); RGBA is composited over white;
 2. polarity: inverted when the median is above the middle of the range (dark ink, light paper);
-3. locate, on a copy max-pooled to at most 256 pixels a side: subtract a block-wise background
-   (uneven light), pick the ink level with Otsu's threshold, stretch ink to 1 and paper to 0,
+3. locate, on a copy max-pooled to at most 256 pixels a side: subtract the paper level
+   interpolated between blocks (their lower quartiles, opened; uneven light), pick the ink level (above both Otsu's
+   and the triangle threshold), stretch ink to 1 and paper to 0,
    keep the connected ink that is not a speck, and take its bounding box;
 4. shape, on the full-resolution crop max-pooled to at most 64 pixels a side: normalise the
    stroke width (estimated as 2 * ink area / boundary pixels) by dilating thin strokes to
@@ -21,6 +22,7 @@ values both compute identically: integer histograms, sorts, and element-wise flo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -120,9 +122,11 @@ def _max_pool(values: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _background(ink: np.ndarray) -> tuple[np.ndarray, int]:
-    """Estimate the paper's level per block: the block's median, then the least over its 3x3 neighbours.
+    """Estimate the paper's level per block: the block's lower quartile, then a 3x3 opening of the blocks.
 
-    The least of the neighbours keeps a block that a thick stroke fills from counting ink as paper.
+    Ink is bright here, so the lower quartile is paper unless ink covers three quarters of the
+    block. The opening (the least over 3x3 neighbours, then the most) drops the blocks a thick
+    stroke fills, even along an edge, and keeps a gradient of light as it is.
     """
     h, w = ink.shape
     size = max(1, -(-max(h, w) // BACKGROUND_BLOCKS))
@@ -131,18 +135,46 @@ def _background(ink: np.ndarray) -> tuple[np.ndarray, int]:
     for r in range(rows):
         for c in range(cols):
             block = np.sort(ink[r * size : (r + 1) * size, c * size : (c + 1) * size], axis=None)
-            medians[r, c] = block[(len(block) - 1) // 2]
-    padded = np.pad(medians, 1, mode="edge")
-    least = medians.copy()
-    for dr in range(3):
-        for dc in range(3):
-            least = np.minimum(least, padded[dr : dr + rows, dc : dc + cols])
-    return least, size
+            medians[r, c] = block[(len(block) - 1) // 4]
+    return _around(_around(medians, np.min), np.max), size
 
 
-def _otsu(bins: np.ndarray) -> int:
-    """Return Otsu's threshold bin: ink is above it."""
-    counts = np.bincount(bins.ravel(), minlength=256).astype(np.float64)
+def _around(grid: np.ndarray, pick: Any) -> np.ndarray:
+    """Apply `pick` (np.min or np.max) over each cell's 3x3 neighbours, the grid extended linearly beyond its edges."""
+    rows, cols = grid.shape
+    tall = np.concatenate([_beyond(grid[:1], grid[1:2]), grid, _beyond(grid[-1:], grid[-2:-1])])
+    padded = np.concatenate([_beyond(tall[:, :1], tall[:, 1:2]), tall, _beyond(tall[:, -1:], tall[:, -2:-1])], axis=1)
+    return pick(np.stack([padded[dr : dr + rows, dc : dc + cols] for dr in range(3) for dc in range(3)]), axis=0)
+
+
+def _beyond(edge: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """Extend a grid by one row or column past `edge`: 2 edge - inner, or the edge itself for a one-cell grid."""
+    # Linear, not repeated: a gradient of light then survives the opening up to the grid's edges.
+    return 2.0 * edge - inner if inner.size else edge
+
+
+def _axis_weights(pixels: np.ndarray, size: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the two blocks around each pixel along one axis and the weight of the second (linear interpolation)."""
+    u = np.clip((pixels + 0.5) / size - 0.5, 0.0, count - 1.0)
+    first = np.floor(u).astype(np.int64)
+    return first, np.minimum(first + 1, count - 1), u - first
+
+
+def _paper(blocks: np.ndarray, size: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Interpolate the paper level between block centres at rows `ys` x columns `xs` (pixel indices)."""
+    r0, r1, a = _axis_weights(ys, size, blocks.shape[0])
+    c0, c1, b = _axis_weights(xs, size, blocks.shape[1])
+    a, b = a[:, None], b[None, :]
+    top = blocks[r0[:, None], c0[None, :]] + (blocks[r0[:, None], c1[None, :]] - blocks[r0[:, None], c0[None, :]]) * b
+    bottom = (
+        blocks[r1[:, None], c0[None, :]] + (blocks[r1[:, None], c1[None, :]] - blocks[r1[:, None], c0[None, :]]) * b
+    )
+    return top + (bottom - top) * a
+
+
+def _otsu(histogram: np.ndarray) -> int:
+    """Return Otsu's threshold bin from a 256-bin histogram: ink is above it."""
+    counts = histogram.astype(np.float64)
     levels = np.arange(256, dtype=np.float64)
     w0 = np.cumsum(counts)
     s0 = np.cumsum(counts * levels)
@@ -176,10 +208,31 @@ def _components(mask: np.ndarray) -> np.ndarray:
         labels = jumped
 
 
+def _triangle(counts: np.ndarray) -> int:
+    """Return the triangle threshold bin: the knee where the paper's peak falls off towards the brightest bin.
+
+    Otsu's threshold falls inside the paper's noise when the ink is a tiny share of the pixels
+    (a thin digit on a large page); the knee does not.
+    """
+    peak = int(np.argmax(counts))
+    last = int(np.nonzero(counts)[0][-1])
+    if last <= peak:
+        return peak
+    bins = np.arange(peak, last + 1)
+    # Distance below the line from (peak, counts[peak]) to (last, 0), up to a constant factor; exact in integers.
+    distance = counts[peak] * (last - bins) - (last - peak) * counts[peak : last + 1]
+    return peak + int(np.argmax(distance))
+
+
 def _levels(values: np.ndarray) -> tuple[float, float]:
-    """Return (paper, ink) levels of background-subtracted values, or raise InputError when there is no ink."""
+    """Return (low, high) stretch levels of background-subtracted values, or raise InputError when there is no ink.
+
+    Ink is what lies above both Otsu's and the triangle threshold; `low` is that threshold and
+    `high` the median ink.
+    """
     bins = _quantise(values)
-    threshold = _otsu(bins)
+    counts = np.bincount(bins.ravel(), minlength=256)
+    threshold = max(_otsu(counts), _triangle(counts))
     above = bins > threshold
     if not above.any() or above.all():
         raise InputError("no ink found: the picture has no strokes that stand out from the paper")
@@ -190,8 +243,7 @@ def _levels(values: np.ndarray) -> tuple[float, float]:
         raise InputError(
             f"no ink found: strokes differ from the paper by {ink - paper:.3f}, less than {MIN_CONTRAST} (on a 0-1 scale)"
         )
-    low = (paper + (threshold + 0.5) / 255.0) / 2.0
-    return low, ink
+    return (threshold + 0.5) / 255.0, ink
 
 
 def _stretch(values: np.ndarray, levels: tuple[float, float]) -> np.ndarray:
@@ -206,14 +258,13 @@ class _Located:
     box: tuple[int, int, int, int]  # top, bottom, left, right at full resolution; ends excluded
     factor: int  # pooling factor of the located copy
     block: int  # background block side, in pixels of the copy
-    background: np.ndarray  # paper level per block
-    levels: tuple[float, float]  # (paper, ink) levels after background subtraction
+    background: np.ndarray  # paper level at each block's centre
+    levels: tuple[float, float]  # (low, high) stretch levels after background subtraction
     keep: np.ndarray  # kept ink on the copy
 
     def background_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        """Return the paper level of full-resolution rows `ys` x columns `xs`."""
-        step = self.factor * self.block
-        return self.background[(ys // step)[:, None], (xs // step)[None, :]]
+        """Return the paper level of full-resolution rows `ys` x columns `xs`: that of the copy's pixel."""
+        return _paper(self.background, self.block, ys // self.factor, xs // self.factor)
 
 
 def _locate(ink: np.ndarray) -> _Located:
@@ -223,8 +274,7 @@ def _locate(ink: np.ndarray) -> _Located:
     small = _max_pool(ink, factor)
     background, block = _background(small)
     sh, sw = small.shape
-    rows, cols = np.arange(sh) // block, np.arange(sw) // block
-    flat = np.clip(small - background[rows[:, None], cols[None, :]], 0.0, 1.0)
+    flat = np.clip(small - _paper(background, block, np.arange(sh), np.arange(sw)), 0.0, 1.0)
     levels = _levels(flat)
     mask = _stretch(flat, levels) > 0.0
     labels = _components(mask)

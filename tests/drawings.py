@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 Point = tuple[float, float]
 
@@ -81,8 +81,10 @@ class Style:
     slant: float = 0.0  # x shift per unit of height (italics)
     ink: int = 20
     paper: int = 245
-    light: float = 0.0  # paper level drop across the canvas, left to right (uneven light)
+    light: float = 0.0  # how much darker the paper gets from left to right (uneven light)
     noise: float = 0.0  # standard deviation of Gaussian noise
+    blur: float = 0.0  # Gaussian blur radius (an out-of-focus photo)
+    specks: int = 0  # dark dots (dust, pencil marks) scattered over the paper
     colour: bool = False  # RGB instead of grey
     jpeg: int = 0  # JPEG quality; 0 for PNG
     shape: int = 0
@@ -108,10 +110,17 @@ def draw(digit: int, style: Style, seed: int = 0) -> Image.Image:
         brush.line(points, fill=255, width=max(1, round(style.pen)), joint="curve")
         for x, y in (points[0], points[-1]):  # round pen ends
             brush.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
-    coverage = np.asarray(pen, dtype=np.float64) / 255.0
     rng = np.random.default_rng(seed)
-    paper = style.paper - style.light * np.linspace(0.0, 1.0, width)[None, :]
-    picture = paper * (1.0 - coverage) + style.ink * coverage
+    for _ in range(style.specks):
+        x, y, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.5, 1.5) * max(1.0, style.pen / 3)
+        brush.ellipse((x - r, y - r, x + r, y + r), fill=int(rng.integers(80, 256)))
+    if style.blur:
+        pen = pen.filter(ImageFilter.GaussianBlur(style.blur))
+    coverage = np.asarray(pen, dtype=np.float64) / 255.0
+    # Light falls on paper and ink alike: the paper darkens by `light` from left to right.
+    picture = style.paper * (1.0 - coverage) + style.ink * coverage
+    if style.light:
+        picture = picture * (1.0 - style.light / style.paper * np.linspace(0.0, 1.0, width)[None, :])
     if style.noise:
         picture = picture + rng.normal(0.0, style.noise, picture.shape)
     pixels = np.clip(np.rint(picture), 0, 255).astype(np.uint8)
@@ -150,6 +159,11 @@ STYLES: list[Style] = [
     Style(canvas=(2000, 1500), pen=60.0, height=0.6, centre=(0.55, 0.45), slant=-0.15, paper=215, ink=50, jpeg=90),
     Style(canvas=(1200, 900), pen=2.0, height=0.25, centre=(0.6, 0.3), paper=250, ink=90, noise=3.0),
     Style(canvas=(300, 500), pen=9.0, height=0.8, ink=250, paper=40, noise=10.0, jpeg=75, slant=0.25),
+    Style(canvas=(1600, 1200), pen=5.0, height=0.2, light=150.0, paper=240, ink=30, noise=6.0, jpeg=80, colour=True),
+    Style(canvas=(800, 600), pen=3.0, height=0.4, centre=(0.4, 0.55), ink=150, paper=215, noise=4.0, jpeg=70),
+    Style(canvas=(2000, 1500), pen=1.0, height=0.25, centre=(0.75, 0.7)),
+    Style(canvas=(1024, 768), pen=8.0, height=0.45, blur=4.0, specks=12, paper=230, ink=45, noise=5.0, jpeg=85),
+    Style(canvas=(120, 160), pen=4.0, height=0.7, ink=0, paper=255),
 ]
 
 

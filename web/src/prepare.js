@@ -4,9 +4,10 @@
 // operation, so both give the same 28x28 array within float rounding:
 //   1. grey: ITU-R 601-2 luma (299/587/114 per mille); RGBA composited over white;
 //   2. polarity: inverted when the median is above the middle of the range (dark ink on paper);
-//   3. locate, on a copy max-pooled to at most 256 pixels a side: subtract a block-wise
-//      background (uneven light), pick the ink level with Otsu's threshold, stretch ink to 1 and
-//      paper to 0, keep the connected ink that is not a speck, take its bounding box;
+//   3. locate, on a copy max-pooled to at most 256 pixels a side: subtract the paper level
+//      interpolated between blocks (lower quartiles, opened; uneven light), pick the ink level (above
+//      Otsu's and the triangle threshold), stretch ink to 1 and paper to 0, keep the connected ink that is not a
+//      speck, take its bounding box;
 //   4. shape, on the full-resolution crop max-pooled to at most 64 pixels a side: dilate thin
 //      strokes to MNIST's width (estimated as 2 * ink area / boundary pixels);
 //   5. fit: area-average into a 20x20 box (aspect kept), centre the mass in 28x28.
@@ -135,12 +136,14 @@ function maxPool(img, factor) {
   return { data: out, h, w };
 }
 
-// The paper's level per block: the block's median, then the least over its 3x3 neighbours.
+// The paper's level per block: the block's lower quartile (ink is bright here), then a 3x3
+// opening of the blocks (least over neighbours, then most), which drops the blocks a thick
+// stroke fills, even along an edge, and keeps a gradient of light as it is.
 function background(img) {
   const size = Math.max(1, Math.ceil(Math.max(img.h, img.w) / BACKGROUND_BLOCKS));
   const rows = Math.ceil(img.h / size);
   const cols = Math.ceil(img.w / size);
-  const medians = new Float64Array(rows * cols);
+  const quartiles = new Float64Array(rows * cols);
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < cols; c++) {
       const y1 = Math.min(img.h, (r + 1) * size);
@@ -149,24 +152,57 @@ function background(img) {
       let n = 0;
       for (let y = r * size; y < y1; y++) for (let x = c * size; x < x1; x++) block[n++] = img.data[y * img.w + x];
       block.sort();
-      medians[r * cols + c] = block[(n - 1) >> 1];
+      quartiles[r * cols + c] = block[Math.floor((n - 1) / 4)];
     }
   }
-  const least = new Float64Array(rows * cols);
+  const levels = around(around(quartiles, rows, cols, Math.min), rows, cols, Math.max);
+  return { levels, size, rows, cols };
+}
+
+// `pick` (Math.min or Math.max) over each cell's 3x3 neighbours, the grid extended linearly
+// beyond its edges (2 edge - inner; the edge itself for a one-cell grid), so that a gradient of
+// light survives the opening up to the grid's edges.
+function around(grid, rows, cols, pick) {
+  const pr = rows + 2;
+  const pc = cols + 2;
+  const padded = new Float64Array(pr * pc);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) padded[(r + 1) * pc + c + 1] = grid[r * cols + c];
+  for (let c = 1; c <= cols; c++) {
+    padded[c] = rows > 1 ? 2 * padded[pc + c] - padded[2 * pc + c] : padded[pc + c];
+    padded[(pr - 1) * pc + c] = rows > 1 ? 2 * padded[rows * pc + c] - padded[(rows - 1) * pc + c] : padded[rows * pc + c];
+  }
+  for (let r = 0; r < pr; r++) {
+    padded[r * pc] = cols > 1 ? 2 * padded[r * pc + 1] - padded[r * pc + 2] : padded[r * pc + 1];
+    padded[r * pc + pc - 1] = cols > 1 ? 2 * padded[r * pc + cols] - padded[r * pc + cols - 1] : padded[r * pc + cols];
+  }
+  const out = new Float64Array(rows * cols);
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < cols; c++) {
-      let m = medians[r * cols + c];
-      for (let dr = -1; dr <= 1; dr++) {
-        for (let dc = -1; dc <= 1; dc++) {
-          const rr = Math.min(rows - 1, Math.max(0, r + dr));
-          const cc = Math.min(cols - 1, Math.max(0, c + dc));
-          m = Math.min(m, medians[rr * cols + cc]);
-        }
-      }
-      least[r * cols + c] = m;
+      let m = padded[(r + 1) * pc + c + 1];
+      for (let dr = 0; dr < 3; dr++) for (let dc = 0; dc < 3; dc++) m = pick(m, padded[(r + dr) * pc + c + dc]);
+      out[r * cols + c] = m;
     }
   }
-  return { least, size, cols };
+  return out;
+}
+
+// The two blocks around a pixel along one axis and the weight of the second (linear interpolation).
+function axisWeights(pixel, size, count) {
+  let u = (pixel + 0.5) / size - 0.5;
+  u = u < 0 ? 0 : u > count - 1 ? count - 1 : u;
+  const first = Math.floor(u);
+  return [first, Math.min(first + 1, count - 1), u - first];
+}
+
+// The paper level at pixel (y, x), interpolated between block centres.
+function paperAt(bg, y, x) {
+  const [r0, r1, a] = axisWeights(y, bg.size, bg.rows);
+  const [c0, c1, b] = axisWeights(x, bg.size, bg.cols);
+  const l = bg.levels;
+  const n = bg.cols;
+  const top = l[r0 * n + c0] + (l[r0 * n + c1] - l[r0 * n + c0]) * b;
+  const bottom = l[r1 * n + c0] + (l[r1 * n + c1] - l[r1 * n + c0]) * b;
+  return top + (bottom - top) * a;
 }
 
 function otsu(hist) {
@@ -198,7 +234,31 @@ function otsu(hist) {
   return bestBin;
 }
 
-// (paper, ink) levels of background-subtracted values; throws when there is no ink.
+// The knee where the paper's peak falls off towards the brightest bin: Otsu's threshold falls
+// inside the paper's noise when the ink is a tiny share of the pixels; the knee does not.
+function triangle(hist) {
+  let peak = 0;
+  let last = 0;
+  for (let b = 0; b < 256; b++) {
+    if (hist[b] > hist[peak]) peak = b;
+    if (hist[b] > 0) last = b;
+  }
+  if (last <= peak) return peak;
+  let best = -Infinity;
+  let bestBin = peak;
+  for (let b = peak; b <= last; b++) {
+    // Distance below the line from (peak, hist[peak]) to (last, 0), up to a constant factor.
+    const distance = hist[peak] * (last - b) - (last - peak) * hist[b];
+    if (distance > best) {
+      best = distance;
+      bestBin = b;
+    }
+  }
+  return bestBin;
+}
+
+// (low, high) stretch levels of background-subtracted values: ink is above both Otsu's and the
+// triangle threshold; low is that threshold, high the median ink. Throws when there is no ink.
 function levels(values) {
   const bins = new Int32Array(values.length);
   const hist = new Float64Array(256);
@@ -206,7 +266,7 @@ function levels(values) {
     bins[i] = quantise(values[i]);
     hist[bins[i]] += 1;
   }
-  const threshold = otsu(hist);
+  const threshold = Math.max(otsu(hist), triangle(hist));
   const paperHist = new Float64Array(256);
   const inkValues = [];
   for (let i = 0; i < values.length; i++) {
@@ -222,7 +282,7 @@ function levels(values) {
   if (ink - paper < MIN_CONTRAST) {
     throw noInk(`strokes differ from the paper by ${(ink - paper).toFixed(3)}, less than ${MIN_CONTRAST} (on a 0-1 scale)`);
   }
-  return { low: (paper + (threshold + 0.5) / 255) / 2, high: ink };
+  return { low: (threshold + 0.5) / 255, high: ink };
 }
 
 function stretch(v, lv) {
@@ -243,8 +303,7 @@ function locate(img) {
   const flat = new Float64Array(n);
   for (let y = 0; y < small.h; y++) {
     for (let x = 0; x < small.w; x++) {
-      const b = bg.least[Math.floor(y / bg.size) * bg.cols + Math.floor(x / bg.size)];
-      flat[y * small.w + x] = clip01(small.data[y * small.w + x] - b);
+      flat[y * small.w + x] = clip01(small.data[y * small.w + x] - paperAt(bg, y, x));
     }
   }
   const lv = levels(flat);
@@ -378,7 +437,6 @@ function trim(img) {
 // Cut the digit out at full resolution, clean it, pool it to at most SHAPE_SIDE, normalise its strokes.
 function shape(img, where) {
   const { box, factor, bg, lv, keep } = where;
-  const step = factor * bg.size;
   const near = new Uint8Array(keep.h * keep.w);
   for (let y = 0; y < keep.h; y++) {
     for (let x = 0; x < keep.w; x++) {
@@ -400,9 +458,10 @@ function shape(img, where) {
     const fy = y + box.top;
     for (let x = 0; x < w; x++) {
       const fx = x + box.left;
-      if (!near[Math.floor(fy / factor) * keep.w + Math.floor(fx / factor)]) continue;
-      const b = bg.least[Math.floor(fy / step) * bg.cols + Math.floor(fx / step)];
-      data[y * w + x] = stretch(clip01(img.data[fy * img.w + fx] - b), lv);
+      const cy = Math.floor(fy / factor);
+      const cx = Math.floor(fx / factor);
+      if (!near[cy * keep.w + cx]) continue;
+      data[y * w + x] = stretch(clip01(img.data[fy * img.w + fx] - paperAt(bg, cy, cx)), lv);
     }
   }
   const pool = Math.max(1, Math.ceil(Math.max(h, w) / SHAPE_SIDE));
