@@ -203,6 +203,12 @@ def test_drawn_stroke_is_prepared_reconstructed_and_scored(page: dict[str, Any],
     assert drawn["verdict"].startswith("Outlier" if drawn["flag"] else "Typical")
 
 
+def test_drawn_square_is_an_outlier(page: dict[str, Any]) -> None:
+    square = page["drawn"]["square"]
+    assert square["flag"], "a square passed every check"
+    assert square["verdict"] == f"Outlier: {square['flag']}"
+
+
 def test_screenshot_is_saved(page: dict[str, Any]) -> None:
     from PIL import Image
 

@@ -127,11 +127,24 @@ try {
   const out = { info, readyMs, isolated, resources, ...result, console: console_ };
   writeFileSync(join(outDir, "result.json"), JSON.stringify(out));
 
-  // A stroke drawn on the pad with synthesised pointer events: a "7".
-  await page.locator("#pad").scrollIntoViewIfNeeded(); // raw mouse events only reach what is in view
-  const pad = await page.locator("#pad").boundingBox();
-  const at = (fx, fy) => [pad.x + fx * pad.width, pad.y + fy * pad.height];
-  const stroke = [
+  // Strokes drawn on the pad with synthesised pointer events (mouse down, moves, up).
+  const draw = async (points, strokes) => {
+    await page.locator("#pad").scrollIntoViewIfNeeded(); // raw mouse events only reach what is in view
+    const pad = await page.locator("#pad").boundingBox();
+    const at = ([fx, fy]) => [pad.x + fx * pad.width, pad.y + fy * pad.height];
+    await page.mouse.move(...at(points[0]));
+    await page.mouse.down();
+    for (const point of points.slice(1)) await page.mouse.move(...at(point), { steps: 8 });
+    await page.mouse.up();
+    try {
+      await page.waitForFunction((n) => window.digitvae.pad.strokes >= n, strokes, { timeout: 60_000 });
+    } catch (err) {
+      const verdict = await page.locator("#verdict").textContent();
+      throw new Error(`the drawn stroke was not scored (the page says: ${verdict}): ${err.message}`);
+    }
+  };
+  // A "7".
+  const seven = [
     [0.25, 0.2],
     [0.5, 0.2],
     [0.72, 0.2],
@@ -139,16 +152,7 @@ try {
     [0.5, 0.65],
     [0.42, 0.85],
   ];
-  await page.mouse.move(...at(...stroke[0]));
-  await page.mouse.down();
-  for (const point of stroke.slice(1)) await page.mouse.move(...at(...point), { steps: 8 });
-  await page.mouse.up();
-  try {
-    await page.waitForFunction(() => window.digitvae.pad.strokes >= 1, null, { timeout: 60_000 });
-  } catch (err) {
-    const verdict = await page.locator("#verdict").textContent();
-    throw new Error(`the drawn stroke was not scored (the page says: ${verdict}): ${err.message}`);
-  }
+  await draw(seven, 1);
   const drawn = await page.evaluate(() => {
     const last = window.digitvae.pad.last;
     const pad = document.getElementById("pad");
@@ -167,6 +171,22 @@ try {
     };
   });
   await page.screenshot({ path: join(outDir, "page.png"), fullPage: true });
+
+  // Then a square, which no digit resembles: the checks should call it an outlier.
+  await page.click("#clear");
+  const square = [
+    [0.22, 0.22],
+    [0.78, 0.22],
+    [0.78, 0.78],
+    [0.22, 0.78],
+    [0.22, 0.22],
+  ];
+  await draw(square, 2);
+  drawn.square = await page.evaluate(() => ({
+    flag: window.digitvae.pad.last.flags[0],
+    verdict: document.getElementById("verdict").textContent,
+  }));
+  await page.screenshot({ path: join(outDir, "square.png") });
   out.drawn = drawn;
 
   // The conditional model: the same draws, the class fed to the prior and the decoder alike.
