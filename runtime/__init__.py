@@ -24,6 +24,7 @@ from .errors import (
 )
 from .manifest import Manifest, list_shipped_models
 from .model import DigitVAE
+from .prepare import prepare_digit
 
 if TYPE_CHECKING:
     from .detector import OutlierDetector
@@ -46,6 +47,7 @@ __all__ = [
     "ProviderError",
     "__version__",
     "list_shipped_models",
+    "prepare_digit",
 ]
 
 

@@ -1,0 +1,119 @@
+// A static server for the demo: the page, onnxruntime-web's dist files and the shipped models.
+//
+// Every response carries COOP same-origin and COEP require-corp, which make the page
+// cross-origin isolated: SharedArrayBuffer is then available and onnxruntime-web can run
+// its wasm backend on several threads. Models are served from ../models, not copied here.
+import { createServer } from "node:http";
+import { createReadStream, realpathSync, statSync } from "node:fs";
+import { dirname, extname, join, resolve, sep } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+// URL prefix -> folder. The first matching prefix wins; "/" serves the page itself.
+export const MOUNTS = [
+  ["/ort/", join(here, "node_modules", "onnxruntime-web", "dist")],
+  ["/vendor/pako/", join(here, "node_modules", "pako", "dist")],
+  ["/models/", resolve(here, "..", "models")],
+  ["/src/", join(here, "src")],
+  ["/", join(here, "public")],
+];
+
+const TYPES = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".json": "application/json; charset=utf-8",
+  ".map": "application/json; charset=utf-8",
+  ".wasm": "application/wasm",
+  ".onnx": "application/octet-stream",
+  ".png": "image/png",
+  ".svg": "image/svg+xml",
+};
+
+const ISOLATION = {
+  "Cross-Origin-Opener-Policy": "same-origin",
+  "Cross-Origin-Embedder-Policy": "require-corp",
+  "Cross-Origin-Resource-Policy": "same-origin",
+  "X-Content-Type-Options": "nosniff",
+};
+
+/** Return the file a URL path names, or null when it names nothing servable. */
+export function resolvePath(urlPath) {
+  let path;
+  try {
+    path = decodeURIComponent(urlPath);
+  } catch {
+    return null;
+  }
+  if (path.includes("\0")) return null;
+  if (path.endsWith("/")) path += "index.html";
+  for (const [prefix, root] of MOUNTS) {
+    if (!path.startsWith(prefix)) continue;
+    const file = resolve(root, "." + path.slice(prefix.length - 1));
+    // Refuse anything that leaves its folder, by ".." or by a link.
+    if (!file.startsWith(root + sep)) return null;
+    try {
+      const real = realpathSync(file);
+      const realRoot = realpathSync(root);
+      if (!real.startsWith(realRoot + sep) || !statSync(real).isFile()) return null;
+      return real;
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
+
+function send(res, status, text) {
+  res.writeHead(status, { ...ISOLATION, "Content-Type": "text/plain; charset=utf-8" });
+  res.end(text + "\n");
+}
+
+function handle(req, res) {
+  if (req.method !== "GET" && req.method !== "HEAD") {
+    res.setHeader("Allow", "GET, HEAD");
+    return send(res, 405, "only GET and HEAD are allowed");
+  }
+  const url = new URL(req.url, "http://localhost");
+  const file = resolvePath(url.pathname);
+  if (file === null) return send(res, 404, `not found: ${url.pathname}`);
+  const size = statSync(file).size;
+  res.writeHead(200, {
+    ...ISOLATION,
+    "Content-Type": TYPES[extname(file)] ?? "application/octet-stream",
+    "Content-Length": size,
+    "Cache-Control": "no-cache",
+  });
+  if (req.method === "HEAD") return res.end();
+  const stream = createReadStream(file);
+  stream.on("error", () => res.destroy());
+  stream.pipe(res);
+}
+
+/** Start serving on host:port; resolve to the listening server. */
+export function serve(port, host = "127.0.0.1") {
+  const server = createServer(handle);
+  return new Promise((resolveServer, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolveServer(server));
+  });
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const raw = process.env.PORT ?? "8080";
+  const port = Number(raw);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    console.error(`error: PORT must be an integer from 0 to 65535, got ${JSON.stringify(raw)}`);
+    process.exit(2);
+  }
+  const host = process.env.HOST ?? "127.0.0.1";
+  serve(port, host).then(
+    (server) => console.log(`digitvae demo at http://${host}:${server.address().port}/`),
+    (err) => {
+      console.error(`error: cannot listen on ${host}:${port}: ${err.message}`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,118 @@
+// window.digitvae: the page's model for scripts and tests, each call waiting for the model to load.
+import * as ort from "onnxruntime-web";
+
+import { InputError } from "./errors.js";
+import { asCount } from "./inputs.js";
+import { Model } from "./model.js";
+import { Random } from "./rng.js";
+import { Detector } from "./scoring.js";
+
+export const DEFAULT_MODEL = "mnist-vae";
+
+/** Return the model name a page URL asks for (?model=NAME), or the default. */
+export function modelName(search) {
+  const name = new URLSearchParams(search).get("model") ?? DEFAULT_MODEL;
+  if (!/^[A-Za-z0-9._-]+$/.test(name) || name.startsWith(".")) {
+    throw new InputError(`model must be a shipped model's name, got ${JSON.stringify(name)}`);
+  }
+  return name;
+}
+
+function timed(record, key, promise) {
+  const started = performance.now();
+  return promise.then((value) => {
+    record[key] = performance.now() - started;
+    return value;
+  });
+}
+
+/**
+ * Return the API object: `ready` resolves to the model's description once it is loaded.
+ *
+ * `timings` holds the load breakdown and the last duration of each call, in milliseconds.
+ */
+export function createApi(name) {
+  const timings = {};
+  const base = new URL(`/models/${name}/`, location.href);
+  const loaded = Model.load(base).then((model) => {
+    Object.assign(timings, model.timings);
+    return model;
+  });
+  // The detector's reference model loads after the main model: generation need not wait for it.
+  const detector = loaded.then((model) => timed(timings, "detectorLoadMs", Detector.load(model)));
+  detector.catch(() => {}); // reported where it is awaited; not an unhandled rejection meanwhile
+  const api = {
+    ort,
+    timings,
+    ready: loaded.then((model) => api.info(model)),
+    detector,
+    info(model) {
+      return {
+        model: model.name,
+        latentDim: model.latentDim,
+        numClasses: model.numClasses,
+        prior: typeof model.prior === "string" ? model.prior : model.prior.kind,
+        priorClasses: model.priorClasses,
+        bytes: model.bytes,
+        ortVersion: ort.env.versions?.web ?? "",
+        threads: ort.env.wasm.numThreads,
+        crossOriginIsolated: globalThis.crossOriginIsolated === true,
+      };
+    },
+    /** Decode codes z (Float32Array n x D) to pixels (Float32Array n x 784 in [0, 1]). */
+    async decode(z, n, labels) {
+      const model = await loaded;
+      return timed(timings, "decodeMs", model.decode(z, n, labels));
+    },
+    /** Encode images (Float32Array n x 784 in [0, 1]) to {mean, logvar} (Float32Arrays n x D). */
+    async encode(images, n, labels) {
+      const model = await loaded;
+      return timed(timings, "encodeMs", model.encode(images, n, labels));
+    },
+    /** Encode, then decode the means: Float32Array n x 784. */
+    async reconstruct(images, n, labels) {
+      const model = await loaded;
+      const started = performance.now();
+      const { mean } = await model.encode(images, n, labels);
+      const out = await model.decode(mean, n, labels);
+      timings.reconstructMs = performance.now() - started;
+      return out;
+    },
+    /**
+     * Draw n digits through the prior: {z, images}. `digit` is -1 (any class), 0-9, or one per
+     * digit; `seed` an integer for a repeatable draw. `noise` (Float32Array n x D) and `uniform`
+     * (Float32Array n) replace the page's random draws: numpy's default_rng(seed) draws (first
+     * standard_normal((n, D), float32), then random(n, float32)) give Python's digits for that seed.
+     * A conditional model's decoder gets the same classes (any class: digit i % classes).
+     */
+    async generate(n, { seed, digit = -1, noise, uniform } = {}) {
+      const model = await loaded;
+      const count = asCount(n, "n");
+      const started = performance.now();
+      const random = new Random(seed);
+      noise ??= random.normal(count * model.latentDim);
+      uniform ??= random.uniform(count);
+      const labels = model.priorLabels(digit, count);
+      const z = await model.samplePrior(noise, uniform, Array.from(labels, Number), count);
+      let decoderLabels;
+      if (model.numClasses) {
+        decoderLabels = Array.from(labels, (v, i) => (v < 0n ? i % model.numClasses : Number(v)));
+      }
+      const images = await model.decode(z, count, decoderLabels);
+      timings.generateMs = performance.now() - started;
+      return { z, images, labels: decoderLabels };
+    },
+    /**
+     * Score images (Float32Array n x 784) with the calibrated checks: {scores, flags, ranges}.
+     * `eps` / `epsReference` (n x k x D posterior noise) make the scores repeatable.
+     */
+    async score(images, n, { labels, eps, epsReference, seed } = {}) {
+      const scorer = await detector;
+      const started = performance.now();
+      const scores = await scorer.scores(images, n, { labels, eps, epsReference, random: new Random(seed) });
+      timings.scoreMs = performance.now() - started;
+      return { scores, flags: scorer.flags(scores), ranges: scorer.ranges, k: scorer.k };
+    },
+  };
+  return api;
+}

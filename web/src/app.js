@@ -1,0 +1,178 @@
+// The page: load the model, show load and inference times, generate grids, score drawn digits.
+import { DEFAULT_MODEL, createApi, modelName } from "./api.js";
+import { Pad } from "./pad.js";
+
+const $ = (id) => document.getElementById(id);
+const ms = (v) => (v === undefined ? "-" : `${v.toFixed(1)} ms`);
+const kb = (bytes) => `${(bytes / 1024).toFixed(0)} KiB`;
+
+/** Draw n 28x28 digits (Float32Array n x 784, 1 = ink) into a canvas, `cols` per row, white ink on black. */
+export function drawDigits(canvas, pixels, n, cols, scale = 2) {
+  const rows = Math.ceil(n / cols);
+  const tile = document.createElement("canvas");
+  tile.width = cols * 28;
+  tile.height = rows * 28;
+  const ctx = tile.getContext("2d");
+  const image = ctx.createImageData(tile.width, tile.height);
+  for (let i = 0; i < n; i++) {
+    const ox = (i % cols) * 28;
+    const oy = Math.floor(i / cols) * 28;
+    for (let p = 0; p < 784; p++) {
+      const v = Math.round(pixels[i * 784 + p] * 255);
+      const at = ((oy + Math.floor(p / 28)) * tile.width + ox + (p % 28)) * 4;
+      image.data.set([v, v, v, 255], at);
+    }
+  }
+  ctx.putImageData(image, 0, 0);
+  canvas.width = tile.width * scale;
+  canvas.height = tile.height * scale;
+  const out = canvas.getContext("2d");
+  out.imageSmoothingEnabled = false;
+  out.drawImage(tile, 0, 0, canvas.width, canvas.height);
+}
+
+function showTimings(api) {
+  const t = api.timings;
+  const rows = [
+    ["model load (fetch + sha256)", ms(t.fetchMs)],
+    ["model load (sessions)", ms(t.sessionsMs)],
+    ["model load (total)", ms(t.loadMs)],
+    ["detector load (reference model)", ms(t.detectorLoadMs)],
+    ["last generate", ms(t.generateMs)],
+    ["last reconstruct (1 digit)", ms(t.reconstructMs)],
+    ["last score (1 digit)", ms(t.scoreMs)],
+  ];
+  $("timings").replaceChildren(
+    ...rows.flatMap(([k, v]) => {
+      const dt = document.createElement("dt");
+      const dd = document.createElement("dd");
+      dt.textContent = k;
+      dd.textContent = v;
+      return [dt, dd];
+    }),
+  );
+}
+
+function seedValue() {
+  const value = Number($("seed").value);
+  return Number.isInteger(value) ? value : undefined;
+}
+
+async function generate(api, info) {
+  const digit = Number($("digit").value);
+  const n = 40;
+  await api.generate(n, { seed: seedValue(), digit }).then(({ images }) => drawDigits($("grid"), images, n, 10));
+  const what = digit < 0 ? "any digit" : `the digit ${digit}`;
+  $("grid-caption").textContent = `${n} digits (${what}) from ${info.model}'s prior in ${ms(api.timings.generateMs)}`;
+  showTimings(api);
+}
+
+async function generateEach(api, info) {
+  const n = 30;
+  const digits = Array.from({ length: n }, (_, i) => i % 10);
+  const { images } = await api.generate(n, { seed: seedValue(), digit: digits });
+  drawDigits($("each-grid"), images, n, 10);
+  $("each-caption").textContent = `0-9 asked for, one per column, in ${ms(api.timings.generateMs)}`;
+  showTimings(api);
+}
+
+function showScore(result) {
+  const table = $("scores");
+  const rows = Object.entries(result.ranges).map(([name, [low, high]]) => {
+    const value = result.scores[name][0];
+    const tr = document.createElement("tr");
+    const ok = value >= low && value <= high;
+    for (const text of [name, value.toFixed(1), `${low.toFixed(1)} to ${high.toFixed(1)}`, ok ? "typical" : "outside"]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    tr.className = ok ? "ok" : "bad";
+    return tr;
+  });
+  table.tBodies[0].replaceChildren(...rows);
+  const flag = result.flags[0];
+  $("verdict").textContent = flag ? `Outlier: ${flag}` : "Typical: like the digits the model was calibrated on";
+  $("verdict").className = flag ? "bad" : "ok";
+}
+
+async function onStroke(api, info, pad, prepare) {
+  const { prepareDigit, rgbaToGray } = await prepare;
+  // A conditional model reads the drawing as the digit chosen above.
+  const labels = info.numClasses ? Number($("digit").value) : undefined;
+  if (labels !== undefined && labels < 0) {
+    $("verdict").textContent = `${info.model} is conditional: choose the digit you draw above, then draw it`;
+    return;
+  }
+  const { width, height } = pad.canvas;
+  const rgba = pad.canvas.getContext("2d").getImageData(0, 0, width, height).data;
+  let prepared;
+  try {
+    prepared = prepareDigit(rgbaToGray(rgba, width, height), width, height);
+  } catch (err) {
+    $("verdict").textContent = `Cannot read the drawing: ${err.message}`;
+    return;
+  }
+  drawDigits($("prepared"), prepared, 1, 1, 4);
+  const reconstruction = await api.reconstruct(prepared, 1, labels);
+  drawDigits($("reconstruction"), reconstruction, 1, 1, 4);
+  api.pad.last = { prepared, reconstruction };
+  showTimings(api);
+  $("verdict").textContent = "Scoring…";
+  const result = await api.score(prepared, 1, { labels, seed: 0 });
+  api.pad.last = { prepared, reconstruction, ...result };
+  api.pad.strokes += 1;
+  showScore(result);
+  showTimings(api);
+}
+
+async function main() {
+  let name = DEFAULT_MODEL;
+  try {
+    name = modelName(location.search);
+  } catch (err) {
+    $("status").textContent = err.message;
+  }
+  const api = createApi(name);
+  api.pad = { last: null, strokes: 0 };
+  window.digitvae = api;
+  let info;
+  try {
+    info = await api.ready;
+  } catch (err) {
+    $("status").textContent = `Cannot load ${name}: ${err.message}`;
+    $("status").className = "bad";
+    return;
+  }
+  const files = Object.entries(info.bytes).map(([file, size]) => `${file} ${kb(size)}`);
+  $("status").textContent =
+    `${info.model}: ${info.latentDim} latents, prior ${info.prior}; onnxruntime-web ${info.ortVersion} ` +
+    `(wasm, ${info.threads} thread${info.threads === 1 ? "" : "s"}, cross-origin isolated: ${info.crossOriginIsolated}); ` +
+    `${files.join(", ")}`;
+  const select = $("digit");
+  select.disabled = !info.priorClasses && !info.numClasses;
+  showTimings(api);
+  $("generate").onclick = () => generate(api, info);
+  $("each").onclick = () => generateEach(api, info);
+  $("each").disabled = select.disabled;
+  await generate(api, info);
+  if (!select.disabled) await generateEach(api, info);
+
+  // Loaded on its own so that generation works even where the drawing's preparation is missing.
+  const prepare = import("./prepare.js");
+  prepare.catch((err) => ($("verdict").textContent = `The drawing pad is unavailable: ${err.message}`));
+  const pad = new Pad($("pad"), () =>
+    onStroke(api, info, pad, prepare).catch((err) => ($("verdict").textContent = err.message)),
+  );
+  $("clear").onclick = () => pad.clear();
+  api.detector.then(
+    (detector) => {
+      $("k").textContent = String(detector.k);
+      showTimings(api);
+    },
+    (err) => ($("verdict").textContent = `No outlier checks: ${err.message}`),
+  );
+  document.body.dataset.ready = "true";
+}
+
+main();

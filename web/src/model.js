@@ -1,0 +1,188 @@
+// A digitvae model folder in the browser: model.json, the ONNX contract, onnxruntime-web sessions.
+//
+// Reads everything through the manifest (latent size, classes, file names, sha256) and the
+// public ONNX contract in docs/contract.md, as any app in any language would.
+import * as ort from "onnxruntime-web";
+
+import { InputError, ModelError } from "./errors.js";
+import { asCount, asImages, asLabels, asLatents } from "./inputs.js";
+
+const FORMAT = "digitvae-model";
+const FORMAT_VERSION = 1;
+const ANY_CLASS = -1;
+
+/** Return the hex sha256 of an ArrayBuffer. */
+async function sha256(buffer) {
+  const digest = await crypto.subtle.digest("SHA-256", buffer);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function fetchOk(url, what) {
+  const response = await fetch(url);
+  if (!response.ok) throw new ModelError(`cannot read ${what} at ${url}: HTTP ${response.status}`);
+  return response;
+}
+
+function readManifest(manifest, url) {
+  if (manifest?.format !== FORMAT || manifest?.format_version !== FORMAT_VERSION) {
+    throw new ModelError(`${url} is not a ${FORMAT} manifest of format_version ${FORMAT_VERSION}`);
+  }
+  const { latent_dim: latentDim, num_classes: numClasses } = manifest;
+  if (!Number.isInteger(latentDim) || latentDim < 1 || !Number.isInteger(numClasses) || numClasses < 0) {
+    throw new ModelError(`${url}: latent_dim and num_classes must be non-negative integers`);
+  }
+  return { latentDim, numClasses };
+}
+
+export class Model {
+  /** Use Model.load(baseUrl). */
+  constructor(base, manifest, sessions, timings, bytes) {
+    this.base = base;
+    this.manifest = manifest;
+    ({ latentDim: this.latentDim, numClasses: this.numClasses } = readManifest(manifest, base));
+    this.prior = manifest.prior;
+    // Classes the prior's label may name (0 for N(0, I) or a prior fit without labels).
+    this.priorClasses = typeof manifest.prior === "object" ? Number(manifest.prior.classes) || 0 : 0;
+    this.sessions = sessions;
+    this.timings = timings;
+    this.bytes = bytes;
+  }
+
+  get name() {
+    return this.manifest.name;
+  }
+
+  /**
+   * Load a model folder served at `base` (a URL ending in "/").
+   *
+   * `roles` picks the ONNX files to load (each checked against its sha256 in model.json);
+   * the prior's files are skipped for a model whose prior is N(0, I).
+   */
+  static async load(base, { variant = "fp32", roles = ["encoder", "decoder", "prior", "prior_density"] } = {}) {
+    const started = performance.now();
+    const manifest = await (await fetchOk(new URL("model.json", base), "model.json")).json();
+    readManifest(manifest, base);
+    const files = manifest.variants?.[variant];
+    if (!files) throw new ModelError(`${base}model.json has no variant ${JSON.stringify(variant)}`);
+    const wanted = roles.filter((role) => !(role.startsWith("prior") && manifest.prior === "standard_normal"));
+    const buffers = await Promise.all(
+      wanted.map(async (role) => {
+        const entry = files[role];
+        if (!entry || typeof entry.path !== "string" || entry.path.includes("/")) {
+          throw new ModelError(`${base}model.json names no plain ${role} file for variant ${variant}`);
+        }
+        const buffer = await (await fetchOk(new URL(entry.path, base), `the ${role}`)).arrayBuffer();
+        if ((await sha256(buffer)) !== entry.sha256) {
+          throw new ModelError(`${base}${entry.path}: sha256 differs from model.json; the file is damaged or replaced`);
+        }
+        return buffer;
+      }),
+    );
+    const fetched = performance.now();
+    const sessions = {};
+    const bytes = {};
+    const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
+    for (const [i, role] of wanted.entries()) {
+      bytes[files[role].path] = buffers[i].byteLength;
+      sessions[role] = await ort.InferenceSession.create(new Uint8Array(buffers[i]), options);
+    }
+    const done = performance.now();
+    const timings = { fetchMs: fetched - started, sessionsMs: done - fetched, loadMs: done - started };
+    return new Model(base, manifest, sessions, timings, bytes);
+  }
+
+  async #run(role, feeds, outputs) {
+    const session = this.sessions[role];
+    if (!session) throw new ModelError(`model ${this.name} was loaded without its ${role}`);
+    try {
+      return await session.run(feeds, outputs);
+    } catch (err) {
+      throw new ModelError(`the ${role} failed: ${err.message}`);
+    }
+  }
+
+  #labelFeed(labels, n) {
+    if (!this.numClasses) {
+      if (labels !== undefined && labels !== null) {
+        throw new InputError(`model ${this.name} is not conditional; it takes no labels`);
+      }
+      return {};
+    }
+    if (labels === undefined || labels === null) {
+      throw new InputError(
+        `model ${this.name} is conditional: pass labels (integers 0-${this.numClasses - 1}, one per digit)`,
+      );
+    }
+    return { label: new ort.Tensor("int64", asLabels(labels, n, 0, this.numClasses - 1, "labels"), [n]) };
+  }
+
+  /** Return the decoder's `image` (or `logits`) for codes z (n x D), a Float32Array of n x 784. */
+  async decode(z, n, labels, output = "image") {
+    const count = asCount(n, "n");
+    const codes = asLatents(z, count, this.latentDim);
+    const feeds = { z: new ort.Tensor("float32", codes, [count, this.latentDim]), ...this.#labelFeed(labels, count) };
+    const result = await this.#run("decoder", feeds, [output]);
+    return result[output].data;
+  }
+
+  /** Return the encoder's {mean, logvar} (Float32Arrays n x D) for images (n x 784 in [0, 1]). */
+  async encode(images, n, labels) {
+    const count = asCount(n, "n");
+    const x = asImages(images, count);
+    const feeds = { image: new ort.Tensor("float32", x, [count, 1, 28, 28]), ...this.#labelFeed(labels, count) };
+    const result = await this.#run("encoder", feeds, ["mean", "logvar"]);
+    return { mean: result.mean.data, logvar: result.logvar.data };
+  }
+
+  /** Return the prior's `label` rows for n draws from `digit`: -1 (any class) or a class, one or one per draw. */
+  priorLabels(digit, n) {
+    try {
+      return asLabels(digit ?? ANY_CLASS, n, ANY_CLASS, Math.max(this.priorClasses - 1, ANY_CLASS), "digit");
+    } catch (err) {
+      if (this.priorClasses || !(err instanceof InputError)) throw err;
+      throw new InputError(`model ${this.name}'s prior has no classes; it cannot be asked for a digit (only -1, any)`);
+    }
+  }
+
+  /** Return codes z (n x D) from the prior for the given random inputs (noise n x D, uniform n). */
+  async samplePrior(noise, uniform, digit, n) {
+    const count = asCount(n, "n");
+    const labels = this.priorLabels(digit, count);
+    const eps = asLatents(noise, count, this.latentDim, "noise");
+    if (this.prior === "standard_normal") return eps;
+    if (!(uniform instanceof Float32Array) || uniform.length !== count) {
+      throw new InputError(`uniform must be a Float32Array of n = ${count} values in [0, 1)`);
+    }
+    const feeds = {
+      noise: new ort.Tensor("float32", eps, [count, this.latentDim]),
+      uniform: new ort.Tensor("float32", uniform, [count]),
+      label: new ort.Tensor("int64", labels, [count]),
+    };
+    return (await this.#run("prior", feeds, ["z"])).z.data;
+  }
+
+  /** Return log p(z) per row (log p(z | class) where labels are given), a Float64Array of n. */
+  async logPrior(z, n, labels) {
+    const d = this.latentDim;
+    const out = new Float64Array(n);
+    if (this.prior === "standard_normal") {
+      for (let i = 0; i < n; i++) {
+        let sq = 0;
+        for (let j = 0; j < d; j++) sq += z[i * d + j] * z[i * d + j];
+        out[i] = -0.5 * (sq + d * Math.log(2 * Math.PI));
+      }
+      return out;
+    }
+    const feeds = {
+      z: new ort.Tensor("float32", z, [n, d]),
+      label: new ort.Tensor("int64", labels ?? new BigInt64Array(n).fill(-1n), [n]),
+    };
+    out.set((await this.#run("prior_density", feeds, ["log_prob"])).log_prob.data);
+    return out;
+  }
+
+  /** Release the onnxruntime sessions. */
+  async release() {
+    await Promise.all(Object.values(this.sessions).map((s) => s.release()));
+  }
+}

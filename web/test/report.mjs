@@ -1,0 +1,95 @@
+// Measure the page in headless Chromium: model load and inference times, and what a web app ships.
+//
+//   npm run report [-- RUNS]     (default 3 runs, each in a fresh browser profile)
+//
+// Serves the page on a free loopback port, runs test/browser-check.mjs RUNS times on random
+// inputs, and prints the median of each figure with the sizes of the files the page fetched
+// (as served, and gzip / brotli compressed as a web server would send them).
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { brotliCompressSync, constants, gzipSync } from "node:zlib";
+
+import { resolvePath, serve } from "../server.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const runs = Number(process.argv[2] ?? 3);
+if (!Number.isInteger(runs) || runs < 1) {
+  console.error(`error: RUNS must be a positive integer, got ${process.argv[2]}`);
+  process.exit(2);
+}
+
+const readModel = (name) => JSON.parse(readFileSync(join(here, "..", "..", "models", name, "model.json"), "utf8"));
+const manifest = readModel("mnist-vae");
+const d = manifest.latent_dim;
+const { k, reference } = manifest.metrics.score;
+const dRef = reference ? readModel(reference.model).latent_dim : d;
+const normal = (n) => Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(1 - Math.random())) * Math.cos(6.283 * Math.random()));
+const input = {
+  z: Array.from({ length: 4 }, () => normal(d)),
+  images: [Array.from({ length: 784 }, (_, i) => (i % 28 > 10 && i % 28 < 16 ? 1 : 0))],
+  eps: normal(k * d),
+  epsReference: normal(k * dRef),
+  digits: [7],
+  noise: normal(d),
+  uniform: [0.5],
+  conditionalNoise: normal(readModel("mnist-cvae").latent_dim),
+  conditionalUniform: [0.5],
+};
+
+const work = mkdtempSync(join(tmpdir(), "digitvae-report-"));
+writeFileSync(join(work, "input.json"), JSON.stringify(input));
+const server = await serve(0);
+const url = `http://127.0.0.1:${server.address().port}/`;
+const results = [];
+try {
+  for (let i = 0; i < runs; i++) {
+    // Run asynchronously: this process's event loop serves the page meanwhile.
+    await promisify(execFile)("node", [join(here, "browser-check.mjs"), url, join(work, "input.json"), work]);
+    results.push(JSON.parse(readFileSync(join(work, "result.json"), "utf8")));
+  }
+} finally {
+  server.close();
+  rmSync(work, { recursive: true, force: true });
+}
+
+const median = (values) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
+const figure = (pick) => median(results.map(pick)).toFixed(1);
+const info = results[0].info;
+console.log(`\nheadless Chromium, onnxruntime-web ${info.ortVersion} wasm, ${info.threads} thread(s); median of ${runs} runs\n`);
+console.log("| figure | ms |\n| --- | ---: |");
+const rows = [
+  ["page open to model ready (navigation, wasm start, model fetch, sessions)", (r) => r.readyMs],
+  ["model load: fetch + sha256 of the model's ONNX files", (r) => r.timings.fetchMs],
+  ["model load: onnxruntime sessions", (r) => r.timings.sessionsMs],
+  ["model load: total (from the first fetch)", (r) => r.timings.loadMs],
+  ["outlier checks' reference model load", (r) => r.timings.detectorLoadMs],
+  ["decode 1 digit", (r) => r.speed.decode1Ms],
+  ["decode 64 digits", (r) => r.speed.decode64Ms],
+  ["encode 1 digit", (r) => r.speed.encode1Ms],
+  ["generate 60 digits (prior + decoder)", (r) => r.speed.generate60Ms],
+  [`score 1 digit (IW-NLL k=${k} under both models, zlib)`, (r) => r.speed.score1Ms],
+];
+for (const [name, pick] of rows) console.log(`| ${name} | ${figure(pick)} |`);
+
+console.log("\n| file the page fetched | bytes | gzip -9 | brotli |\n| --- | ---: | ---: | ---: |");
+let totals = [0, 0, 0];
+const seen = new Set();
+for (const { url: address } of [{ url }, ...results[0].resources]) {
+  const path = new URL(address).pathname;
+  const file = resolvePath(path);
+  if (file === null || seen.has(file)) continue;
+  seen.add(file);
+  const bytes = readFileSync(file);
+  const sizes = [
+    bytes.length,
+    gzipSync(bytes, { level: 9 }).length,
+    brotliCompressSync(bytes, { params: { [constants.BROTLI_PARAM_QUALITY]: 11 } }).length,
+  ];
+  totals = totals.map((t, i) => t + sizes[i]);
+  console.log(`| ${path} | ${sizes.map((s) => s.toLocaleString("en")).join(" | ")} |`);
+}
+console.log(`| total | ${totals.map((s) => s.toLocaleString("en")).join(" | ")} |`);
