@@ -54,8 +54,7 @@ def prepare_digit(image: np.ndarray) -> np.ndarray:
     `image` is [H,W] grey, [H,W,3] RGB or [H,W,4] RGBA (composited over white), uint8 or
     float in [0,1]; dark ink on light paper and light ink on dark both work.
     """
-    grey = to_grey(image)
-    ink = _ink_up(grey)
+    ink = _Ink(to_grey(image))
     return _fit(_shape(ink, _locate(ink)))
 
 
@@ -77,10 +76,14 @@ def to_grey(image: np.ndarray) -> np.ndarray:
         scale = 1.0
     else:
         raise InputError(f"a picture must be uint8 (0-255) or float (0-1), got dtype {array.dtype}")
-    values = array.astype(np.float64)
     if array.ndim == 2:
-        grey = values / scale
+        grey = array.astype(np.float64) / scale
+    elif array.dtype == np.uint8 and array.shape[2] == 3:
+        # Integer luma is exact, and so the same as the float formula below, at a fraction of the cost.
+        luma = array[..., 0] * np.int32(299) + array[..., 1] * np.int32(587) + array[..., 2] * np.int32(114)
+        grey = luma / (1000.0 * scale)
     else:
+        values = array.astype(np.float64)
         rgb = values[..., :3]
         if array.shape[2] == 4:
             alpha = values[..., 3:4]
@@ -100,18 +103,47 @@ def _median_bin(bins: np.ndarray) -> int:
     return int(np.searchsorted(counts, (counts[-1] + 1) // 2))
 
 
-def _ink_up(grey: np.ndarray) -> np.ndarray:
-    """Return float64 grey with the ink bright: inverted when the paper is the lighter side."""
-    values = grey.astype(np.float64)
-    low, high = float(values.min()), float(values.max())
-    if high - low < MIN_CONTRAST:
-        raise InputError(f"no ink found: the picture is nearly uniform (values from {low:.3f} to {high:.3f})")
-    median = _median_bin(_quantise(values)) / 255.0
-    return 1.0 - values if median > (low + high) / 2.0 else values
+class _Ink:
+    """The picture with its ink bright: grey, inverted when the paper is the lighter side.
+
+    Kept as float32 grey and a flag: only the pooled copy and the digit's crop are ever made
+    float64 ink (1 - grey is exact in float64, and the most of 1 - grey is 1 - the least of grey).
+    """
+
+    def __init__(self, grey: np.ndarray) -> None:
+        low, high = float(grey.min()), float(grey.max())
+        if high - low < MIN_CONTRAST:
+            raise InputError(f"no ink found: the picture is nearly uniform (values from {low:.3f} to {high:.3f})")
+        bins = grey.astype(np.float64)
+        bins *= 255.0
+        bins += 0.5
+        np.floor(bins, out=bins)  # floor(v * 255 + 0.5), within 0-255 for v in [0, 1]
+        median = _median_bin(bins.astype(np.intp)) / 255.0
+        self.grey = grey
+        self.invert = median > (low + high) / 2.0
+        self.shape: tuple[int, int] = grey.shape
+
+    def pooled(self, factor: int) -> np.ndarray:
+        """Return the ink max-pooled by `factor` (last partial blocks included), float64."""
+        if factor == 1:
+            return self.crop(0, self.shape[0], 0, self.shape[1])
+        h, w = self.shape
+        ph, pw = -(-h // factor) * factor, -(-w // factor) * factor
+        padded = np.full((ph, pw), 1.0 if self.invert else 0.0, np.float32)
+        padded[:h, :w] = self.grey
+        pick = np.min if self.invert else np.max
+        rows = pick(padded.reshape(ph, pw // factor, factor), axis=2)
+        pooled = pick(rows.reshape(ph // factor, factor, pw // factor), axis=1).astype(np.float64)
+        return 1.0 - pooled if self.invert else pooled
+
+    def crop(self, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+        """Return the ink of rows top:bottom, columns left:right, float64."""
+        values = self.grey[top:bottom, left:right].astype(np.float64)
+        return 1.0 - values if self.invert else values
 
 
 def _max_pool(values: np.ndarray, factor: int) -> np.ndarray:
-    """Max-pool by `factor`, the last partial blocks included (padded with zeros)."""
+    """Max-pool non-negative values by `factor`, the last partial blocks included (padded with zeros)."""
     if factor == 1:
         return values
     h, w = values.shape
@@ -267,11 +299,11 @@ class _Located:
         return _paper(self.background, self.block, ys // self.factor, xs // self.factor)
 
 
-def _locate(ink: np.ndarray) -> _Located:
+def _locate(ink: _Ink) -> _Located:
     """Find the digit on a max-pooled copy: flatten the background, stretch the levels, drop specks."""
     h, w = ink.shape
     factor = max(1, -(-max(h, w) // LOCATE_SIDE))
-    small = _max_pool(ink, factor)
+    small = ink.pooled(factor)
     background, block = _background(small)
     sh, sw = small.shape
     flat = np.clip(small - _paper(background, block, np.arange(sh), np.arange(sw)), 0.0, 1.0)
@@ -315,11 +347,11 @@ def _stroke_width(mask: np.ndarray) -> float:
     return 2.0 * area / boundary
 
 
-def _shape(ink: np.ndarray, where: _Located) -> np.ndarray:
+def _shape(ink: _Ink, where: _Located) -> np.ndarray:
     """Cut the digit out at full resolution, clean it, pool it to at most SHAPE_SIDE and normalise its strokes."""
     top, bottom, left, right = where.box
     ys, xs = np.arange(top, bottom), np.arange(left, right)
-    flat = np.clip(ink[top:bottom, left:right] - where.background_at(ys, xs), 0.0, 1.0)
+    flat = np.clip(ink.crop(top, bottom, left, right) - where.background_at(ys, xs), 0.0, 1.0)
     crop = _stretch(flat, where.levels)
     # Specks dropped while locating stay dropped: only ink within one located pixel of kept ink survives.
     near = _dilate(where.keep.astype(np.float64), 1)[1:-1, 1:-1] > 0.0
