@@ -63,7 +63,7 @@ def _named_digits(paths: tuple[str, ...], limit: int | None, prepare: bool) -> t
     """Read digits once, naming each: the file's name for a single image, NAME:INDEX within a set."""
     from digitvae.runtime.imageio import read_digit_files
 
-    batches = read_digit_files(paths, prepare)
+    batches = read_digit_files(paths, prepare, limit)
     if not batches:
         raise InputError("no input files given")
     names = []

@@ -122,18 +122,21 @@ def read_digits(paths: Sequence[str | os.PathLike[str]], limit: int | None = Non
     With `prepare`, each file holds pictures of digits (any size; JPEG too), each made
     MNIST-style by prepare_digit (see read_digit_files).
     """
-    batches = read_digit_files(paths, prepare)
+    batches = read_digit_files(paths, prepare, limit)
     if not batches:
         raise InputError("no input files given")
     digits = np.concatenate(batches).astype(np.float32, copy=False)
     return digits[:limit] if limit is not None else digits
 
 
-def read_digit_files(paths: Sequence[str | os.PathLike[str]], prepare: bool = False) -> list[np.ndarray]:
+def read_digit_files(
+    paths: Sequence[str | os.PathLike[str]], prepare: bool = False, limit: int | None = None
+) -> list[np.ndarray]:
     """Read each PNG, .npy or IDX file as its own float32 [n,28,28] batch.
 
     With `prepare`, PNG and JPEG files of any size hold one picture each, .npy files one picture
-    or a stack of grey ones, IDX files digits; each goes through prepare_digit.
+    or a stack of grey ones, IDX files digits; each goes through prepare_digit, the first `limit`
+    of them only (the batches past the limit are empty).
     """
     from .idx import looks_like_idx, read_mnist_images  # gzip and the IDX parser: only reading needs them
 
@@ -145,7 +148,8 @@ def read_digit_files(paths: Sequence[str | os.PathLike[str]], prepare: bool = Fa
         if prepare:
             from .pictures import read_prepared
 
-            batches.append(read_prepared(path))
+            left = None if limit is None else max(0, limit - sum(len(b) for b in batches))
+            batches.append(read_prepared(path, left))
             continue
         suffix = path.suffix.lower()
         if suffix == ".png":

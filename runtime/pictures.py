@@ -65,20 +65,20 @@ def _pixels(image: object) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 
 
-def _prepared(pictures: list[np.ndarray], where: str) -> np.ndarray:
-    """Prepare each picture, naming the file (and index) of one that fails."""
+def _prepared(pictures: list[np.ndarray], where: str, single: bool) -> np.ndarray:
+    """Prepare each picture, naming the file (and the index within a set) of one that fails."""
     digits = np.empty((len(pictures), 28, 28), np.float32)
     for i, picture in enumerate(pictures):
         try:
             digits[i] = prepare_digit(picture)
         except InputError as exc:
-            name = where if len(pictures) == 1 else f"{where}:{i}"
+            name = where if single else f"{where}:{i}"
             raise InputError(f"{name}: {exc}") from None
     return digits
 
 
-def read_prepared(path: Path) -> np.ndarray:
-    """Read a file of pictures and make each an MNIST-style digit: float32 [n,28,28].
+def read_prepared(path: Path, limit: int | None = None) -> np.ndarray:
+    """Read a file of pictures and make each (the first `limit` only) an MNIST-style digit: float32 [n,28,28].
 
     PNG and JPEG files hold one picture; an .npy array holds one ([H,W], [H,W,3], [H,W,4]) or a
     stack of grey ones ([N,H,W]); an IDX file holds digits.
@@ -87,12 +87,14 @@ def read_prepared(path: Path) -> np.ndarray:
 
     suffix = path.suffix.lower()
     if suffix in PICTURE_SUFFIXES:
-        return _prepared([read_picture(path)], str(path))
-    if suffix == ".npy":
-        return _prepared(_npy_pictures(path), str(path))
-    if looks_like_idx(path):
-        return _prepared(list(read_mnist_images(path)), str(path))
-    raise DataFormatError(f"{path}: not a picture file; give PNG, JPEG, .npy or IDX (idx3-ubyte[.gz]) files")
+        pictures = [read_picture(path)]
+    elif suffix == ".npy":
+        pictures = _npy_pictures(path)
+    elif looks_like_idx(path):
+        pictures = list(read_mnist_images(path))
+    else:
+        raise DataFormatError(f"{path}: not a picture file; give PNG, JPEG, .npy or IDX (idx3-ubyte[.gz]) files")
+    return _prepared(pictures[:limit], str(path), single=len(pictures) == 1)
 
 
 def _npy_pictures(path: Path) -> list[np.ndarray]:

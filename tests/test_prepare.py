@@ -9,7 +9,7 @@ import pytest
 from conftest import VALID_IMAGES
 from digit_mlp import classify
 from drawings import Style, decode, draw, encode, gallery
-from helpers import assert_clean_failure, invoke, ok
+from helpers import assert_clean_failure, copy_shipped_model, invoke, ok
 from PIL import Image
 
 from digitvae.runtime import DigitVAE, InputError, prepare_digit
@@ -213,6 +213,21 @@ def test_cli_score_evaluate_interpolate_prepare(drawn: list[tuple[int, Path]], t
     assert np.load(tmp_path / "i.npy").shape == (6, 28, 28)
 
 
+def test_cli_prepare_reads_idx_digits_up_to_the_limit(vae: DigitVAE, tmp_path: Path) -> None:
+    ok(invoke("reconstruct", "--prepare", VALID_IMAGES, "--limit", "7", "-o", tmp_path / "r.npy"))
+    first = np.stack([prepare_digit(d) for d in read_mnist_images(VALID_IMAGES)[:7]])
+    assert np.abs(np.load(tmp_path / "r.npy") - vae.reconstruct(first)).max() < 1e-5
+
+
+def test_cli_calibrate_and_manifold_prepare(drawn: list[tuple[int, Path]], tmp_path: Path) -> None:
+    model = copy_shipped_model(tmp_path / "model")
+    calibrated = ok(invoke("calibrate", model, "--prepare", VALID_IMAGES, "-k", "5", "--no-reference"))
+    assert "on 100 digits" in calibrated.output
+    files = [p for _, p in drawn[:3]]
+    ok(invoke("manifold", *[a for f in files for a in ("--data", f)], "--prepare", "-o", tmp_path / "m.npy"))
+    assert np.load(tmp_path / "m.npy").shape == (400, 28, 28)
+
+
 def test_cli_prepare_reads_npy_pictures_and_stacks(tmp_path: Path) -> None:
     one = np.asarray(draw(2, Style(canvas=(120, 90), pen=5.0)))
     np.save(tmp_path / "one.npy", one)
@@ -229,6 +244,10 @@ def test_cli_prepare_refuses_a_picture_without_ink_naming_it(tmp_path: Path) -> 
     assert "blank.jpg" in line and not out.exists()
     np.save(tmp_path / "bad.npy", np.zeros((2, 3, 4, 5)))
     assert_clean_failure(invoke("reconstruct", "--prepare", tmp_path / "bad.npy", "-o", out), "stack [N,H,W]")
+    digit = np.asarray(draw(6, Style(canvas=(64, 64), pen=4.0)))
+    np.save(tmp_path / "stack.npy", np.stack([digit, np.full_like(digit, 255)]))
+    line = assert_clean_failure(invoke("reconstruct", "--prepare", tmp_path / "stack.npy", "-o", out), "no ink")
+    assert "stack.npy:1:" in line
 
 
 def test_cli_prepare_turns_photos_upright(tmp_path: Path) -> None:
