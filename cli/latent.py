@@ -9,7 +9,7 @@ import numpy as np
 
 from digitvae.runtime.errors import InputError
 
-from .options import ModelSpec, model_options, read_labelled, read_one_digit, scale_option
+from .options import ModelSpec, model_options, prepare_option, read_labelled, read_one_digit, scale_option
 
 if TYPE_CHECKING:
     from digitvae.runtime.model import DigitVAE
@@ -56,10 +56,19 @@ def _labels(vae: DigitVAE, digit: int | None, n: int) -> np.ndarray | None:
     help="Straight line, great-circle arc, or one row of each.",
 )
 @digit_option
+@prepare_option
 @model_options
 @scale_option
 def interpolate(
-    start: str, end: str, output: str, steps: int, mode: str, digit: int | None, spec: ModelSpec, scale: int
+    start: str,
+    end: str,
+    output: str,
+    steps: int,
+    mode: str,
+    digit: int | None,
+    prepare: bool,
+    spec: ModelSpec,
+    scale: int,
 ) -> None:
     """Morph digit A into digit B through the latent space.
 
@@ -72,7 +81,7 @@ def interpolate(
 
     output_kind(output)
     vae = spec.load()
-    pair = np.stack([read_one_digit(start), read_one_digit(end)])
+    pair = np.stack([read_one_digit(start, prepare), read_one_digit(end, prepare)])
     labels = _labels(vae, digit, 2)
     means, _ = vae.encode(pair, labels)
     modes = MODES if mode == "both" else (mode,)
@@ -95,10 +104,17 @@ def interpolate(
     help="Digits whose encodings define the plane of a >2-D latent (default: the model's calibration).",
 )
 @digit_option
+@prepare_option
 @model_options
 @scale_option
 def manifold(
-    output: str, size: int, data_paths: tuple[str, ...], digit: int | None, spec: ModelSpec, scale: int
+    output: str,
+    size: int,
+    data_paths: tuple[str, ...],
+    digit: int | None,
+    prepare: bool,
+    spec: ModelSpec,
+    scale: int,
 ) -> None:
     """Draw the latent manifold: a grid of decoded codes.
 
@@ -112,7 +128,7 @@ def manifold(
     vae = spec.load()
     plane = None
     if data_paths:
-        digits, labels = read_labelled(data_paths, None, None)
+        digits, labels = read_labelled(data_paths, None, None, prepare)
         if vae.num_classes and labels is None:
             labels = np.full(len(digits), 0 if digit is None else digit)
         plane = principal_plane(vae.encode(digits, labels if vae.num_classes else None)[0])

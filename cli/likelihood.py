@@ -22,6 +22,7 @@ from .options import (
     labels_option,
     load_model,
     model_options,
+    prepare_option,
     progress_bar,
     provider_list,
     provider_option,
@@ -58,11 +59,11 @@ def _scoring_options(command: Any) -> Any:
     return command
 
 
-def _named_digits(paths: tuple[str, ...], limit: int | None) -> tuple[np.ndarray, list[str]]:
+def _named_digits(paths: tuple[str, ...], limit: int | None, prepare: bool) -> tuple[np.ndarray, list[str]]:
     """Read digits once, naming each: the file's name for a single image, NAME:INDEX within a set."""
     from digitvae.runtime.imageio import read_digit_files
 
-    batches = read_digit_files(paths)
+    batches = read_digit_files(paths, prepare, limit)
     if not batches:
         raise InputError("no input files given")
     names = []
@@ -88,6 +89,7 @@ def _bits_per_dim(nats: float) -> float:
 @inputs_argument
 @old_data_option
 @labels_option
+@prepare_option
 @k_option(200, "Importance samples per digit.")
 @_scoring_options
 @standard_prior_option
@@ -101,6 +103,7 @@ def evaluate(
     inputs: tuple[str, ...],
     data_paths: tuple[str, ...],
     labels_file: str | None,
+    prepare: bool,
     k: int,
     limit: int | None,
     seed: int,
@@ -113,7 +116,7 @@ def evaluate(
     data_paths = _inputs(inputs, data_paths)
     variant = spec.variant
     vae = spec.load(prior=not standard_prior)
-    digits, labels = read_labelled(data_paths, limit, labels_file)
+    digits, labels = read_labelled(data_paths, limit, labels_file, prepare)
     labels = labels_for(vae, labels)
     neg_elbo = float(-vae.elbo(digits, labels, seed=seed).mean())
     with progress_bar(len(digits), f"IW-NLL, k={k}") as progress:
@@ -148,6 +151,7 @@ def evaluate(
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @labels_option
+@prepare_option
 @click.option(
     "--range",
     "score_range",
@@ -161,6 +165,7 @@ def evaluate(
 def score(
     inputs: tuple[str, ...],
     labels_file: str | None,
+    prepare: bool,
     score_range: tuple[float, float] | None,
     k: int | None,
     limit: int | None,
@@ -187,7 +192,7 @@ def score(
                 f"score with -k {calibration.k}, or recalibrate with `digitvae calibrate MODEL_DIR VALID_IDX -k {k}`"
             )
         detector.calibration = calibration = dataclasses.replace(calibration, k=k)
-    digits, names = _named_digits(inputs, limit)
+    digits, names = _named_digits(inputs, limit, prepare)
     labels = read_labels(inputs, len(digits), labels_file)
     passes = 2 if detector.reference is not None else 1
     with progress_bar(passes * len(digits), "scoring") as progress:
@@ -236,6 +241,7 @@ def score(
 @inputs_argument
 @old_data_option
 @labels_option
+@prepare_option
 @click.option(
     "--reference",
     default=None,
@@ -262,6 +268,7 @@ def calibrate(
     inputs: tuple[str, ...],
     data_paths: tuple[str, ...],
     labels_file: str | None,
+    prepare: bool,
     reference: str | None,
     no_reference: bool,
     false_alarm: float,
@@ -301,7 +308,7 @@ def calibrate(
             raise InputError(
                 f"--reference {reference} is conditional; the ratio check needs a reference that scores images alone"
             )
-    digits, labels = read_labelled(data_paths, limit, labels_file)
+    digits, labels = read_labelled(data_paths, limit, labels_file, prepare)
     labels = labels_for(vae, labels)
     names = ", ".join(Path(p).name for p in data_paths)
     with progress_bar((2 if ref_vae is not None else 1) * len(digits), "calibrating") as progress:

@@ -23,6 +23,7 @@ from .options import (
     labels_for,
     labels_option,
     model_options,
+    prepare_option,
     read_labelled,
     scale_option,
     standard_prior_option,
@@ -172,6 +173,7 @@ def generate(
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="OUT.png (grid) or OUT.npy.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N digits.")
 @labels_option
+@prepare_option
 @model_options
 @cols_option
 @scale_option
@@ -180,19 +182,22 @@ def reconstruct(
     output: str,
     limit: int | None,
     labels_file: str | None,
+    prepare: bool,
     spec: ModelSpec,
     cols: int | None,
     scale: int,
 ) -> None:
     """Encode and decode digits from PNG (28x28), .npy or IDX files.
 
-    A PNG output shows each row of originals above its reconstructions.
+    With --prepare, each input is a picture of a digit (a photo or drawing, PNG or JPEG of any
+    size), made MNIST-style first. A PNG output shows each row of originals (as prepared) above
+    its reconstructions.
     """
     from digitvae.runtime.imageio import default_cols, output_kind, pair_rows, tile, write_npy, write_png
 
     kind = output_kind(output)
     vae = spec.load()
-    originals, labels = read_labelled(inputs, limit, labels_file)
+    originals, labels = read_labelled(inputs, limit, labels_file, prepare)
     rebuilt = vae.reconstruct(originals, labels_for(vae, labels))
     if kind == ".png":
         c = min(cols or default_cols(len(originals)), len(originals))

@@ -133,13 +133,21 @@ def labels_for(vae: DigitVAE, labels: np.ndarray | None) -> np.ndarray | None:
     return labels
 
 
+prepare_option = click.option(
+    "--prepare",
+    is_flag=True,
+    help="Each input is a picture of a digit (photo or drawing; PNG, JPEG or .npy, any size; "
+    "dark ink on light paper or the reverse): make it MNIST-style first.",
+)
+
+
 def read_labelled(
-    paths: Sequence[str], limit: int | None, labels_file: str | None
+    paths: Sequence[str], limit: int | None, labels_file: str | None, prepare: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read digits, with labels from --labels or an IDX labels file beside a single IDX input."""
     from digitvae.runtime.imageio import read_digits
 
-    digits = read_digits(paths, limit)
+    digits = read_digits(paths, limit, prepare)
     return digits, read_labels(paths, len(digits), labels_file)
 
 
@@ -159,20 +167,20 @@ def read_labels(paths: Sequence[str], count: int, labels_file: str | None) -> np
 _INDEXED = re.compile(r"^(?P<path>.+):(?P<index>\d+)$")
 
 
-def read_one_digit(spec: str) -> np.ndarray:
+def read_one_digit(spec: str, prepare: bool = False) -> np.ndarray:
     """Read one digit from "FILE.png", or "FILE:INDEX" for an IDX or .npy file; float32 [28,28]."""
     from digitvae.runtime.imageio import read_digits
 
     match = _INDEXED.match(spec)
     if match and not Path(spec).is_file():
         path, index = match["path"], int(match["index"])
-        digits = read_digits([path])
+        digits = read_digits([path], prepare=prepare)
         if index >= len(digits):
             raise InputError(
                 f"{spec}: index {index} is out of range; {path} holds {len(digits)} digits (0-{len(digits) - 1})"
             )
         return digits[index]
-    digits = read_digits([spec])
+    digits = read_digits([spec], prepare=prepare)
     if len(digits) != 1:
         raise InputError(f"{spec}: holds {len(digits)} digits; pick one as {spec}:INDEX")
     return digits[0]

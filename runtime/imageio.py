@@ -116,17 +116,28 @@ def _check_npy_header(path: Path) -> None:
         raise DataFormatError(f"{path}: holds an array of shape {list(shape)}, more than {MAX_COUNT:,} digits")
 
 
-def read_digits(paths: Sequence[str | os.PathLike[str]], limit: int | None = None) -> np.ndarray:
-    """Read digits from PNG files, .npy arrays and IDX files as one float32 [N,28,28] batch."""
-    batches = read_digit_files(paths)
+def read_digits(paths: Sequence[str | os.PathLike[str]], limit: int | None = None, prepare: bool = False) -> np.ndarray:
+    """Read digits from PNG files, .npy arrays and IDX files as one float32 [N,28,28] batch.
+
+    With `prepare`, each file holds pictures of digits (any size; JPEG too), each made
+    MNIST-style by prepare_digit (see read_digit_files).
+    """
+    batches = read_digit_files(paths, prepare, limit)
     if not batches:
         raise InputError("no input files given")
     digits = np.concatenate(batches).astype(np.float32, copy=False)
     return digits[:limit] if limit is not None else digits
 
 
-def read_digit_files(paths: Sequence[str | os.PathLike[str]]) -> list[np.ndarray]:
-    """Read each PNG, .npy or IDX file as its own float32 [n,28,28] batch."""
+def read_digit_files(
+    paths: Sequence[str | os.PathLike[str]], prepare: bool = False, limit: int | None = None
+) -> list[np.ndarray]:
+    """Read each PNG, .npy or IDX file as its own float32 [n,28,28] batch.
+
+    With `prepare`, PNG and JPEG files of any size hold one picture each, .npy files one picture
+    or a stack of grey ones, IDX files digits; each goes through prepare_digit, the first `limit`
+    of them only (the batches past the limit are empty).
+    """
     from .idx import looks_like_idx, read_mnist_images  # gzip and the IDX parser: only reading needs them
 
     batches: list[np.ndarray] = []
@@ -134,6 +145,12 @@ def read_digit_files(paths: Sequence[str | os.PathLike[str]]) -> list[np.ndarray
         path = Path(raw)
         if not path.is_file():
             raise DataFormatError(f"{path}: no such file")
+        if prepare:
+            from .pictures import read_prepared
+
+            left = None if limit is None else max(0, limit - sum(len(b) for b in batches))
+            batches.append(read_prepared(path, left))
+            continue
         suffix = path.suffix.lower()
         if suffix == ".png":
             batches.append(read_png(path)[None].astype(np.float32) / 255.0)

@@ -88,6 +88,7 @@ class Style:
     colour: bool = False  # RGB instead of grey
     jpeg: int = 0  # JPEG quality; 0 for PNG
     shape: int = 0
+    label: str = ""  # what the style imitates, for reports
 
     @property
     def suffix(self) -> str:
@@ -149,21 +150,105 @@ def decode(data: bytes) -> np.ndarray:
 
 #: Varied ways of drawing, from a tidy drawing to a noisy photo of a page.
 STYLES: list[Style] = [
-    Style(),
-    Style(canvas=(280, 280), pen=28.0, height=0.7),
-    Style(canvas=(400, 300), pen=3.0, height=0.5, centre=(0.3, 0.4)),
-    Style(canvas=(280, 280), ink=235, paper=10, pen=14.0),
-    Style(canvas=(640, 480), pen=6.0, height=0.35, centre=(0.7, 0.35), slant=0.2, ink=60, paper=200, noise=8.0),
-    Style(canvas=(640, 480), pen=10.0, height=0.5, light=90.0, paper=235, ink=40, noise=5.0, jpeg=80, colour=True),
-    Style(canvas=(2000, 1500), pen=4.0, height=0.3, centre=(0.35, 0.6), noise=6.0, jpeg=85),
-    Style(canvas=(2000, 1500), pen=60.0, height=0.6, centre=(0.55, 0.45), slant=-0.15, paper=215, ink=50, jpeg=90),
-    Style(canvas=(1200, 900), pen=2.0, height=0.25, centre=(0.6, 0.3), paper=250, ink=90, noise=3.0),
-    Style(canvas=(300, 500), pen=9.0, height=0.8, ink=250, paper=40, noise=10.0, jpeg=75, slant=0.25),
-    Style(canvas=(1600, 1200), pen=5.0, height=0.2, light=150.0, paper=240, ink=30, noise=6.0, jpeg=80, colour=True),
-    Style(canvas=(800, 600), pen=3.0, height=0.4, centre=(0.4, 0.55), ink=150, paper=215, noise=4.0, jpeg=70),
-    Style(canvas=(2000, 1500), pen=1.0, height=0.25, centre=(0.75, 0.7)),
-    Style(canvas=(1024, 768), pen=8.0, height=0.45, blur=4.0, specks=12, paper=230, ink=45, noise=5.0, jpeg=85),
-    Style(canvas=(120, 160), pen=4.0, height=0.7, ink=0, paper=255),
+    Style(label="tidy drawing"),
+    Style(canvas=(280, 280), pen=28.0, height=0.7, label="fat marker"),
+    Style(canvas=(400, 300), pen=3.0, height=0.5, centre=(0.3, 0.4), label="thin pen, off-centre"),
+    Style(canvas=(280, 280), ink=235, paper=10, pen=14.0, label="light on dark canvas"),
+    Style(
+        canvas=(640, 480),
+        pen=6.0,
+        height=0.35,
+        centre=(0.7, 0.35),
+        slant=0.2,
+        ink=60,
+        paper=200,
+        noise=8.0,
+        label="grey paper, noise",
+    ),
+    Style(
+        canvas=(640, 480),
+        pen=10.0,
+        height=0.5,
+        light=90.0,
+        paper=235,
+        ink=40,
+        noise=5.0,
+        jpeg=80,
+        colour=True,
+        label="colour photo, uneven light",
+    ),
+    Style(
+        canvas=(2000, 1500), pen=4.0, height=0.3, centre=(0.35, 0.6), noise=6.0, jpeg=85, label="2000x1500, thin pen"
+    ),
+    Style(
+        canvas=(2000, 1500),
+        pen=60.0,
+        height=0.6,
+        centre=(0.55, 0.45),
+        slant=-0.15,
+        paper=215,
+        ink=50,
+        jpeg=90,
+        label="2000x1500, thick pen",
+    ),
+    Style(
+        canvas=(1200, 900),
+        pen=2.0,
+        height=0.25,
+        centre=(0.6, 0.3),
+        paper=250,
+        ink=90,
+        noise=3.0,
+        label="small, faint, thin",
+    ),
+    Style(
+        canvas=(300, 500),
+        pen=9.0,
+        height=0.8,
+        ink=250,
+        paper=40,
+        noise=10.0,
+        jpeg=75,
+        slant=0.25,
+        label="chalk on a board",
+    ),
+    Style(
+        canvas=(1600, 1200),
+        pen=5.0,
+        height=0.2,
+        light=150.0,
+        paper=240,
+        ink=30,
+        noise=6.0,
+        jpeg=80,
+        colour=True,
+        label="strong shadow",
+    ),
+    Style(
+        canvas=(800, 600),
+        pen=3.0,
+        height=0.4,
+        centre=(0.4, 0.55),
+        ink=150,
+        paper=215,
+        noise=4.0,
+        jpeg=70,
+        label="pencil, low contrast",
+    ),
+    Style(canvas=(2000, 1500), pen=1.0, height=0.25, centre=(0.75, 0.7), label="2000x1500, hairline"),
+    Style(
+        canvas=(1024, 768),
+        pen=8.0,
+        height=0.45,
+        blur=4.0,
+        specks=12,
+        paper=230,
+        ink=45,
+        noise=5.0,
+        jpeg=85,
+        label="out of focus, dust",
+    ),
+    Style(canvas=(120, 160), pen=4.0, height=0.7, ink=0, paper=255, label="small canvas"),
 ]
 
 

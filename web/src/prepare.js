@@ -5,9 +5,9 @@
 //   1. grey: ITU-R 601-2 luma (299/587/114 per mille); RGBA composited over white;
 //   2. polarity: inverted when the median is above the middle of the range (dark ink on paper);
 //   3. locate, on a copy max-pooled to at most 256 pixels a side: subtract the paper level
-//      interpolated between blocks (lower quartiles, opened; uneven light), pick the ink level (above
-//      Otsu's and the triangle threshold), stretch ink to 1 and paper to 0, keep the connected ink that is not a
-//      speck, take its bounding box;
+//      interpolated between blocks (lower quartiles, opened; uneven light), take as ink what
+//      lies above both Otsu's and the triangle threshold, stretch ink to 1 and paper to 0, keep
+//      the connected ink that is not a speck, take its bounding box;
 //   4. shape, on the full-resolution crop max-pooled to at most 64 pixels a side: dilate thin
 //      strokes to MNIST's width (estimated as 2 * ink area / boundary pixels);
 //   5. fit: area-average into a 20x20 box (aspect kept), centre the mass in 28x28.
