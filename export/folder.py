@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from digitvae.runtime.errors import OutputError
-from digitvae.runtime.manifest import MANIFEST_NAME, Manifest
+from digitvae.runtime.manifest import MANIFEST_NAME, Manifest, model_folder_lock, read_manifest, verified_bytes
+
+from .opset import lowest_bytes
 
 
 def variant_file(variant: str, role: str) -> str:
@@ -21,8 +26,29 @@ def folder_files(model_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in Path(model_dir).iterdir() if p.is_file() and p.name != MANIFEST_NAME}
 
 
+def stamped_files(files: Mapping[str, bytes], manifest: Manifest) -> tuple[dict[str, bytes], Manifest]:
+    """Stamp every ONNX file with the lowest versions it needs; return them with the manifest's sha256 to match.
+
+    Files already at their lowest (all that digitvae makes) keep their bytes; this catches files
+    carried over from a folder written before, so that a rewrite leaves no file above its needs.
+    """
+    stamped = {name: lowest_bytes(blob) if name.endswith(".onnx") else blob for name, blob in files.items()}
+    changed = {name: hashlib.sha256(blob).hexdigest() for name, blob in stamped.items() if blob is not files[name]}
+    if not changed:
+        return stamped, manifest
+    variants = {
+        variant: {role: replace(f, sha256=changed.get(f.path, f.sha256)) for role, f in entries.items()}
+        for variant, entries in manifest.variants.items()
+    }
+    return stamped, replace(manifest, variants=variants)
+
+
 def write_model_folder(out_dir: Path, files: dict[str, bytes], manifest: Manifest, *, force: bool) -> None:
-    """Write the model's files (name -> bytes) into a temporary sibling folder, then swap it into place."""
+    """Write the model's files (name -> bytes) into a temporary sibling folder, then swap it into place.
+
+    Every ONNX file goes out stamped with the lowest IR version and opsets it needs.
+    """
+    files, manifest = stamped_files(files, manifest)
     parent = out_dir.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -51,3 +77,22 @@ def write_model_folder(out_dir: Path, files: dict[str, bytes], manifest: Manifes
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def restamp_folder(model_dir: Path) -> dict[str, str]:
+    """Stamp a model folder's ONNX files with the lowest versions they need, in place and atomically.
+
+    Every file is checked against its sha256 first. Returns {old sha256: new sha256} of the files
+    that changed (their numbers do not: only the versions they declare), for whatever records them.
+    """
+    model_dir = Path(model_dir)
+    with model_folder_lock(model_dir):
+        manifest = read_manifest(model_dir)
+        listed = {f.path: f for entries in manifest.variants.values() for f in entries.values()}
+        files = {**folder_files(model_dir), **{path: verified_bytes(model_dir, f) for path, f in listed.items()}}
+        files, stamped = stamped_files(files, manifest)
+        now = {f.path: f.sha256 for entries in stamped.variants.values() for f in entries.values()}
+        renamed = {f.sha256: now[path] for path, f in listed.items() if now[path] != f.sha256}
+        if renamed:
+            write_model_folder(model_dir, files, stamped, force=True)
+    return renamed

@@ -25,6 +25,7 @@ from digitvae.train.loop import BEST
 from digitvae.train.model import VAE, export_halves
 
 from .folder import folder_files, write_model_folder
+from .opset import BUILD_OPSET, stamp_lowest
 from .prior import PriorConfig, fit_model_prior
 from .variants import build_variants, cpu_session, differences
 
@@ -38,7 +39,6 @@ TOLERANCE = 1e-5
 PARITY_BATCHES = (1, 37)
 #: What export does, in order, as its progress callback hears it ("prior" only when it fits one).
 EXPORT_STEPS = ("encoder", "decoder", "variants", "prior")
-OPSET = 18
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def _export(
             input_names=input_names,
             output_names=output_names,
             dynamic_shapes=tuple({0: batch} for _ in example),
-            opset_version=OPSET,
+            opset_version=BUILD_OPSET,
             dynamo=True,
             verbose=False,
             optimize=True,
@@ -108,6 +108,7 @@ def _annotate(model: onnx.ModelProto, role: str, ckpt: Checkpoint) -> bytes:
     for value in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
         del value.metadata_props[:]
     model.doc_string = f"digitvae {role} (preset {ckpt.preset}, latent_dim {ckpt.model_config.latent_dim})"
+    stamp_lowest(model)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import helper
 
 from digitvae.runtime.errors import InputError, MissingDependencyError
 from digitvae.runtime.manifest import (
@@ -31,6 +32,7 @@ from digitvae.runtime.manifest import (
 )
 
 from .folder import folder_files, variant_file, write_model_folder
+from .opset import BUILD_OPSET, stamp_lowest
 from .prior_graph import Mixture, density_graph, generator_graph, sampler_graph
 
 logger = logging.getLogger(__name__)
@@ -121,10 +123,10 @@ class PriorFiles:
 
 def prior_files(mixture: Mixture, decoders: Mapping[str, bytes]) -> PriorFiles:
     """Build the sampler and density (shared by all variants) and a generator per variant's decoder."""
-    fp32 = onnx.load_from_string(decoders["fp32"])
-    opset = next(o.version for o in fp32.opset_import if o.domain in ("", "ai.onnx"))
-    sampler = _checked(sampler_graph(mixture, opset=opset, ir_version=fp32.ir_version))
-    density = _checked(density_graph(mixture, opset=opset, ir_version=fp32.ir_version))
+    # Built in one opset whatever the decoder declares, so the same mixture always gives the same nodes.
+    ir_version = helper.find_min_ir_version_for([helper.make_opsetid("", BUILD_OPSET)])
+    sampler = _checked(sampler_graph(mixture, opset=BUILD_OPSET, ir_version=ir_version))
+    density = _checked(density_graph(mixture, opset=BUILD_OPSET, ir_version=ir_version))
     return attach_generators(sampler, density, decoders)
 
 
@@ -145,6 +147,7 @@ def attach_generators(sampler: bytes, density: bytes, decoders: Mapping[str, byt
 
 
 def _checked(model: onnx.ModelProto) -> bytes:
+    stamp_lowest(model)
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
 

@@ -29,6 +29,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from digitvae.runtime.errors import ExportError
 
+from .opset import merged_opsets
+
 #: Stands for log 0 in the weight tables: exp() of it is 0 in float32, and it stays finite.
 LOG_ZERO = -1e30
 
@@ -253,16 +255,8 @@ def generator_graph(sampler: onnx.ModelProto, decoder: onnx.ModelProto) -> onnx.
         [*sampler.graph.initializer, *graph.initializer],
         value_info=list(graph.value_info),
     )
-    opsets = {o.domain: o.version for o in sampler.opset_import}
-    for o in decoder.opset_import:
-        if o.domain in opsets and opsets[o.domain] != o.version:
-            raise ExportError(
-                f"sampler and decoder use opset {opsets[o.domain]} and {o.version} of {o.domain or 'ai.onnx'}"
-            )
-        opsets[o.domain] = o.version
-    model = helper.make_model(
-        merged, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()], producer_name="digitvae"
-    )
+    # Each graph may declare a lower opset than the other; merging refuses a node that would change meaning.
+    model = helper.make_model(merged, opset_imports=merged_opsets(sampler, decoder), producer_name="digitvae")
     model.ir_version = max(sampler.ir_version, decoder.ir_version)
     model.doc_string = "digitvae generator: the prior sampler composed with the decoder"
     return model

@@ -39,6 +39,7 @@ from digitvae.runtime.manifest import (
 from digitvae.runtime.sessions import session_options
 
 from .folder import folder_files, variant_file, write_model_folder
+from .opset import stamp_lowest
 from .prior import attach_generators, with_prior
 
 logger = logging.getLogger(__name__)
@@ -193,11 +194,12 @@ def convert_fp16(blob: bytes) -> bytes:
 
 
 def _finish(model: onnx.ModelProto, source: bytes) -> bytes:
-    """Carry over the source's metadata, check the model, return its bytes."""
+    """Carry over the source's metadata, stamp its lowest versions, check it, return its bytes."""
     original = onnx.load_from_string(source)
     del model.metadata_props[:]
     model.metadata_props.extend(original.metadata_props)
     model.doc_string = original.doc_string
+    stamp_lowest(model)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
