@@ -46,6 +46,7 @@ _LAZY_COMMANDS = {
     "export": ("digitvae.cli.train", "export_cmd"),
     "data": ("digitvae.cli.train", "data"),
     "models": ("digitvae.cli.models", "models"),
+    "serve": ("digitvae.cli.serve", "serve"),  # needs the [serve] extra (MLServer)
 }
 
 
