@@ -43,6 +43,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
+    grpc_port: int
 
     def get(self, path: str) -> tuple[int, Any]:
         return _send(urllib.request.Request(self.url + path))
@@ -161,7 +162,7 @@ def start_server(tmp: Path, *args: str) -> Server:
             start_new_session=True,  # its own process group, so a failed test can stop all of it
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-    server = Server(proc, f"http://127.0.0.1:{http}", log)
+    server = Server(proc, f"http://127.0.0.1:{http}", log, grpc)
     models = [a for flag, a in zip(args, args[1:]) if flag in ("-m", "--model")] or ["mnist-vae"]
     deadline = time.monotonic() + START_TIMEOUT
     waiting = [f"/v2/models/{m}-{role}/ready" for m in models for role in ("encoder", "decoder", "generate")]
@@ -343,6 +344,37 @@ def test_32_concurrent_requests_all_succeed(server: Server, vae: DigitVAE) -> No
     with ThreadPoolExecutor(32) as pool:
         results = list(pool.map(one, range(32)))
     assert results == [True] * 32
+
+
+@needs_serve
+@on_linux
+def test_tritonclient_http_and_grpc_work_unchanged(server: Server, vae: DigitVAE) -> None:
+    import tritonclient.http as http  # MLServer depends on tritonclient[http]
+
+    z = np.random.default_rng(2).standard_normal((3, vae.latent_dim), dtype=np.float32)
+    client = http.InferenceServerClient(server.url.removeprefix("http://"))
+    assert client.is_server_ready() and client.is_model_ready("mnist-vae-decoder")
+    assert client.get_model_metadata("mnist-vae-decoder")["inputs"][0]["name"] == "z"
+    given = http.InferInput("z", list(z.shape), "FP32")
+    given.set_data_from_numpy(z, binary_data=False)  # MLServer speaks JSON tensors only
+    wanted = [http.InferRequestedOutput("image", binary_data=False)]
+    image = client.infer("mnist-vae-decoder", [given], outputs=wanted).as_numpy("image")
+    np.testing.assert_array_equal(image, vae.decode(z)[:, None])
+
+    grpc = pytest.importorskip("tritonclient.grpc")
+    client = grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    n, seed = grpc.InferInput("n", [1], "INT64"), grpc.InferInput("seed", [1], "INT64")
+    n.set_data_from_numpy(np.array([4], np.int64))
+    seed.set_data_from_numpy(np.array([9], np.int64))
+    np.testing.assert_array_equal(
+        client.infer("mnist-vae-generate", [n, seed]).as_numpy("image"), vae.generate(4, seed=9)
+    )
+    bad = grpc.InferInput("z", [1, 5], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 5), np.float32))
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException, match="INVALID_ARGUMENT"):
+        client.infer("mnist-vae-decoder", [bad])
 
 
 _Z = [0.0] * 32
