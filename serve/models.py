@@ -59,16 +59,18 @@ def _watch_parent() -> None:
 
 
 class _QuietClientErrors(logging.Filter):
-    """Drop the worker's traceback for a request refused with a 400: the client gets the reason."""
+    """Drop MLServer's traceback for a request refused with a 4xx: the client gets the reason."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, InferenceError)
+        return not (isinstance(exc, MLServerError) and 400 <= exc.status_code < 500)
 
 
 @functools.cache
-def _quiet_client_errors() -> None:
-    logging.getLogger("mlserver.parallel").addFilter(_QuietClientErrors())
+def quiet_client_errors() -> None:
+    """Keep the server's log for the server: no traceback per refused request (workers and gRPC log them)."""
+    for name in ("mlserver.parallel", "mlserver.grpc"):
+        logging.getLogger(name).addFilter(_QuietClientErrors())
 
 
 class _Served(MLModel):
@@ -84,7 +86,7 @@ class _Served(MLModel):
         )  # fmt: skip
         self.max_rows = int(extra.get("max_batch", 1024))
         self.forms = input_forms(self.role, shape_of(self.vae))
-        _quiet_client_errors()
+        quiet_client_errors()
         if multiprocessing.parent_process() is not None:  # an inference worker
             _watch_parent()
         return True

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +98,11 @@ async def _run(models: Sequence[ServedModel], options: ServerOptions, workdir: s
         model_repository_root=workdir,
         load_models_at_startup=False,
     )
+    from .models import quiet_client_errors
+
+    _quiet_uvicorn()
     server = MLServer(settings)
+    quiet_client_errors()  # after MLServer sets its loggers up
     stopped_by: list[int] = []
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -106,6 +111,28 @@ async def _run(models: Sequence[ServedModel], options: ServerOptions, workdir: s
     listing = [ModelSettings.model_validate(s) for m in models for s in model_settings(m, options.max_batch)]
     await server.start(listing)
     return stopped_by[0] if stopped_by else None
+
+
+def _quiet_uvicorn() -> None:
+    """Keep MLServer's HTTP servers from taking SIGINT and SIGTERM for themselves.
+
+    MLServer stops its servers itself and turns uvicorn's signal handling off by overriding
+    `install_signal_handlers`, which uvicorn 0.29 and later no longer call: their
+    `capture_signals` replaces the process's handlers while a server runs and raises the
+    signal again when it stops. With two uvicorn servers (REST and metrics) the handlers are
+    restored out of order and the second raise kills the process. Only the signal handlers of
+    this server (see `_run`) should stop it.
+    """
+    from mlserver.metrics import server as metrics_server
+    from mlserver.rest import server as rest_server
+
+    for module in (rest_server, metrics_server):
+        module._NoSignalServer.capture_signals = _no_capture
+
+
+@contextlib.contextmanager
+def _no_capture(self: Any) -> Iterator[None]:
+    yield
 
 
 def _check_free(host: str, port: int) -> None:
