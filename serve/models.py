@@ -2,7 +2,7 @@
 
 MLServer imports these by path (`digitvae.serve.models.DecoderModel`) in every inference
 worker; each worker loads the model once and its three roles share it. A request that breaks
-the declared contract is a 400 with a JSON error body; nothing it sends can cause a 500.
+the declared contract is a 400 with a JSON error body; a 500 means the server itself failed.
 """
 
 from __future__ import annotations
