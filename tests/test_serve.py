@@ -152,6 +152,7 @@ def start_server(tmp: Path, *args: str) -> Server:
     http, grpc = _free_ports(2)
     log = tmp / f"serve-{http}.log"
     env = {k: v for k, v in os.environ.items() if k != "DIGITVAE_DEBUG" and not k.startswith("MLSERVER")}
+    env["TMPDIR"] = str(tmp)  # its working folder goes here, where the tests can see it removed
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*_command(), "serve", "--port", str(http), "--grpc-port", str(grpc), *args],
@@ -472,6 +473,7 @@ def _stop_and_check(server: Server, sig: signal.Signals) -> None:
     assert code == 0, server.log.read_text()[-2000:]
     assert left == [], f"processes left behind: {left}"
     assert grouped == [], f"processes of its process group left behind: {grouped}"
+    assert list(server.log.parent.glob("digitvae-serve-*")) == [], "its working folder is left behind"
 
 
 @needs_serve
