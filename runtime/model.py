@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 #: Rows per onnxruntime call: bounds the session's working memory for very large batches.
 CHUNK = 4096
 _ENCODED = ["mean", "logvar"]
+_DECODED = ["logits", "image"]
 #: Most intra-op threads accepted: far beyond any machine, and within what onnxruntime takes.
 MAX_THREADS = 1024
 #: A callback told how many digits are done, for long likelihood computations.
@@ -250,6 +251,20 @@ class DigitVAE:
                 self._run_decoder("image", z[i : i + CHUNK], _rows(y, i)), len(z[i : i + CHUNK])
             )
         return out
+
+    def decoder_outputs(self, z: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return both of the decoder's outputs for codes [N, D]: logits and image, float32 [N, 1, 28, 28]."""
+        z = as_latents(z, self.latent_dim)
+        y = self._labels(labels, len(z))
+        logits = np.empty((len(z), 1, IMAGE_SIDE, IMAGE_SIDE), np.float32)
+        image = np.empty_like(logits)
+        for i in range(0, len(z), CHUNK):
+            part = z[i : i + CHUNK]
+            feeds = {"z": part} if y is None else {"z": part, "label": y[i : i + CHUNK]}
+            out = self._small["decoder"].run(_DECODED, feeds) or run_session(self._decoder, _DECODED, feeds, "decoder")
+            image[i : i + len(part)] = _image_rows(out[1], len(part)).reshape(len(part), 1, IMAGE_SIDE, IMAGE_SIDE)
+            logits[i : i + len(part)] = out[0].reshape(image[i : i + len(part)].shape)
+        return logits, image
 
     def encode(self, images: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Encode digits into the posterior's mean and log-variance, each float32 [N, D]."""

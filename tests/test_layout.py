@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Import name -> folder, as pyproject.toml maps them.
-PACKAGES = {"runtime": "runtime", "train": "train", "export": "export", "cli": "cli"}
+PACKAGES = {"runtime": "runtime", "train": "train", "export": "export", "cli": "cli", "serve": "serve"}
 
 
 def _module_name(path: Path) -> str:
@@ -66,7 +66,7 @@ def test_the_runtime_imports_no_other_layer_nor_click_torch_onnx() -> None:
         for module in _imports(path):
             top = module.split(".")[0]
             assert top not in ("click", "torch", "onnx", "onnxscript", "sklearn"), f"{path.name} imports {module}"
-            assert not module.startswith(("digitvae.cli", "digitvae.train", "digitvae.export")), (
+            assert not module.startswith(("digitvae.cli", "digitvae.train", "digitvae.export", "digitvae.serve")), (
                 f"{path.name} imports {module}"
             )
 
@@ -76,6 +76,7 @@ def test_the_runtime_imports_no_other_layer_nor_click_torch_onnx() -> None:
     [
         ("train", ("digitvae.cli", "digitvae.export")),
         ("export", ("digitvae.cli",)),
+        ("serve", ("digitvae.cli", "digitvae.train", "digitvae.export", "torch", "click")),
     ],
 )
 def test_train_and_export_do_not_import_the_cli(layer: str, forbidden: tuple[str, ...]) -> None:

@@ -44,6 +44,22 @@ def test_generate_equals_decode_of_sampled_latents(vae: DigitVAE) -> None:
     np.testing.assert_array_equal(vae.decode(z), vae.generate(5, seed=7))
 
 
+@pytest.mark.parametrize("rows", [1, 5, 4100])
+def test_decoder_outputs_are_decoder_onnx_outputs(vae: DigitVAE, rows: int) -> None:
+    z = np.random.default_rng(rows).standard_normal((rows, vae.latent_dim), dtype=np.float32)
+    logits, image = vae.decoder_outputs(z)
+    assert logits.shape == image.shape == (rows, 1, 28, 28) and logits.dtype == image.dtype == np.float32
+    plain = ort.InferenceSession(str(vae.model_dir / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    for start in range(0, rows, 4096):  # the plain session on the chunks the runtime sends
+        part = slice(start, start + 4096)
+        expected = plain.run(["logits", "image"], {"z": z[part]})
+        np.testing.assert_array_equal(logits[part], expected[0])
+        np.testing.assert_array_equal(image[part], expected[1])
+    np.testing.assert_array_equal(image[:, 0], vae.decode(z))
+    with pytest.raises(InputError, match="not conditional"):
+        vae.decoder_outputs(z, labels=np.zeros(rows, np.int64))
+
+
 def test_encode_returns_mean_and_logvar(vae: DigitVAE, digits: np.ndarray) -> None:
     mean, logvar = vae.encode(digits)
     assert mean.shape == logvar.shape == (100, vae.latent_dim)

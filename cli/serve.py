@@ -1,0 +1,89 @@
+"""`digitvae serve`: the models over the Open Inference Protocol (KServe v2), on MLServer."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from digitvae.runtime.errors import InputError
+from digitvae.runtime.manifest import DEFAULT_MODEL
+
+from .options import provider_option, require, strict_option, threads_option, variant_option
+
+logger = logging.getLogger(__name__)
+
+_PORT = click.IntRange(1, 65535)
+
+
+@click.command()
+@click.option(
+    "--model",
+    "-m",
+    "models",
+    multiple=True,
+    metavar="NAME|DIR",
+    help=f"A shipped model name or a model folder; repeat to serve several (default {DEFAULT_MODEL}).",
+)
+@variant_option
+@provider_option
+@strict_option
+@threads_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=_PORT, default=8000, show_default=True, help="HTTP port (REST, v2 JSON).")
+@click.option("--grpc-port", type=_PORT, default=8001, show_default=True, help="gRPC port (v2 gRPC).")
+@click.option("--metrics-port", type=_PORT, default=None, help="Serve Prometheus metrics at /metrics on this port.")
+@click.option(
+    "--replicas",
+    type=click.IntRange(0, 64),
+    default=1,
+    show_default=True,
+    help="Inference worker processes, each with its own copy of the models (0: run in the server process).",
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(1, 4096),
+    default=1024,
+    show_default=True,
+    help="Most rows (digits or codes) one request may hold.",
+)
+def serve(
+    models: tuple[str, ...],
+    variant: str,
+    provider: str | None,
+    strict: bool,
+    threads: int | None,
+    host: str,
+    port: int,
+    grpc_port: int,
+    metrics_port: int | None,
+    replicas: int,
+    max_batch: int,
+) -> None:
+    """Serve models over the Open Inference Protocol (KServe v2 REST and gRPC), as Triton does.
+
+    Each model M is served as M-encoder, M-decoder and M-generate. Stops on Ctrl-C or SIGTERM.
+    """
+    require("mlserver", extra="serve")
+    from digitvae.serve.models import load_shared, shape_of
+    from digitvae.serve.server import ServedModel, ServerOptions
+    from digitvae.serve.server import serve as run
+
+    ports = [p for p in (port, grpc_port, metrics_port) if p is not None]
+    if len(set(ports)) != len(ports):
+        raise InputError(f"--port, --grpc-port and --metrics-port must differ, got {', '.join(map(str, ports))}")
+    served = []
+    for model in models or (DEFAULT_MODEL,):
+        load = {"model": model, "variant": variant, "provider": provider, "strict": strict, "threads": threads}
+        # Loaded here first, so a bad model or option is one error line before the server starts.
+        vae = load_shared(**load)
+        served.append(ServedModel(vae.name, {**load, "model": str(vae.model_dir)}, shape_of(vae)))
+    if replicas:
+        load_shared.cache_clear()  # the workers load their own copies
+    click.echo(
+        f"serving {', '.join(f'{m.name}-{{encoder,decoder,generate}}' for m in served)} "
+        f"on http://{host}:{port}/v2 (gRPC {grpc_port}, {replicas} worker{'s' if replicas != 1 else ''}); "
+        "Ctrl-C stops",
+        err=True,
+    )
+    run(served, ServerOptions(host, port, grpc_port, metrics_port, replicas, max_batch))

@@ -1,0 +1,185 @@
+"""MLServer runtimes for the three served roles of a model: encoder, decoder and generate.
+
+MLServer imports these by path (`digitvae.serve.models.DecoderModel`) in every inference
+worker; each worker loads the model once and its three roles share it. A request that breaks
+the declared contract is a 400 with a JSON error body; a 500 means the server itself failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from mlserver import MLModel
+from mlserver.errors import InferenceError, MLServerError
+from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
+
+from digitvae.runtime.errors import DigitVAEError, InputError
+from digitvae.runtime.model import DigitVAE
+
+from .specs import Shape, input_forms
+from .tensors import output, read_inputs, requested
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def load_shared(model: str, variant: str, provider: str | None, strict: bool, threads: int | None) -> DigitVAE:
+    """Load a model once per process, so that its encoder, decoder and generate roles share it."""
+    providers = [p for p in provider.split(",") if p.strip()] if provider else None
+    return DigitVAE.load(model, providers=providers, strict=strict, variant=variant, threads=threads)
+
+
+def shape_of(vae: DigitVAE) -> Shape:
+    """Return the figures a loaded model's served tensors depend on."""
+    return Shape(vae.latent_dim, vae.num_classes, vae.prior.num_classes)
+
+
+@functools.cache
+def _watch_parent() -> None:
+    """In an inference worker, exit as soon as the server process is gone.
+
+    MLServer's workers ignore SIGINT and SIGTERM (the server stops them), so a server killed
+    outright (SIGKILL, out of memory) would leave them running.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="digitvae-parent-watch", daemon=True).start()
+
+
+class _QuietClientErrors(logging.Filter):
+    """Drop MLServer's traceback for a request refused with a 4xx: the client gets the reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, MLServerError) and 400 <= exc.status_code < 500)
+
+
+@functools.cache
+def quiet_client_errors() -> None:
+    """Keep the server's log for the server: no traceback per refused request (workers and gRPC log them)."""
+    for name in ("mlserver.parallel", "mlserver.grpc"):
+        logging.getLogger(name).addFilter(_QuietClientErrors())
+
+
+class _Served(MLModel):
+    """What the roles share: loading from the settings' parameters, reading inputs, errors as 400s."""
+
+    role = ""
+
+    async def load(self) -> bool:
+        extra: dict[str, Any] = dict(self.settings.parameters.extra or {}) if self.settings.parameters else {}
+        self.vae = load_shared(
+            str(extra["model"]), str(extra.get("variant", "fp32")), extra.get("provider"),
+            bool(extra.get("strict", False)), extra.get("threads"),
+        )  # fmt: skip
+        self.max_rows = int(extra.get("max_batch", 1024))
+        self.forms = input_forms(self.role, shape_of(self.vae))
+        quiet_client_errors()
+        if multiprocessing.parent_process() is not None:  # an inference worker
+            _watch_parent()
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        try:
+            form, arrays = read_inputs(payload.inputs, self.forms, self.max_rows)
+            results = self.compute(form, arrays)
+            names = requested(payload.outputs, results)
+        except InputError as exc:
+            raise InferenceError(str(exc)) from None
+        except DigitVAEError as exc:
+            # The model itself failed (a broken file, a provider error): not the client's fault.
+            logger.error("%s: %s", self.name, exc)
+            raise MLServerError(str(exc), status_code=500) from None
+        return InferenceResponse(
+            model_name=self.name,
+            id=payload.id,
+            outputs=[ResponseOutput(**output(name, results[name])) for name in names],
+        )
+
+    def compute(self, form: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Return the outputs for one request's checked inputs."""
+        raise NotImplementedError
+
+
+class EncoderModel(_Served):
+    """`M-encoder`: image [N,1,28,28] or [N,784] in [0, 1] (+ label) -> mean, logvar [N,D]."""
+
+    role = "encoder"
+
+    def compute(self, form: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        mean, logvar = self.vae.encode(arrays["image"], arrays.get("label"))
+        return {"mean": mean, "logvar": logvar}
+
+
+class DecoderModel(_Served):
+    """`M-decoder`: z [N,D] (+ label) -> logits, image [N,1,28,28], exactly decoder.onnx's outputs."""
+
+    role = "decoder"
+
+    def compute(self, form: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        logits, image = self.vae.decoder_outputs(arrays["z"], arrays.get("label"))
+        return {"logits": logits, "image": image}
+
+
+class GenerateModel(_Served):
+    """`M-generate`, in two forms.
+
+    Count form: n [1] (+ seed [1], digit [1] or [n]) -> z [n,D] and image [n,28,28], the digits
+    of `DigitVAE.generate(n, seed=seed, digit=digit)`. Sampler form: noise [N,D], uniform [N],
+    label [N] -> z [N,D] and image [N,1,28,28], prior.onnx feeding decoder.onnx.
+    """
+
+    role = "generate"
+
+    def compute(self, form: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if form == 0:
+            return self._count(arrays)
+        return self._sampler(arrays)
+
+    def _count(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = int(arrays["n"][0])
+        if not 1 <= n <= self.max_rows:
+            raise InputError(f"n must be between 1 and {self.max_rows:,} (--max-batch), got {n:,}")
+        seed = int(arrays["seed"][0]) if "seed" in arrays else None
+        if seed is not None and seed < 0:
+            raise InputError(f"seed must be a non-negative integer, got {seed}")
+        digit: Any = arrays.get("digit")
+        if digit is not None and digit.shape == (1,):
+            digit = int(digit[0])  # one digit asks for n of it, as generate(digit=7) does
+        # The same steps as DigitVAE.generate (codes, then the decoder), so z comes back too.
+        z = self.vae.sample_latents(n, seed=seed, digit=digit)
+        labels = None
+        if self.vae.num_classes:
+            labels = np.arange(n) % self.vae.num_classes if digit is None else digit
+        return {"z": z, "image": self.vae.decode(z, labels)}
+
+    def _sampler(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        noise, uniform, label = arrays["noise"], arrays["uniform"], arrays["label"]
+        n = len(noise)
+        if len(uniform) != n or len(label) != n:
+            raise InputError(f"noise, uniform and label must have the same rows, got {n}, {len(uniform)}, {len(label)}")
+        if n == 0:
+            raise InputError("noise is an empty batch; pass at least one row")
+        if uniform.min() < 0 or uniform.max() >= 1:
+            raise InputError(f"uniform must be in [0, 1), got values in [{uniform.min():g}, {uniform.max():g}]")
+        classes = self.vae.num_classes
+        low, high = (0, classes - 1) if classes else (-1, self.vae.prior.num_classes - 1)
+        if label.min() < low or label.max() > high:
+            allowed = f"{low} to {high}" if high >= low + 1 else str(low)
+            why = " (a conditional model's decoder needs a class)" if classes else " (-1: any class)"
+            raise InputError(f"label must be {allowed}{why}, got values in [{label.min()}, {label.max()}]")
+        z = self.vae.prior.sample(noise, uniform, label)
+        _, image = self.vae.decoder_outputs(z, label if classes else None)
+        return {"z": z, "image": image}
