@@ -151,8 +151,10 @@ def _train_with(
         error = exc
     # A file missing on one machine fails every process, and one of them says why.
     processes.agree(error)
+    # On resume the preset is the checkpoint's, not the option's default.
+    what = f"resuming {out / 'last.pt'}" if resume else f"training {preset}"
     say(
-        f"training {preset} on {len(train_split.images)} digits ({train_split.images_path.name}), "
+        f"{what} on {len(train_split.images)} digits ({train_split.images_path.name}), "
         f"validating on {len(valid_split.images)} ({valid_split.images_path.name}){_where(processes)}"
     )
     try:
