@@ -113,7 +113,9 @@ def main() -> None:
                     print(f"{preset:9} {launch:11} repeat {repeat + 1}: epochs {shown} s; whole command {wall:.1f} s")
                 for launch in launches[1:]:
                     worst, relative = difference(weights[launches[0]], weights[launch])
-                    print(f"{preset:9} {launch:11} vs {launches[0]}: max |weight difference| {worst:.3g} ({relative:.3g} relative)")
+                    print(
+                        f"{preset:9} {launch:11} vs {launches[0]}: max |weight difference| {worst:.3g} ({relative:.3g} relative)"
+                    )
             for launch in launches:
                 print(f"{preset:9} {launch:11} median {statistics.median(seconds[launch]):.2f} s per epoch")
 

@@ -90,7 +90,10 @@ def test_the_train_entry_point_only_starts_the_train_command_and_nothing_imports
     # `python -m digitvae.train` must be a module of digitvae.train, yet it is the CLI's train
     # command: the one file of train/ that may import the CLI, and a leaf that nothing imports.
     entry = ROOT / "train" / "__main__.py"
-    assert {m for m in _imports(entry) if m.startswith("digitvae.")} == {"digitvae.cli.train", "digitvae.cli.train.main"}
+    assert {m for m in _imports(entry) if m.startswith("digitvae.")} == {
+        "digitvae.cli.train",
+        "digitvae.cli.train.main",
+    }
     assert not [name for name, imported in _graph().items() if "digitvae.train.__main__" in imported]
 
 
