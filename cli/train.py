@@ -102,11 +102,14 @@ def train(
             processes, preset, data_dir, train_file, valid_file, epochs, batch_size, lr, latent_dim, seed, out, resume
         )
     except ddp.PeerFailed:
-        sys.exit(1)  # the process that failed says why
+        processes.settle()  # the process that failed says why, before torchrun stops the others
+        sys.exit(1)
     except DigitVAEError as exc:
-        if processes.is_main:
+        if not processes.distributed:
             raise
-        fail(f"process {processes.rank}: {exc}")
+        click.echo(f"error: {exc}" if processes.is_main else f"error: process {processes.rank}: {exc}", err=True)
+        processes.settle()
+        sys.exit(1)
     except (KeyboardInterrupt, Terminated) as exc:
         # Ctrl-C reaches every process, and torchrun stops the others when one fails: rank 0 speaks.
         if processes.is_main:
@@ -146,6 +149,8 @@ def _train_with(
         chosen = get_preset(preset)
         model_config = with_overrides(chosen.model, latent_dim=latent_dim)
         train_config = with_overrides(chosen.train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+        if not resume:  # a resumed run's batch size is in its checkpoint, checked once it is read
+            processes.check_batch_size(train_config.batch_size)
         train_split, valid_split = load_splits(data_dir, train_file, valid_file)
     except DigitVAEError as exc:
         error = exc

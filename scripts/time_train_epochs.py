@@ -56,8 +56,8 @@ def command(launch: str, args: list[str]) -> list[str]:
     ]
 
 
-def run(launch: str, args: list[str]) -> tuple[list[float], dict[str, torch.Tensor], float]:
-    """Run one launch; return its epochs' seconds, its final weights and the wall time of the whole command."""
+def run(launch: str, args: list[str]) -> tuple[list[float], dict[str, torch.Tensor], float, str]:
+    """Run one launch; return its epochs' seconds, final weights, the whole command's wall time, its first line."""
     start = time.perf_counter()
     env = {**os.environ, "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
     done = subprocess.run(command(launch, args), capture_output=True, text=True, env=env)
@@ -66,7 +66,8 @@ def run(launch: str, args: list[str]) -> tuple[list[float], dict[str, torch.Tens
         sys.exit(f"{launch} failed:\n{done.stdout}\n{done.stderr}")
     out = Path(args[args.index("-o") + 1])
     state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-    return [float(h["seconds"]) for h in state["history"]], state["model"], wall
+    header = done.stdout.splitlines()[0] if done.stdout else ""
+    return [float(h["seconds"]) for h in state["history"]], state["model"], wall, header
 
 
 def difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, float]:
@@ -107,7 +108,9 @@ def main() -> None:
                 for launch in launches:
                     out = folder / f"{preset}-{launch.replace(':', '')}-{repeat}"
                     args = ["--preset", preset, *data, "--epochs", str(options.epochs), "--device", options.device]
-                    epochs, weights[launch], wall = run(launch, [*args, "-o", str(out)])
+                    epochs, weights[launch], wall, header = run(launch, [*args, "-o", str(out)])
+                    if repeat == 0:
+                        print(f"{preset:9} {launch:11} {header}")
                     seconds[launch] += epochs
                     shown = " ".join(f"{s:.2f}" for s in epochs)
                     print(f"{preset:9} {launch:11} repeat {repeat + 1}: epochs {shown} s; whole command {wall:.1f} s")

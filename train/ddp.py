@@ -96,6 +96,19 @@ class Processes:
         if self.distributed:
             dist.barrier()
 
+    def settle(self) -> None:
+        """Wait, on the way out after a failure, until every rank that is still there gets here.
+
+        torchrun stops every process as soon as one ends: this gives the one that reports a
+        failure the time to say why. A peer that is gone already ends the wait.
+        """
+        if not self.distributed:
+            return
+        try:
+            dist.barrier()
+        except Exception:  # the group is broken: nobody left to wait for
+            logger.debug("no barrier on the way out", exc_info=True)
+
     def agree(self, error: BaseException | None) -> None:
         """Fail together: if any rank passes an error, the lowest such rank raises it, the others PeerFailed.
 
