@@ -20,7 +20,6 @@ torch = pytest.importorskip("torch")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ["--train", str(TRAIN_IMAGES), "--valid", str(VALID_IMAGES)]
-#: 300 digits in batches of 74: four full batches (37 digits a rank) and a last one of 4 (2 each).
 BATCH = ["--batch-size", "74"]
 #: Float tolerance, relative to the largest weight of the run: summing a batch in two halves
 #: changes the last bits of each gradient, and Adam carries that on for a few steps.
@@ -109,22 +108,38 @@ def test_a_global_batch_the_processes_cannot_share_is_refused() -> None:
         Processes(rank=1, world_size=2).check_batch_size(75)
 
 
+def _first_297(folder: Path) -> list[str]:
+    """Write the first 297 fixture digits with their labels; return the data options naming them.
+
+    In batches of 74 that is four full batches (37 digits a rank) and a last one of a single
+    digit: one rank gets it, the other an empty share.
+    """
+    from digitvae.runtime.idx import read_idx, write_idx
+
+    folder.mkdir()
+    labels = TRAIN_IMAGES.with_name("train-labels-idx1-ubyte.gz")
+    write_idx(read_idx(TRAIN_IMAGES)[:297], folder / TRAIN_IMAGES.name)
+    write_idx(read_idx(labels)[:297], folder / labels.name)
+    return ["--train", str(folder / TRAIN_IMAGES.name), "--valid", str(VALID_IMAGES)]
+
+
 def test_two_processes_reach_the_weights_of_one_and_resume(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    data = _first_297(tmp_path / "data")
     single = {}
     for preset in ("geron", "iwae-mix"):
         single[preset] = tmp_path / f"one-{preset}"
-        ok(invoke("train", "--preset", preset, *DATA, *BATCH, "--epochs", "2", "-o", single[preset]))
+        ok(invoke("train", "--preset", preset, *data, *BATCH, "--epochs", "2", "-o", single[preset]))
     capfd.readouterr()
     two = {preset: tmp_path / f"two-{preset}" for preset in ("geron", "iwae-mix", "resumed", "odd")}
     outcomes = _distributed(
         [
             # geron: the closed-form KL, no augmentation; iwae-mix: the 3-sample bound, distorted
             # digits and a prior learned per class.
-            ["--preset", "geron", *DATA, *BATCH, "--epochs", "2", "-o", str(two["geron"])],
-            ["--preset", "iwae-mix", *DATA, *BATCH, "--epochs", "2", "-o", str(two["iwae-mix"])],
-            ["--preset", "geron", *DATA, *BATCH, "--epochs", "1", "-o", str(two["resumed"])],
-            ["--resume", "--epochs", "2", *DATA, "-o", str(two["resumed"])],
-            ["--preset", "geron", *DATA, "--batch-size", "75", "--epochs", "1", "-o", str(two["odd"])],
+            ["--preset", "geron", *data, *BATCH, "--epochs", "2", "-o", str(two["geron"])],
+            ["--preset", "iwae-mix", *data, *BATCH, "--epochs", "2", "-o", str(two["iwae-mix"])],
+            ["--preset", "geron", *data, *BATCH, "--epochs", "1", "-o", str(two["resumed"])],
+            ["--resume", "--epochs", "2", *data, "-o", str(two["resumed"])],
+            ["--preset", "geron", *data, "--batch-size", "75", "--epochs", "1", "-o", str(two["odd"])],
         ],
         tmp_path / "report",
     )
