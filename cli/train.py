@@ -95,24 +95,22 @@ def train(
 
     try:
         processes = ddp.start(device)
-    except ddp.PeerFailed:
-        sys.exit(1)
-    try:
         _train_with(
             processes, preset, data_dir, train_file, valid_file, epochs, batch_size, lr, latent_dim, seed, out, resume
         )
     except ddp.PeerFailed:
-        processes.settle()  # the process that failed says why, before torchrun stops the others
+        ddp.settle()  # the process that failed says why, before torchrun stops the others
         sys.exit(1)
     except DigitVAEError as exc:
-        if not processes.distributed:
+        if not ddp.joined():
             raise
-        click.echo(f"error: {exc}" if processes.is_main else f"error: process {processes.rank}: {exc}", err=True)
-        processes.settle()
+        rank = ddp.rank()
+        click.echo(f"error: {exc}" if rank == 0 else f"error: process {rank}: {exc}", err=True)
+        ddp.settle()
         sys.exit(1)
     except (KeyboardInterrupt, Terminated) as exc:
         # Ctrl-C reaches every process, and torchrun stops the others when one fails: rank 0 speaks.
-        if processes.is_main:
+        if ddp.rank() == 0:
             raise
         sys.exit(130 if isinstance(exc, KeyboardInterrupt) else 143)
     finally:

@@ -46,8 +46,8 @@ def _free_port() -> int:
 
 
 def command(launch: str, args: list[str]) -> list[str]:
-    """Return the command line of one launch: `plain` (python -m) or `torchrun:K`."""
-    if launch == "plain":
+    """Return the command line of one launch: `plain` or `plain:T` (python -m, T threads), or `torchrun:K`."""
+    if launch.startswith("plain"):
         return [sys.executable, "-m", "digitvae.train", *args]
     processes = int(launch.split(":", 1)[1])
     return [
@@ -60,6 +60,9 @@ def run(launch: str, args: list[str]) -> tuple[list[float], dict[str, torch.Tens
     """Run one launch; return its epochs' seconds, final weights, the whole command's wall time, its first line."""
     start = time.perf_counter()
     env = {**os.environ, "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+    if launch.startswith("plain:"):
+        # torch's CPU threads; torchrun gives each of several processes one.
+        env["OMP_NUM_THREADS"] = launch.split(":", 1)[1]
     done = subprocess.run(command(launch, args), capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if done.returncode != 0:
@@ -84,7 +87,9 @@ def main() -> None:
     parser.add_argument("--times", type=int, default=12, help="copies of --tile (default 12)")
     parser.add_argument("--valid", type=Path, help="validation images (with --tile)")
     parser.add_argument("--preset", action="append", help="preset(s) to time (default: iwae-mix and geron)")
-    parser.add_argument("--launch", action="append", help="plain and/or torchrun:K (default: plain, torchrun:2)")
+    parser.add_argument(
+        "--launch", action="append", help="plain, plain:T (T threads) or torchrun:K (default: plain, torchrun:2)"
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")

@@ -96,19 +96,6 @@ class Processes:
         if self.distributed:
             dist.barrier()
 
-    def settle(self) -> None:
-        """Wait, on the way out after a failure, until every rank that is still there gets here.
-
-        torchrun stops every process as soon as one ends: this gives the one that reports a
-        failure the time to say why. A peer that is gone already ends the wait.
-        """
-        if not self.distributed:
-            return
-        try:
-            dist.barrier()
-        except Exception:  # the group is broken: nobody left to wait for
-            logger.debug("no barrier on the way out", exc_info=True)
-
     def agree(self, error: BaseException | None) -> None:
         """Fail together: if any rank passes an error, the lowest such rank raises it, the others PeerFailed.
 
@@ -204,18 +191,38 @@ def start(device: str) -> Processes:
     except InputError as exc:
         error = exc
     processes = Processes(rank, world_size, local_rank, chosen, distributed=True)
-    try:
-        processes.agree(error)
-    except BaseException:
-        stop()
-        raise
+    processes.agree(error)
     logger.info("process %d of %d on %s (%s)", rank, world_size, chosen, processes.backend)
     return processes
 
 
+def joined() -> bool:
+    """Return whether this process is in a process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """Return this process's rank in its group, 0 outside one."""
+    return dist.get_rank() if joined() else 0
+
+
+def settle() -> None:
+    """Wait, on the way out after a failure, until every process still in the group gets here.
+
+    torchrun stops every process as soon as one ends: this gives the one that reports a failure
+    the time to say why. A peer that is gone already ends the wait.
+    """
+    if not joined():
+        return
+    try:
+        dist.barrier()
+    except Exception:  # the group is broken: nobody left to wait for
+        logger.debug("no barrier on the way out", exc_info=True)
+
+
 def stop() -> None:
     """Leave the process group, if this process joined one."""
-    if dist.is_available() and dist.is_initialized():
+    if joined():
         dist.destroy_process_group()
 
 
