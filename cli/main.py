@@ -5,9 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
-import signal
-import sys
 from typing import Any
 
 import click
@@ -15,7 +12,7 @@ import click
 from digitvae.runtime._version import __version__
 from digitvae.runtime.errors import DigitVAEError, InputError
 
-from .console import fail
+from .console import VERBOSE_FLAGS, handle_sigterm, handled_errors, setup_logging
 from .options import (
     ModelSpec,
     cols_option,
@@ -52,9 +49,6 @@ _LAZY_COMMANDS = {
 }
 
 
-_VERBOSE_FLAGS = frozenset({"-v", "-vv", "-vvv", "--verbose"})
-
-
 class _Group(click.Group):
     """A click group that turns our errors into one clean line and a non-zero exit."""
 
@@ -63,8 +57,8 @@ class _Group(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # -v/--verbose belongs to the group, but is welcome after the command too: move it in front.
-        verbose = [a for a in args if a in _VERBOSE_FLAGS]
-        return super().parse_args(ctx, [*verbose, *(a for a in args if a not in _VERBOSE_FLAGS)])
+        verbose = [a for a in args if a in VERBOSE_FLAGS]
+        return super().parse_args(ctx, [*verbose, *(a for a in args if a not in VERBOSE_FLAGS)])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands and name in _LAZY_COMMANDS:
@@ -73,36 +67,8 @@ class _Group(click.Group):
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        with handled_errors():
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except DigitVAEError as exc:
-            fail(str(exc))
-        except KeyboardInterrupt:
-            fail("interrupted", code=130)
-        except Terminated:
-            fail("terminated", code=143)
-        except MemoryError:
-            fail("out of memory; ask for fewer digits at once")
-        except Exception as exc:
-            if os.environ.get("DIGITVAE_DEBUG"):
-                raise
-            fail(f"unexpected {type(exc).__name__}: {exc} (set DIGITVAE_DEBUG=1 for a traceback)")
-
-
-class _Formatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
-
-
-def _setup_logging(verbose: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
-    root = logging.getLogger("digitvae")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    root.propagate = False
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,7 +76,7 @@ def _setup_logging(verbose: int) -> None:
 @click.version_option(__version__, prog_name="digitvae")
 def cli(verbose: int) -> None:
     """Generate, reconstruct, train and export handwritten-digit VAEs."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
 
 
 @cli.command()
@@ -296,16 +262,7 @@ def _describe_prior(prior: Any) -> str:
     return f"{prior['kind']}, {prior.get('components', '?')} components, {classes}; fit on {data}"
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that every temporary file is cleaned up on the way out."""
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated
-
-
 def main() -> None:
     """Run the command line."""
-    # Without a handler SIGTERM ends the process at once, leaving half-written temporary files.
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    handle_sigterm()
     cli(prog_name="digitvae")

@@ -1,19 +1,22 @@
-"""The commands that need the [train] extra: train, export, and data download."""
+"""The commands that need the [train] extra: train (also as `python -m digitvae.train`), export, data download."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from digitvae.runtime.errors import InputError
+from digitvae.runtime.errors import DigitVAEError, InputError
 
-from .console import fail
+from .console import VERBOSE_FLAGS, Terminated, fail, handle_sigterm, handled_errors, setup_logging
 from .options import progress_bar, require
 
 if TYPE_CHECKING:
+    from digitvae.train.ddp import Processes
     from digitvae.train.loop import EpochStats
 
 
@@ -61,6 +64,12 @@ if TYPE_CHECKING:
     help="Folder for last.pt and best.pt (--out is the older name).",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last.pt.")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="cpu, cuda or cuda:N. Under torchrun, cuda is each process's own GPU (by local rank) and the processes talk over nccl.",
+)
 def train(
     preset: str,
     data_dir: Path | None,
@@ -73,25 +82,84 @@ def train(
     seed: int | None,
     out: Path,
     resume: bool,
+    device: str,
 ) -> None:
-    """Train a VAE on MNIST IDX files, keeping the best-validation checkpoint."""
+    """Train a VAE on MNIST IDX files, keeping the best-validation checkpoint.
+
+    Started by torchrun (`torchrun --nproc_per_node=K -m digitvae.train ...`), K processes share
+    each batch (DistributedDataParallel) and reach the weights one process would; rank 0 writes
+    the run folder and reports.
+    """
     require("torch")
+    from digitvae.train import ddp
+
+    try:
+        processes = ddp.start(device)
+        _train_with(
+            processes, preset, data_dir, train_file, valid_file, epochs, batch_size, lr, latent_dim, seed, out, resume
+        )
+    except ddp.PeerFailed:
+        ddp.settle()  # the process that failed says why, before torchrun stops the others
+        sys.exit(1)
+    except DigitVAEError as exc:
+        if not ddp.joined():
+            raise
+        rank = ddp.rank()
+        click.echo(f"error: {exc}" if rank == 0 else f"error: process {rank}: {exc}", err=True)
+        ddp.settle()
+        sys.exit(1)
+    except (KeyboardInterrupt, Terminated) as exc:
+        # Ctrl-C reaches every process, and torchrun stops the others when one fails: rank 0 speaks.
+        if ddp.rank() == 0:
+            raise
+        sys.exit(130 if isinstance(exc, KeyboardInterrupt) else 143)
+    finally:
+        ddp.stop()
+
+
+def _train_with(
+    processes: Processes,
+    preset: str,
+    data_dir: Path | None,
+    train_file: Path | None,
+    valid_file: Path | None,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    latent_dim: int | None,
+    seed: int | None,
+    out: Path,
+    resume: bool,
+) -> None:
+    """Train as one process of `processes`: every rank reads the data, rank 0 reports."""
     from digitvae.train.config import get_preset, with_overrides
     from digitvae.train.data import load_splits
     from digitvae.train.loop import BEST
     from digitvae.train.loop import train as run_training
 
-    if resume:
-        _refuse_changed_settings()
-    chosen = get_preset(preset)
-    model_config = with_overrides(chosen.model, latent_dim=latent_dim)
-    train_config = with_overrides(chosen.train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    train_split, valid_split = load_splits(data_dir, train_file, valid_file)
-    click.echo(
-        f"training {preset} on {len(train_split.images)} digits ({train_split.images_path.name}), "
-        f"validating on {len(valid_split.images)} ({valid_split.images_path.name})"
+    say = click.echo if processes.is_main else _silent
+    if not processes.is_main:
+        logging.getLogger("digitvae").setLevel(logging.ERROR)
+    error: DigitVAEError | None = None
+    try:
+        if resume:
+            _refuse_changed_settings()
+        chosen = get_preset(preset)
+        model_config = with_overrides(chosen.model, latent_dim=latent_dim)
+        train_config = with_overrides(chosen.train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+        if not resume:  # a resumed run's batch size is in its checkpoint, checked once it is read
+            processes.check_batch_size(train_config.batch_size)
+        train_split, valid_split = load_splits(data_dir, train_file, valid_file)
+    except DigitVAEError as exc:
+        error = exc
+    # A file missing on one machine fails every process, and one of them says why.
+    processes.agree(error)
+    # On resume the preset is the checkpoint's, not the option's default.
+    what = f"resuming {out / 'last.pt'}" if resume else f"training {preset}"
+    say(
+        f"{what} on {len(train_split.images)} digits ({train_split.images_path.name}), "
+        f"validating on {len(valid_split.images)} ({valid_split.images_path.name}){_where(processes)}"
     )
-
     try:
         ckpt = run_training(
             train_split,
@@ -104,13 +172,28 @@ def train(
             epochs=epochs,
             command=_command_line(),
             on_epoch=_show_epoch,
+            processes=processes,
         )
     except KeyboardInterrupt:
+        if not processes.is_main:
+            raise
         fail(f"interrupted; the last complete epoch is in {out / 'last.pt'}: continue with --resume", code=130)
-    click.echo(
+    say(
         f"done in {ckpt.seconds:.1f}s; best valid -ELBO {ckpt.best.get('valid_loss', float('nan')):.2f} "
         f"at epoch {ckpt.best.get('epoch')} -> {out / BEST}"
     )
+
+
+def _where(processes: Processes) -> str:
+    """Say where training runs, unless it is the plain single process on the CPU."""
+    if processes.distributed:
+        count = f"{processes.world_size} process{'es' if processes.world_size > 1 else ''}"
+        return f", {count} ({processes.backend}), rank 0 on {processes.device}"
+    return "" if processes.device.type == "cpu" else f", on {processes.device}"
+
+
+def _silent(*args: object, **kwargs: object) -> None:
+    """Print nothing: only rank 0 reports."""
 
 
 def _refuse_changed_settings() -> None:
@@ -137,11 +220,32 @@ def _show_epoch(stats: EpochStats) -> None:
 
 
 def _command_line() -> str:
-    """Return the command as typed, recorded in the checkpoint and model.json (argv is ours only as `digitvae`)."""
+    """Return the command as typed, recorded in the checkpoint and model.json (argv is ours only as a command)."""
     import shlex
 
-    ran_as_script = Path(sys.argv[0]).name == "digitvae"
-    return shlex.join(["digitvae", *sys.argv[1:]]) if ran_as_script else "digitvae train"
+    from digitvae.train.ddp import launched_by_torchrun
+
+    ran = Path(sys.argv[0])
+    as_module = ran.name == "__main__.py" and ran.parent.name == "train"
+    if ran.name != "digitvae" and not as_module:
+        return "digitvae train"
+    program = ["-m", "digitvae.train"] if as_module else [ran.name]
+    if launched_by_torchrun():
+        nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))
+        per_node = os.environ.get("LOCAL_WORLD_SIZE", "1")
+        launcher = ["torchrun", *([f"--nnodes={nodes}"] if nodes > 1 else []), f"--nproc_per_node={per_node}"]
+    else:
+        launcher = ["python"] if as_module else []
+    return shlex.join([*launcher, *program, *sys.argv[1:]])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run `python -m digitvae.train`: the train command as `digitvae train` runs it."""
+    args = sys.argv[1:] if argv is None else argv
+    handle_sigterm()
+    setup_logging(sum(VERBOSE_FLAGS.get(a, 0) for a in args))
+    with handled_errors():
+        train.main([a for a in args if a not in VERBOSE_FLAGS], prog_name="python -m digitvae.train")
 
 
 @click.command("export")

@@ -81,8 +81,21 @@ def test_the_runtime_imports_no_other_layer_nor_click_torch_onnx() -> None:
 )
 def test_train_and_export_do_not_import_the_cli(layer: str, forbidden: tuple[str, ...]) -> None:
     for path in (ROOT / layer).glob("*.py"):
+        if path.name == "__main__.py":
+            continue  # a command-line entry point (below), not a library module
         for module in _imports(path):
             assert not module.startswith(forbidden), f"{layer}/{path.name} imports {module}"
+
+
+def test_the_train_entry_point_only_starts_the_train_command_and_nothing_imports_it() -> None:
+    # `python -m digitvae.train` must be a module of digitvae.train, yet it is the CLI's train
+    # command: the one file of train/ that may import the CLI, and a leaf that nothing imports.
+    entry = ROOT / "train" / "__main__.py"
+    assert {m for m in _imports(entry) if m.startswith("digitvae.")} == {
+        "digitvae.cli.train",
+        "digitvae.cli.train.main",
+    }
+    assert not [name for name, imported in _graph().items() if "digitvae.train.__main__" in imported]
 
 
 def test_no_module_imports_its_importer() -> None:

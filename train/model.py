@@ -96,11 +96,19 @@ class VAE(nn.Module):
         return self.decoder(self._with_label(z, label))
 
     def forward(
-        self, x: torch.Tensor, generator: torch.Generator | None = None, label: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        label: torch.Tensor | None = None,
+        eps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return (logits, mean, logvar) for one reparameterised sample per image."""
+        """Return (logits, mean, logvar) for one reparameterised sample per image.
+
+        The noise is `eps` [N, D] when given, else drawn from `generator`.
+        """
         mean, logvar = self.encode(x, label)
-        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        if eps is None:
+            eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         z = mean + torch.exp(0.5 * logvar) * eps
         return self.decode(z, label), mean, logvar
 
@@ -110,12 +118,16 @@ class VAE(nn.Module):
         generator: torch.Generator | None = None,
         label: torch.Tensor | None = None,
         beta: float = 1.0,
+        eps: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Return -ELBO per image in nats [N]: pixel cross-entropy plus beta times the KL to N(0, I)."""
+        """Return -ELBO per image in nats [N]: pixel cross-entropy plus beta times the KL to N(0, I).
+
+        The noise is `eps` [N, D] when given, else drawn from `generator`: the same draws either way.
+        """
         if self.config.prior_components:
             # No closed-form KL against a mixture: the one-sample bound is the IW bound with k = 1.
-            return self.neg_iw_bound(x, 1, generator, label, beta)
-        logits, mean, logvar = self(x, generator, label)
+            return self.neg_iw_bound(x, 1, generator, label, beta, None if eps is None else eps.unsqueeze(0))
+        logits, mean, logvar = self(x, generator, label, eps)
         target = x.flatten(1)
         reconstruction = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1)
         latent = 0.5 * (torch.exp(logvar) + mean.square() - 1.0 - logvar).sum(1)
@@ -128,13 +140,18 @@ class VAE(nn.Module):
         generator: torch.Generator | None = None,
         label: torch.Tensor | None = None,
         beta: float = 1.0,
+        eps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Return the negative k-sample importance-weighted bound per image in nats [N].
 
         k=1 is -ELBO with a sampled latent term; beta < 1 scales log p(z) - log q(z|x) for warm-up.
+        The noise is `eps` [k, N, D] when given, else drawn from `generator`.
         """
         mean, logvar = self.encode(x, label)
-        eps = torch.randn((k, *mean.shape), generator=generator, dtype=mean.dtype, device=mean.device)
+        if eps is None:
+            eps = torch.randn((k, *mean.shape), generator=generator, dtype=mean.dtype, device=mean.device)
+        elif eps.shape != (k, *mean.shape):
+            raise ValueError(f"eps must have shape {(k, *mean.shape)}, got {tuple(eps.shape)}")
         z = mean + torch.exp(0.5 * logvar) * eps
         target = x.flatten(1).expand(k, -1, -1)
         log_px = -F.binary_cross_entropy_with_logits(self.decode(z, label), target, reduction="none").sum(-1)
