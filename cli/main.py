@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -49,6 +50,8 @@ _LAZY_COMMANDS = {
 }
 
 
+#: A group run without a command shows its help (click 8.2 and later raise this for it).
+_NO_ARGS: type[Exception] = getattr(click.exceptions, "NoArgsIsHelpError", ())  # type: ignore[assignment]
 _VERBOSE_FLAGS = frozenset({"-v", "-vv", "-vvv", "--verbose"})
 
 
@@ -69,9 +72,28 @@ class _Group(click.Group):
             self.add_command(getattr(importlib.import_module(module_name), attribute), name)
         return super().get_command(ctx, name)
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # the group's own options
+            if isinstance(exc, _NO_ARGS):
+                raise
+            fail(_usage_line(exc), code=exc.exit_code)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                if not ctx.params.get("verbose"):
+                    # numpy's notes on arithmetic (overflow, NaN) would print raw lines beside the one
+                    # result or error line; what they warn of is checked and reported as an error.
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                return super().invoke(ctx)
+        except click.UsageError as exc:  # an unknown command, a bad option value, a missing argument
+            if isinstance(exc, _NO_ARGS):
+                raise
+            fail(_usage_line(exc), code=exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except DigitVAEError as exc:
@@ -86,6 +108,12 @@ class _Group(click.Group):
             if os.environ.get("DIGITVAE_DEBUG"):
                 raise
             fail(f"unexpected {type(exc).__name__}: {exc} (set DIGITVAE_DEBUG=1 for a traceback)")
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    """Return a usage error as one line: what was wrong, and where the help is."""
+    message = " ".join(exc.format_message().split())
+    return f"{message} (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else message
 
 
 class _Formatter(logging.Formatter):

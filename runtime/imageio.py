@@ -35,10 +35,15 @@ def output_kind(path: str | os.PathLike[str]) -> str:
     if suffix not in OUTPUT_KINDS:
         raise OutputError(f"{path}: output must end in .png (image grid) or .npy (float32 [N,28,28] array)")
     folder = target.parent
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"cannot write {path}: {folder} is not a directory")
-    if not folder.is_dir():
-        raise OutputError(f"cannot write {path}: folder {folder} does not exist")
+    if "\0" in str(target):
+        raise OutputError(f"cannot write {str(target)!r}: a file name cannot hold a NUL byte")
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise OutputError(f"cannot write {path}: {folder} is not a directory")
+        if not folder.is_dir():
+            raise OutputError(f"cannot write {path}: folder {folder} does not exist")
+    except OSError as exc:  # a folder name too long for the file system
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         name_max = os.pathconf(folder, "PC_NAME_MAX")
     except (AttributeError, OSError, ValueError):
