@@ -170,11 +170,13 @@ def generate(
 
     Without --seed, a seed is drawn and printed, so any run can be repeated.
     """
-    from digitvae.runtime.imageio import default_cols, output_kind, tile, write_npy_blocks, write_png
+    from digitvae.runtime.imageio import check_grid_size, default_cols, output_kind, tile, write_npy_blocks, write_png
     from digitvae.runtime.inputs import as_count
 
     kind = output_kind(output)
     count = as_count(count, "-n")
+    if kind == ".png":
+        check_grid_size(count, cols or default_cols(count), scale, output)
     if each_digit:
         if digit is not None:
             raise InputError("--digit and --each-digit exclude each other")
@@ -215,11 +217,21 @@ def reconstruct(
 
     A PNG output shows each row of originals above its reconstructions.
     """
-    from digitvae.runtime.imageio import default_cols, output_kind, pair_rows, tile, write_npy, write_png
+    from digitvae.runtime.imageio import (
+        check_grid_size,
+        default_cols,
+        output_kind,
+        pair_rows,
+        tile,
+        write_npy,
+        write_png,
+    )
 
     kind = output_kind(output)
     vae = spec.load()
     originals, labels = read_labelled(inputs, limit, labels_file)
+    if kind == ".png":
+        check_grid_size(len(originals), cols or default_cols(len(originals)), scale, output, pairs=True)
     rebuilt = vae.reconstruct(originals, labels_for(vae, labels))
     if kind == ".png":
         c = min(cols or default_cols(len(originals)), len(originals))

@@ -370,3 +370,32 @@ def test_a_conditional_model_cycles_the_classes_across_blocks() -> None:
     np.testing.assert_allclose(whole, cvae.decode(z, np.arange(23) % 10), atol=1e-6)
     with pytest.raises(InputError, match="digit"):
         next(cvae.iter_generate(23, seed=5, digit=np.arange(22) % 10, block=4))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("generate", "-n", "1000000"),
+        ("generate", "-n", "100000", "--scale", "2"),
+        ("manifold", "--size", "100", "--scale", "16"),
+    ],
+)
+def test_a_png_grid_too_large_to_view_is_refused_before_any_work(tmp_path: Path, args: tuple[str, ...]) -> None:
+    # Before, `generate -n 1000000 -o x.png` built 3.1 GB of digits and a 900-megapixel grid.
+    from unittest import mock
+
+    with mock.patch.object(DigitVAE, "load", side_effect=AssertionError("loaded a model")):
+        result = invoke(*args, "-o", tmp_path / "x.png")
+    assert_clean_failure(result, "more than the 89,478,485 a png may have")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_png_grid_within_the_limit_is_written(tmp_path: Path) -> None:
+    from digitvae.runtime.imageio import MAX_PNG_PIXELS, check_grid_size
+
+    check_grid_size(100_000, 10, 1, "x.png")  # 298 x 299,998 pixels: just within
+    with pytest.raises(OutputError, match="a PNG may have"):
+        check_grid_size(100_000, 10, 1, "x.png", pairs=True)
+    with pytest.raises(OutputError, match="a PNG may have"):
+        write_png(np.zeros((10_000, 10_000), np.uint8), tmp_path / "x.png")
+    assert 10_000 * 10_000 > MAX_PNG_PIXELS and list(tmp_path.iterdir()) == []
