@@ -260,6 +260,8 @@ def _read_json(model_dir: Path) -> Any:
         raise ModelError(f"{path}: not valid JSON (nested too deeply)") from None
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except ValueError as exc:  # an integer of thousands of digits, beyond Python's conversion limit
+        raise ModelError(f"{path}: not a usable manifest ({exc})") from None
     except _DuplicateKey as exc:
         # Parsers disagree on which of two values wins; a manifest that says two things says neither.
         raise ModelError(f"{path}: key {exc.args[0]!r} appears twice in one object") from None

@@ -234,6 +234,16 @@ def test_a_manifest_with_a_key_given_twice_is_a_model_error(tmp_path: Path) -> N
         DigitVAE.load(_model_copy(tmp_path, twice))
 
 
+def test_a_manifest_with_an_integer_of_thousands_of_digits_is_a_model_error(tmp_path: Path) -> None:
+    def huge(model: Path) -> None:
+        text = (model / "model.json").read_text()
+        (model / "model.json").write_text(text.replace('"latent_dim": 2', '"latent_dim": ' + "9" * 5000, 1))
+
+    # json.loads raises a plain ValueError beyond Python's 4,300-digit conversion limit.
+    with pytest.raises(ModelError, match="not a usable manifest"):
+        DigitVAE.load(_model_copy(tmp_path, huge))
+
+
 def test_a_manifest_with_a_byte_order_mark_is_read_and_updated(tmp_path: Path) -> None:
     def bom(model: Path) -> None:
         (model / "model.json").write_bytes(b"\xef\xbb\xbf" + (model / "model.json").read_bytes())
