@@ -51,7 +51,7 @@ _LAZY_COMMANDS = {
 
 
 #: A group run without a command shows its help (click 8.2 and later raise this for it).
-_NO_ARGS: type[Exception] = getattr(click.exceptions, "NoArgsIsHelpError", ())  # type: ignore[assignment]
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
 _VERBOSE_FLAGS = frozenset({"-v", "-vv", "-vvv", "--verbose"})
 
 

@@ -411,8 +411,9 @@ class DigitVAE:
         feeds = {"image": x} if labels is None else {"image": x, "label": labels}
         code = (len(x), self.latent_dim)
         out = run_checked(self._encoder, _ENCODED, feeds, "encoder", (code, code), self._small["encoder"])
-        if not all(np.isfinite(o).all() for o in out):
-            # Pixels in [0, 1] are all it was given: NaN or infinity is the model's fault.
+        # Pixels in [0, 1] are all it was given: NaN or infinity is the model's fault. A float64 sum
+        # is finite exactly when every float32 value is, at a fraction of isfinite's cost at batch 1.
+        if not math.isfinite(float(out[0].sum(dtype=np.float64)) + float(out[1].sum(dtype=np.float64))):
             raise ModelError("the encoder returned NaN or infinite codes for valid digits; the model file is broken")
         return out
 
