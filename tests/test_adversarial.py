@@ -1,4 +1,4 @@
-"""Reliability, round three: run-time shape surprises, broken outputs of a model, odd files and usage errors.
+"""Reliability: run-time shape surprises, broken outputs of a model, odd files and usage errors.
 
 Each test holds one class of failure found by feeding the runtime and the CLI adversarial
 inputs: the result is right, or the error is ours (one `error:` line on the command line).
