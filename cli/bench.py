@@ -54,6 +54,7 @@ def bench(
     help="IDX images: also record every variant's IW-NLL on them in model.json.",
 )
 @click.option(
+    "-k",
     "--k",
     type=click.IntRange(1, 100_000),
     default=100,

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -37,11 +38,30 @@ def handle_sigterm() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+#: A group run without a command shows its help (click 8.2 and later raise this for it).
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def usage_line(exc: click.UsageError) -> str:
+    """Return a usage error as one line: what was wrong, and where the help is."""
+    message = " ".join(exc.format_message().split())
+    return f"{message} (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else message
+
+
 @contextmanager
-def handled_errors() -> Iterator[None]:
-    """Turn our errors, interrupts and anything unexpected into one `error:` line and an exit status."""
+def handled_errors(verbose: bool = False) -> Iterator[None]:
+    """Turn our errors, usage errors, interrupts and anything unexpected into one `error:` line and an exit status."""
     try:
-        yield
+        with warnings.catch_warnings():
+            if not verbose:
+                # numpy's notes on arithmetic (overflow, NaN) would print raw lines beside the one
+                # result or error line; what they warn of is checked and reported as an error.
+                warnings.simplefilter("ignore", RuntimeWarning)
+            yield
+    except click.UsageError as exc:  # an unknown command, a bad option value, a missing argument
+        if isinstance(exc, _NO_ARGS):
+            raise
+        fail(usage_line(exc), code=exc.exit_code)
     except (click.ClickException, click.exceptions.Exit, click.Abort):
         raise
     except DigitVAEError as exc:

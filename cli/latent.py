@@ -121,10 +121,11 @@ def manifold(
     A 2-D latent is walked over prior quantiles; a larger one over the plane of the two
     leading principal directions of encoded validation digits.
     """
-    from digitvae.runtime.imageio import output_kind
+    from digitvae.runtime.imageio import check_grid_size, output_kind
     from digitvae.runtime.latent import manifold_codes, principal_plane
 
-    output_kind(output)
+    if output_kind(output) == ".png":
+        check_grid_size(size * size, size, scale, output)
     vae = spec.load()
     plane = None
     if data_paths:

@@ -66,8 +66,14 @@ class _Group(click.Group):
             self.add_command(getattr(importlib.import_module(module_name), attribute), name)
         return super().get_command(ctx, name)
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        with handled_errors():  # a usage error in the group's own options is one line too
+            return super().make_context(info_name, args, parent=parent, **extra)
+
     def invoke(self, ctx: click.Context) -> Any:
-        with handled_errors():
+        with handled_errors(verbose=bool(ctx.params.get("verbose"))):
             return super().invoke(ctx)
 
 
@@ -111,11 +117,13 @@ def generate(
 
     Without --seed, a seed is drawn and printed, so any run can be repeated.
     """
-    from digitvae.runtime.imageio import default_cols, output_kind, tile, write_npy_blocks, write_png
+    from digitvae.runtime.imageio import check_grid_size, default_cols, output_kind, tile, write_npy_blocks, write_png
     from digitvae.runtime.inputs import as_count
 
     kind = output_kind(output)
     count = as_count(count, "-n")
+    if kind == ".png":
+        check_grid_size(count, cols or default_cols(count), scale, output)
     if each_digit:
         if digit is not None:
             raise InputError("--digit and --each-digit exclude each other")
@@ -160,11 +168,21 @@ def reconstruct(
     size), made MNIST-style first. A PNG output shows each row of originals (as prepared) above
     its reconstructions.
     """
-    from digitvae.runtime.imageio import default_cols, output_kind, pair_rows, tile, write_npy, write_png
+    from digitvae.runtime.imageio import (
+        check_grid_size,
+        default_cols,
+        output_kind,
+        pair_rows,
+        tile,
+        write_npy,
+        write_png,
+    )
 
     kind = output_kind(output)
     vae = spec.load()
     originals, labels = read_labelled(inputs, limit, labels_file, prepare)
+    if kind == ".png":
+        check_grid_size(len(originals), cols or default_cols(len(originals)), scale, output, pairs=True)
     rebuilt = vae.reconstruct(originals, labels_for(vae, labels))
     if kind == ".png":
         c = min(cols or default_cols(len(originals)), len(originals))

@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -24,14 +25,21 @@ _MAX_NAME_TRIES = 100
 def _check_destination(target: Path) -> None:
     """Raise OutputError if the file cannot be created where it was asked for."""
     directory = target.parent
-    if not directory.exists():
-        raise OutputError(f"cannot write {target}: directory {directory} does not exist")
-    if not directory.is_dir():
-        raise OutputError(f"cannot write {target}: {directory} is not a directory")
-    if target.is_dir():
-        raise OutputError(f"cannot write {target}: it is an existing directory")
-    # A read-only file says "keep me": it is refused, not replaced by a writable copy.
-    if target.is_file() and not target.stat().st_mode & 0o222:
+    if "\0" in str(target):
+        raise OutputError(f"cannot write {str(target)!r}: a file name cannot hold a NUL byte")
+    try:
+        if not directory.exists():
+            raise OutputError(f"cannot write {target}: directory {directory} does not exist")
+        if not directory.is_dir():
+            raise OutputError(f"cannot write {target}: {directory} is not a directory")
+        if target.is_dir():
+            raise OutputError(f"cannot write {target}: it is an existing directory")
+        # A read-only file says "keep me": it is refused, not replaced by a writable copy. A
+        # symbolic link is itself replaced (what it points to is left alone), so its own entry counts.
+        info = target.lstat() if os.path.lexists(target) else None
+    except OSError as exc:  # a name too long for the file system, a path through a file, ...
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    if info is not None and stat.S_ISREG(info.st_mode) and not info.st_mode & 0o222:
         raise OutputError(f"cannot write {target}: it is read-only; make it writable or choose another name")
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -49,12 +50,43 @@ def check_signatures(model_dir: Path, manifest: Manifest, sessions: dict[str, or
                     )
 
 
+class _Runner(Protocol):
+    def run(self, outputs: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray] | None: ...
+
+
 def run_session(session: ort.InferenceSession, outputs: list[str], feeds: dict[str, Any], role: str) -> list[Any]:
     """Run a session; a failure inside onnxruntime is the model's fault: a ModelError naming the file's role."""
     try:
         return list(session.run(outputs, feeds))
     except Exception as exc:  # onnxruntime raises several unrelated types
         raise ModelError(f"the {role} failed on a batch of {len(next(iter(feeds.values())))}: {exc}") from None
+
+
+def run_checked(
+    session: ort.InferenceSession,
+    outputs: Sequence[str],
+    feeds: dict[str, Any],
+    role: str,
+    shapes: Sequence[tuple[int, ...]],
+    small: _Runner | None = None,
+) -> list[np.ndarray]:
+    """Run a session (through `small` where it serves the batch) and check each output's shape.
+
+    The trial run at load sees one batch size; a graph can still return another shape for
+    another batch (a slice, a reshape to a constant). Any such surprise is a ModelError here,
+    never a silently short or misaligned result.
+    """
+    found = (small.run(outputs, feeds) if small is not None else None) or run_session(
+        session, list(outputs), feeds, role
+    )
+    for name, array, want in zip(outputs, found, shapes):
+        shape = getattr(array, "shape", None)
+        if shape != want:
+            raise ModelError(
+                f"the {role} returned {name!r} of shape {list(shape or [])} for a batch of "
+                f"{len(next(iter(feeds.values())))}, expected {list(want)} (the ONNX contract)"
+            )
+    return found
 
 
 def trial_run(model_dir: Path, manifest: Manifest, sessions: dict[str, ort.InferenceSession]) -> None:

@@ -35,10 +35,15 @@ def output_kind(path: str | os.PathLike[str]) -> str:
     if suffix not in OUTPUT_KINDS:
         raise OutputError(f"{path}: output must end in .png (image grid) or .npy (float32 [N,28,28] array)")
     folder = target.parent
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"cannot write {path}: {folder} is not a directory")
-    if not folder.is_dir():
-        raise OutputError(f"cannot write {path}: folder {folder} does not exist")
+    if "\0" in str(target):
+        raise OutputError(f"cannot write {str(target)!r}: a file name cannot hold a NUL byte")
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise OutputError(f"cannot write {path}: {folder} is not a directory")
+        if not folder.is_dir():
+            raise OutputError(f"cannot write {path}: folder {folder} does not exist")
+    except OSError as exc:  # a folder name too long for the file system
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         name_max = os.pathconf(folder, "PC_NAME_MAX")
     except (AttributeError, OSError, ValueError):
@@ -163,6 +168,26 @@ def read_digit_files(
     return batches
 
 
+#: Largest PNG written, in pixels: what Pillow still opens without a decompression-bomb warning.
+MAX_PNG_PIXELS = 89_478_485
+
+
+def check_grid_size(count: int, cols: int, scale: int, path: str | os.PathLike[str], pairs: bool = False) -> None:
+    """Refuse, before any work, a PNG grid of `count` digits too large to write or view (OutputError).
+
+    `pairs` counts a row of reconstructions under each row of digits.
+    """
+    cols = max(1, min(cols, count))
+    rows = math.ceil(count / cols) * (2 if pairs else 1)
+    step = IMAGE_SIDE + _GAP
+    height, width = (rows * step - _GAP) * scale, (cols * step - _GAP) * scale
+    if height * width > MAX_PNG_PIXELS:
+        raise OutputError(
+            f"{path}: a grid of {count:,} digits at scale {scale} would be {width:,} x {height:,} pixels, more than "
+            f"the {MAX_PNG_PIXELS:,} a PNG may have here; write fewer digits, a smaller scale, or an .npy file"
+        )
+
+
 def tile(images: np.ndarray, cols: int) -> np.ndarray:
     """Lay out float digits [N,28,28] in [0,1] as one uint8 greyscale grid."""
     n = len(images)
@@ -223,6 +248,11 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def write_png(grid: np.ndarray, path: str | os.PathLike[str], scale: int = 1) -> None:
     """Write a uint8 greyscale grid as a PNG, enlarged `scale` times, atomically."""
     # Written without pillow: importing it costs more start-up time than the whole generation.
+    if grid.size * scale * scale > MAX_PNG_PIXELS:
+        raise OutputError(
+            f"{path}: a {grid.shape[1]:,} x {grid.shape[0]:,} grid at scale {scale} is more than the "
+            f"{MAX_PNG_PIXELS:,} pixels a PNG may have here; write fewer digits, a smaller scale, or an .npy file"
+        )
     if scale > 1:
         grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
     data = encode_png(grid)

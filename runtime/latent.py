@@ -93,5 +93,13 @@ def manifold_codes(latent_dim: int, size: int, plane: dict[str, Any] | None = No
         ) from None
     if centre.shape != (latent_dim,) or directions.shape != (2, latent_dim) or spread.shape != (2,):
         raise InputError(f"the principal plane does not match this model's {latent_dim}-D latent")
-    codes = centre + (u.ravel()[:, None] * spread[0]) * directions[0] + (v.ravel()[:, None] * spread[1]) * directions[1]
-    return codes.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        codes = (
+            centre + (u.ravel()[:, None] * spread[0]) * directions[0] + (v.ravel()[:, None] * spread[1]) * directions[1]
+        )
+        codes = codes.astype(np.float32)
+    if not np.isfinite(codes).all():
+        raise InputError(
+            "the principal plane (metrics.latent_plane) gives non-finite codes; recalibrate or pass --data"
+        )
+    return codes

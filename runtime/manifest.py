@@ -241,20 +241,43 @@ def read_manifest(model_dir: Path) -> Manifest:
         raise ModelError(
             f"{model_dir}: no {MANIFEST_NAME} (a model folder holds {MANIFEST_NAME}, encoder.onnx, decoder.onnx)"
         )
+    manifest = parse_manifest(_read_json(model_dir), str(path))
+    if not manifest.name:
+        manifest = replace(manifest, name=model_dir.name)
+    return manifest
+
+
+def _read_json(model_dir: Path) -> Any:
+    """Return model_dir/model.json decoded: UTF-8 (a leading BOM is allowed), no key given twice."""
+    path = model_dir / MANIFEST_NAME
     try:
-        text = read_model_file(model_dir, MANIFEST_NAME, MAX_MANIFEST_BYTES).decode("utf-8")
+        text = read_model_file(model_dir, MANIFEST_NAME, MAX_MANIFEST_BYTES).decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: cannot read: {exc}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise ModelError(f"{path}: not valid JSON (nested too deeply)") from None
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    manifest = parse_manifest(data, str(path))
-    if not manifest.name:
-        manifest = replace(manifest, name=model_dir.name)
-    return manifest
+    except ValueError as exc:  # an integer of thousands of digits, beyond Python's conversion limit
+        raise ModelError(f"{path}: not a usable manifest ({exc})") from None
+    except _DuplicateKey as exc:
+        # Parsers disagree on which of two values wins; a manifest that says two things says neither.
+        raise ModelError(f"{path}: key {exc.args[0]!r} appears twice in one object") from None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def shipped_models_dir() -> Path:
@@ -319,10 +342,13 @@ def read_model_file(model_dir: Path, name: str, limit: int) -> bytes:
         raise ModelError(f"{path}: missing (listed in {MANIFEST_NAME})") from None
     except OSError as exc:
         raise ModelError(f"{path}: cannot read: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)  # checked before fdopen, which refuses a directory with its own error
+        raise ModelError(
+            f"{path}: not a regular file (a directory, FIFO, device or socket); model files must be plain files"
+        )
     with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ModelError(f"{path}: not a regular file (a FIFO, device or socket); model files must be plain files")
         if info.st_size > limit:
             raise ModelError(f"{path}: {info.st_size:,} bytes, more than the {limit:,} a model file may have")
         # The size just read, plus one byte to notice a file that grows while it is read.
@@ -358,7 +384,7 @@ def update_metrics(model_dir: Path, entries: Mapping[str, Any], merge: str | Non
     path = model_dir / MANIFEST_NAME
     with model_folder_lock(model_dir):
         read_manifest(model_dir)  # refuse to edit anything that is not a valid manifest
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = _read_json(model_dir)
         metrics = data.setdefault("metrics", {})
         if not isinstance(metrics, dict):
             raise ModelError(f"{path}: field 'metrics' must be an object")

@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from . import likelihood as lk
 from . import providers as eps
-from .contract import check_signatures, run_session, trial_run
+from .contract import check_signatures, run_checked, trial_run
 from .errors import InputError, ModelError
 from .inputs import IMAGE_SIDE, as_count, as_images, as_labels, as_latents, as_seed
 from .manifest import DEFAULT_MODEL, ROLES, Manifest, read_manifest, resolve_model_dir, verified_bytes
@@ -95,11 +95,12 @@ class DigitVAE:
         requested = eps.normalize(providers)
         names, options = eps.session_providers(requested, strict=strict)
         if threads is not None and (
-            isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS
+            isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 0 <= threads <= MAX_THREADS
         ):
             raise InputError(
                 f"threads must be an integer from 0 (onnxruntime's default) to {MAX_THREADS}, got {threads!r}"
             )
+        threads = None if threads is None else int(threads)
         if not isinstance(variant, str):
             raise InputError(f"variant must be a name such as 'fp32', 'int8' or 'fp16', got {type(variant).__name__}")
         model_dir = resolve_model_dir(model)
@@ -185,17 +186,29 @@ class DigitVAE:
     ) -> Iterator[np.ndarray]:
         """Yield `generate(n, seed, digit)` in consecutive blocks of at most `block` digits.
 
-        The same digits, with the random inputs of all n drawn first (33 floats a digit), so
+        The same digits, with their random inputs and classes made block by block too, so
         writing them out as they come keeps memory to one block whatever n is.
         """
         n, block = as_count(n), as_count(block, "block")
-        digit, label = self._classes(n, digit)
-        labels = self._labels(digit, n) if self.num_classes else None
-        noise, uniform = self._noise(n, seed)
-        for i in range(0, n, block):
-            part = slice(i, i + block)
-            z = self.prior.sample(noise[part], None if uniform is None else uniform[part], label[part])
-            yield self._decode(z, _rows(labels, i, block))
+        rows: np.ndarray | None = None
+        if digit is not None and np.ndim(digit) != 0:
+            self._classes(n, digit)  # a digit per row: all checked before the first block
+            rows = np.asarray(digit)
+        if as_seed(seed) is None:
+            draws: Iterator[tuple[np.ndarray, np.ndarray | None]] = (
+                self._noise(min(block, n - i), None) for i in range(0, n, block)
+            )
+        else:
+            draws = self.prior.draw_blocks(np.random.default_rng(seed), n, block)
+        for i, (noise, uniform) in zip(range(0, n, block), draws):
+            m = len(noise)
+            part = digit if rows is None else rows[i : i + m]
+            if part is None and self.num_classes:
+                part = np.arange(i, i + m) % self.num_classes  # every class in turn, continued across blocks
+            part, label = self._classes(m, part)
+            yield self._decode(
+                self.prior.sample(noise, uniform, label), self._labels(part, m) if self.num_classes else None
+            )
 
     def _classes(self, n: int, digit: Any) -> tuple[Any, np.ndarray]:
         """Return the digits asked for and the prior's `label` input for n draws.
@@ -261,9 +274,10 @@ class DigitVAE:
         for i in range(0, len(z), CHUNK):
             part = z[i : i + CHUNK]
             feeds = {"z": part} if y is None else {"z": part, "label": y[i : i + CHUNK]}
-            out = self._small["decoder"].run(_DECODED, feeds) or run_session(self._decoder, _DECODED, feeds, "decoder")
-            image[i : i + len(part)] = _image_rows(out[1], len(part)).reshape(len(part), 1, IMAGE_SIDE, IMAGE_SIDE)
-            logits[i : i + len(part)] = out[0].reshape(image[i : i + len(part)].shape)
+            shape = (len(part), 1, IMAGE_SIDE, IMAGE_SIDE)
+            out = run_checked(self._decoder, _DECODED, feeds, "decoder", (shape, shape), self._small["decoder"])
+            image[i : i + len(part)] = _image_rows(out[1], len(part)).reshape(shape)
+            logits[i : i + len(part)] = out[0]
         return logits, image
 
     def encode(self, images: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -391,7 +405,11 @@ class DigitVAE:
         for j in range(0, m * s, CHUNK):
             part = self._run_decoder("logits", flat_z[j : j + CHUNK], _rows(flat_y, j))
             logits[j : j + len(part)] = part.reshape(len(part), -1)
-        return lk.bernoulli_log_prob(logits.reshape(m, s, -1), x.reshape(m, 1, -1))
+        with np.errstate(invalid="ignore", over="ignore"):
+            log_px = lk.bernoulli_log_prob(logits.reshape(m, s, -1), x.reshape(m, 1, -1))
+        if not np.isfinite(log_px).all():
+            raise ModelError("the decoder returned NaN or infinite logits; the likelihood is undefined")
+        return log_px
 
     def _labels(self, labels: Any, n: int) -> np.ndarray | None:
         """Validate labels for this model: required by a conditional one, refused by the others."""
@@ -407,17 +425,18 @@ class DigitVAE:
 
     def _run_encoder(self, x: np.ndarray, labels: np.ndarray | None) -> list[np.ndarray]:
         feeds = {"image": x} if labels is None else {"image": x, "label": labels}
-        out = self._small["encoder"].run(_ENCODED, feeds) or run_session(self._encoder, _ENCODED, feeds, "encoder")
-        if any(o.shape != (len(x), self.latent_dim) for o in out):
-            raise ModelError(
-                f"the encoder returned {[list(o.shape) for o in out]}, expected [{len(x)}, {self.latent_dim}]"
-            )
+        code = (len(x), self.latent_dim)
+        out = run_checked(self._encoder, _ENCODED, feeds, "encoder", (code, code), self._small["encoder"])
+        # Pixels in [0, 1] are all it was given: NaN or infinity is the model's fault. A float64 sum
+        # is finite exactly when every float32 value is, at a fraction of isfinite's cost at batch 1.
+        if not math.isfinite(float(out[0].sum(dtype=np.float64)) + float(out[1].sum(dtype=np.float64))):
+            raise ModelError("the encoder returned NaN or infinite codes for valid digits; the model file is broken")
         return out
 
     def _run_decoder(self, output: str, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         feeds = {"z": z} if labels is None else {"z": z, "label": labels}
-        out = self._small["decoder"].run([output], feeds) or run_session(self._decoder, [output], feeds, "decoder")
-        return out[0]
+        shape = (len(z), 1, IMAGE_SIDE, IMAGE_SIDE)
+        return run_checked(self._decoder, [output], feeds, "decoder", (shape,), self._small["decoder"])[0]
 
     def __repr__(self) -> str:
         return f"DigitVAE(name={self.name!r}, latent_dim={self.latent_dim}, providers={self.providers})"
@@ -428,9 +447,7 @@ def _rows(labels: np.ndarray | None, start: int, count: int = CHUNK) -> np.ndarr
 
 
 def _image_rows(image: np.ndarray, n: int) -> np.ndarray:
-    """Return a decoder's image output as [n, 28, 28], or raise ModelError if it has another shape."""
-    if image.shape != (n, 1, IMAGE_SIDE, IMAGE_SIDE):
-        raise ModelError(f"the model returned images of shape {list(image.shape)}, expected [{n}, 1, 28, 28]")
+    """Return a decoder's image output (shape checked by run_checked) as [n, 28, 28]."""
     if not np.isfinite(image).all():
         raise InputError(
             "decoding gave NaN or infinite pixels: the codes are too large for float32 arithmetic "

@@ -7,13 +7,15 @@ component), and `label` int64 [N] (-1 for any class, 0..C-1 for that class's own
 
 from __future__ import annotations
 
+import copy
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import likelihood as lk
+from .contract import run_checked
 from .errors import InputError, ModelError
 from .inputs import as_labels
 from .sessions import SMALL_BATCH, SmallBatchRunner
@@ -52,6 +54,29 @@ class Prior:
         """Return the random inputs of n draws: noise [n, D], and uniform [n] where the prior uses one."""
         return rng.standard_normal((n, self.latent_dim), dtype=np.float32), None
 
+    def draw_blocks(
+        self, rng: np.random.Generator, n: int, block: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Yield `draw(rng, n)` in consecutive blocks of at most `block` rows: the same numbers, one block in memory."""
+        if n <= block:  # one block: no generator to copy
+            yield self.draw(rng, n)
+            return
+        after = None
+        if self.uses_uniform:
+            # draw() takes the uniforms after all n noise rows: a copy of the generator skips to them.
+            after = copy.deepcopy(rng)
+            for i in range(0, n, block):
+                after.standard_normal((min(block, n - i), self.latent_dim), dtype=np.float32)
+        for i in range(0, n, block):
+            m = min(block, n - i)
+            noise = rng.standard_normal((m, self.latent_dim), dtype=np.float32)
+            yield noise, None if after is None else after.random(m, dtype=np.float32)
+
+    @property
+    def uses_uniform(self) -> bool:
+        """Return whether a draw takes a uniform number as well as the noise."""
+        return False
+
     def sample(self, noise: np.ndarray, uniform: np.ndarray | None, label: np.ndarray) -> np.ndarray:
         """Return codes z float32 [N, D] for these random inputs."""
         return noise
@@ -79,6 +104,11 @@ class LearnedPrior(Prior):
         """Return how many classes the prior can be asked for (0 = none)."""
         return self._classes
 
+    @property
+    def uses_uniform(self) -> bool:
+        """Return whether a draw takes a uniform number as well as the noise: a mixture picks its component."""
+        return True
+
     def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Return the random inputs of n draws: noise [n, D], then uniform [n]."""
         noise = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
@@ -90,13 +120,17 @@ class LearnedPrior(Prior):
             raise InputError("a mixture prior needs `uniform` for every draw")
         if len(noise) <= SMALL_BATCH:
             feeds = {"noise": noise, "uniform": uniform, "label": label}
-            return _finite((self._small.run(["z"], feeds) or self._sampler.run(["z"], feeds))[0], "prior sampler")
+            return _finite(self._run_sampler(feeds, len(noise)), "prior sampler")
         z = np.empty_like(noise)
         for i in range(0, len(noise), CHUNK):
             # The sampler gathers a D x D factor per row: chunks bound that memory.
             feeds = {"noise": noise[i : i + CHUNK], "uniform": uniform[i : i + CHUNK], "label": label[i : i + CHUNK]}
-            z[i : i + CHUNK] = self._sampler.run(["z"], feeds)[0]
+            z[i : i + CHUNK] = self._run_sampler(feeds, len(feeds["noise"]))
         return _finite(z, "prior sampler")
+
+    def _run_sampler(self, feeds: dict[str, np.ndarray], n: int) -> np.ndarray:
+        small = self._small if n <= SMALL_BATCH else None
+        return run_checked(self._sampler, ["z"], feeds, "prior sampler", ((n, self.latent_dim),), small)[0]
 
     def log_prob(self, z: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
         """Return log p(z) (log p(z | label) per row where given) in nats, float64 [...] over z's last axis."""
@@ -109,12 +143,9 @@ class LearnedPrior(Prior):
             rows = np.repeat(np.asarray(label, np.int64), len(flat) // len(label))
         out = np.empty(len(flat))
         for i in range(0, len(flat), CHUNK):
-            part = self._density.run(["log_prob"], {"z": flat[i : i + CHUNK], "label": rows[i : i + CHUNK]})[0]
-            if part.shape != (len(flat[i : i + CHUNK]),):
-                raise ModelError(
-                    f"prior density returned shape {list(part.shape)}, expected [{len(flat[i : i + CHUNK])}]"
-                )
-            out[i : i + CHUNK] = part
+            part = flat[i : i + CHUNK]
+            feeds = {"z": part, "label": rows[i : i + CHUNK]}
+            out[i : i + CHUNK] = run_checked(self._density, ["log_prob"], feeds, "prior density", ((len(part),),))[0]
         return out.reshape(shape)
 
 

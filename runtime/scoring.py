@@ -155,22 +155,40 @@ class Calibration:
                 raise InputError(f"the {name} range must have low < high, got {low:g} and {high:g}")
         return cls(k, ranges, reference)
 
-    def flags(self, scores: Mapping[str, np.ndarray]) -> list[str]:
+    def flags(self, scores: Mapping[str, Any]) -> list[str]:
         """Return, per image, "" or the checks it fails, as in "ratio low" or "nll high, complexity high"."""
-        n = len(scores["nll"])
-        marks: list[list[str]] = [[] for _ in range(n)]
-        for name in CHECKS:
-            if name not in self.ranges:
-                continue
-            if name not in scores:
-                raise InputError(f"scores lack the calibrated {name!r} check")
+        values = _score_arrays(scores, [name for name in CHECKS if name in self.ranges])
+        marks: list[list[str]] = [[] for _ in range(len(next(iter(values.values()), ())))]
+        for name, column in values.items():
             low, high = self.ranges[name]
-            for i, value in enumerate(np.asarray(scores[name], dtype=np.float64)):
+            for i, value in enumerate(column):
                 if value < low:
                     marks[i].append(f"{name} low")
                 elif value > high:
                     marks[i].append(f"{name} high")
         return [", ".join(m) for m in marks]
+
+
+def _score_arrays(scores: Any, names: list[str]) -> dict[str, np.ndarray]:
+    """Return the named checks' scores as float64 [N] arrays of one length, or raise InputError."""
+    if not isinstance(scores, Mapping):
+        raise InputError(f"scores must be a mapping of check names to arrays, got {type(scores).__name__}")
+    out = {}
+    for name in names:
+        if name not in scores:
+            raise InputError(
+                f"scores lack the calibrated {name!r} check (it has: {', '.join(map(str, scores)) or 'none'})"
+            )
+        try:
+            column = np.asarray(scores[name], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"scores[{name!r}] must be an array of numbers") from None
+        if column.ndim != 1:
+            raise InputError(f"scores[{name!r}] must be one score per image, shaped [N], got {list(column.shape)}")
+        out[name] = column
+    if len({len(column) for column in out.values()}) > 1:
+        raise InputError(f"the checks' scores differ in length: {', '.join(f'{k} {len(v)}' for k, v in out.items())}")
+    return out
 
 
 def _as_range(value: Any) -> tuple[float, float]:

@@ -26,7 +26,9 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    # Failures reach the caller as exceptions (ModelError); onnxruntime printing them too would
+    # put a second, raw line beside the one error line.
+    opts.log_severity_level = 4
     if threads:
         opts.intra_op_num_threads = threads
     return opts
@@ -79,7 +81,9 @@ class SmallBatchRunner:
         for name in outputs:
             fetches.push_back(values[name]._get_c_value())
         cpu = C.OrtDevice(C.OrtDevice.cpu(), C.OrtDevice.default_memory(), 0)
-        call = (ort.RunOptions(), list(inputs), feeds, list(outputs), fetches, [cpu] * len(outputs))
+        run_options = ort.RunOptions()
+        run_options.log_severity_level = 4  # a failed run falls back to the ordinary path, which says why
+        call = (run_options, list(inputs), feeds, list(outputs), fetches, [cpu] * len(outputs))
         return _Plan(inputs, outputs, call, [values, feeds, fetches])
 
     def run(self, outputs: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray] | None:

@@ -283,7 +283,8 @@ def test_a_decoder_with_its_batch_fixed_to_one_is_refused_at_load(tmp_path) -> N
 
 
 def test_a_decoder_computing_another_shape_is_refused_at_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    numpy_helper = pytest.importorskip("onnx.numpy_helper")
+    numpy_helper = pytest.importorskip("onnx.numpy_helper")  # a runtime-only install has no onnx
+
     from digitvae.runtime import ModelError
 
     def flat_image(decoder) -> None:  # type: ignore[no-untyped-def]
