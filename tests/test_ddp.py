@@ -225,3 +225,22 @@ def test_the_module_without_torchrun_is_digitvae_train(
     captured = capsys.readouterr()
     assert captured.err.splitlines() == ["error: --device 'tpu' is not a device; use cpu, cuda or cuda:N"]
     assert not (tmp_path / "bad").exists()
+
+
+def test_devices_are_checked_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    from digitvae.runtime.errors import InputError
+    from digitvae.train.ddp import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="--device cuda: torch sees no CUDA device"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    # Under torchrun, `cuda` is the GPU of the local rank: rank 1 of a one-GPU machine has none.
+    with pytest.raises(InputError, match="needs GPU 1, but torch sees 1"):
+        resolve_device("cuda", local_rank=1)
+    assert resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(InputError, match="each takes the GPU of its local rank; pass --device cuda"):
+        resolve_device("cuda:0", local_rank=0)
