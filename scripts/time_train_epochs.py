@@ -73,10 +73,11 @@ def run(launch: str, args: list[str]) -> tuple[list[float], dict[str, torch.Tens
     return [float(h["seconds"]) for h in state["history"]], state["model"], wall, header
 
 
-def difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, float]:
-    """Return the largest absolute weight difference, and that over the largest weight."""
-    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
-    return worst, worst / max(float(a[k].abs().max()) for k in a)
+def difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, float, str]:
+    """Return the largest absolute weight difference, that over the largest weight, and the tensor it is in."""
+    worst = {k: float((a[k] - b[k]).abs().max()) for k in a}
+    name = max(worst, key=worst.__getitem__)
+    return worst[name], worst[name] / max(float(a[k].abs().max()) for k in a), name
 
 
 def main() -> None:
@@ -120,9 +121,9 @@ def main() -> None:
                     shown = " ".join(f"{s:.2f}" for s in epochs)
                     print(f"{preset:9} {launch:11} repeat {repeat + 1}: epochs {shown} s; whole command {wall:.1f} s")
                 for launch in launches[1:]:
-                    worst, relative = difference(weights[launches[0]], weights[launch])
+                    worst, relative, name = difference(weights[launches[0]], weights[launch])
                     print(
-                        f"{preset:9} {launch:11} vs {launches[0]}: max |weight difference| {worst:.3g} ({relative:.3g} relative)"
+                        f"{preset:9} {launch:11} vs {launches[0]}: max |weight difference| {worst:.3g} ({relative:.3g} relative) in {name}"
                     )
             for launch in launches:
                 print(f"{preset:9} {launch:11} median {statistics.median(seconds[launch]):.2f} s per epoch")

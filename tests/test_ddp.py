@@ -126,9 +126,16 @@ def _first_297(folder: Path) -> list[str]:
 def test_two_processes_reach_the_weights_of_one_and_resume(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     data = _first_297(tmp_path / "data")
     single = {}
-    for preset in ("geron", "iwae-mix"):
-        single[preset] = tmp_path / f"one-{preset}"
-        ok(invoke("train", "--preset", preset, *data, *BATCH, "--epochs", "2", "-o", single[preset]))
+    # One thread, as each rank has: the comparison is then of the split alone. With every core, a
+    # process on a many-core machine rounds its sums differently, DDP or not (docs/training.md).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for preset in ("geron", "iwae-mix"):
+            single[preset] = tmp_path / f"one-{preset}"
+            ok(invoke("train", "--preset", preset, *data, *BATCH, "--epochs", "2", "-o", single[preset]))
+    finally:
+        torch.set_num_threads(threads)
     capfd.readouterr()
     two = {preset: tmp_path / f"two-{preset}" for preset in ("geron", "iwae-mix", "resumed", "odd")}
     outcomes = _distributed(
@@ -225,3 +232,22 @@ def test_the_module_without_torchrun_is_digitvae_train(
     captured = capsys.readouterr()
     assert captured.err.splitlines() == ["error: --device 'tpu' is not a device; use cpu, cuda or cuda:N"]
     assert not (tmp_path / "bad").exists()
+
+
+def test_devices_are_checked_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    from digitvae.runtime.errors import InputError
+    from digitvae.train.ddp import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="--device cuda: torch sees no CUDA device"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    # Under torchrun, `cuda` is the GPU of the local rank: rank 1 of a one-GPU machine has none.
+    with pytest.raises(InputError, match="needs GPU 1, but torch sees 1"):
+        resolve_device("cuda", local_rank=1)
+    assert resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(InputError, match="each takes the GPU of its local rank; pass --device cuda"):
+        resolve_device("cuda:0", local_rank=0)
