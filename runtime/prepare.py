@@ -70,7 +70,9 @@ def to_grey(image: np.ndarray) -> np.ndarray:
         grey = array.astype(np.float64) / scale
     elif array.dtype == np.uint8 and array.shape[2] == 3:
         # Integer luma is exact, and so the same as the float formula below, at a fraction of the cost.
-        luma = array[..., 0] * np.int32(299) + array[..., 1] * np.int32(587) + array[..., 2] * np.int32(114)
+        # Widen first: numpy 1 keeps uint8 * np.int32(299) in uint16, which overflows.
+        rgb = array.astype(np.int32)
+        luma = rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114
         grey = luma / (1000.0 * scale)
     else:
         values = array.astype(np.float64)

@@ -16,12 +16,14 @@ import onnxruntime as ort
 import pytest
 from google.protobuf import text_format
 from helpers import assert_clean_failure, invoke, listing, ok
-from tritonclient.grpc import model_config_pb2 as pb
 
 from digitvae.export.triton import Serving, export_triton
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.errors import IntegrityError, MissingDependencyError, OutputError
 from digitvae.runtime.manifest import list_shipped_models, read_manifest, shipped_models_dir
+
+# Triton's own ModelConfig protobuf: the [triton] extra (a runtime-only install has none).
+pb: Any = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs the [triton] extra (tritonclient)")
 
 SHIPPED = list_shipped_models()
 ONNX_TYPES = {"tensor(float)": pb.TYPE_FP32, "tensor(int64)": pb.TYPE_INT64}
