@@ -71,8 +71,8 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     elif array.dtype == np.uint8 and array.shape[2] == 3:
         # Integer luma is exact, and so the same as the float formula below, at a fraction of the cost.
         # Widen first: numpy 1 keeps uint8 * np.int32(299) in uint16, which overflows.
-        rgb = array.astype(np.int32)
-        luma = rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114
+        wide = array.astype(np.int32)
+        luma = wide[..., 0] * 299 + wide[..., 1] * 587 + wide[..., 2] * 114
         grey = luma / (1000.0 * scale)
     else:
         values = array.astype(np.float64)
