@@ -36,9 +36,10 @@ _PORT = click.IntRange(1, 65535)
 @click.option(
     "--replicas",
     type=click.IntRange(0, 64),
-    default=1,
+    default=0,
     show_default=True,
-    help="Inference worker processes, each with its own copy of the models (0: run in the server process).",
+    help="Inference worker processes, each with its own copy of the models (0: run in the server process, "
+    "the fastest for these small models).",
 )
 @click.option(
     "--max-batch",

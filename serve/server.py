@@ -47,7 +47,7 @@ class ServerOptions:
     port: int = 8000
     grpc_port: int = 8001
     metrics_port: int | None = None
-    replicas: int = 1
+    replicas: int = 0
     max_batch: int = 1024
 
 

@@ -194,7 +194,8 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("serve"), *(a for m in MODELS for a in ("-m", m)))
+    # One worker process: the answers then cross the process boundary, and SIGTERM has a child to stop.
+    running = start_server(tmp_path_factory.mktemp("serve"), "--replicas", "1", *(a for m in MODELS for a in ("-m", m)))
     yield running
     stop_group(running.proc)  # whatever is left of it, if a test failed
 
@@ -454,10 +455,10 @@ def test_the_server_survives_bad_requests(server: Server) -> None:
     assert "Traceback" not in server.log.read_text()
 
 
-def _stop_and_check(server: Server, sig: signal.Signals) -> None:
+def _stop_and_check(server: Server, sig: signal.Signals, workers: bool = True) -> None:
     """Send sig; the server must exit 0 within 30 s with no process of its own left."""
     family = _descendants(server.proc.pid)
-    assert family, "the server has no worker process to check"
+    assert family or not workers, "the server has no worker process to check"
     server.proc.send_signal(sig)
     try:
         code = server.proc.wait(30)
@@ -495,8 +496,18 @@ def test_sigint_stops_two_workers_and_the_metrics_server_too(tmp_path: Path) -> 
 
 @needs_serve
 @on_linux
+def test_the_default_runs_inference_in_the_server_process(tmp_path: Path) -> None:
+    running = start_server(tmp_path, "-m", "mnist-vae")
+    z = np.random.default_rng(3).standard_normal((7, 32), dtype=np.float32)
+    got = running.infer("mnist-vae-decoder", tensor("z", z))
+    np.testing.assert_array_equal(got["image"], _plain("mnist-vae", "decoder").run(["image"], {"z": z})[0])
+    _stop_and_check(running, signal.SIGTERM, workers=False)
+
+
+@needs_serve
+@on_linux
 def test_workers_exit_when_the_server_is_killed(tmp_path: Path) -> None:
-    running = start_server(tmp_path)
+    running = start_server(tmp_path, "--replicas", "1")
     family = _descendants(running.proc.pid)
     os.kill(running.proc.pid, signal.SIGKILL)
     running.proc.wait(10)
