@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,15 @@ def copy_shipped_model(dest: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------------------------
 # generate
+
+
+def free_ports(count: int) -> list[int]:
+    """Return `count` distinct loopback ports that were free a moment ago."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch
-from helpers import invoke, ok
+from helpers import free_ports, invoke, ok
 
 pytestmark = needs_torch
 
@@ -24,17 +23,6 @@ BATCH = ["--batch-size", "74"]
 #: Float tolerance, relative to the largest weight of the run: summing a batch in two halves
 #: changes the last bits of each gradient, and Adam carries that on for a few steps.
 RELATIVE = 1e-5
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _loopback_env(port: int) -> dict[str, str]:
@@ -69,7 +57,7 @@ def _distributed(jobs: list[list[str]], report: Path, world_size: int = 2) -> li
     import torch.multiprocessing as mp
 
     report.mkdir()
-    ports = _free_ports(len(jobs))
+    ports = free_ports(len(jobs))
     mp.spawn(_rank, args=(world_size, list(zip(ports, jobs)), str(report)), nprocs=world_size)
     return [json.loads((report / f"rank{r}.json").read_text()) for r in range(world_size)]
 
@@ -192,7 +180,7 @@ def test_two_processes_reach_the_weights_of_one_and_resume(tmp_path: Path, capfd
 
 def test_torchrun_runs_the_module_with_one_report(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     command = [
         *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"),
         *("--master_addr=127.0.0.1", f"--master_port={port}", "-m", "digitvae.train"),

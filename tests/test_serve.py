@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from conftest import VALID_IMAGES
-from helpers import assert_clean_failure, invoke
+from helpers import assert_clean_failure, free_ports, invoke
 
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.idx import read_mnist_labels
@@ -88,17 +88,6 @@ def tensor(name: str, array: Any, datatype: str | None = None) -> dict[str, Any]
     return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": array.ravel().tolist()}
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _command() -> list[str]:
     script = Path(sys.executable).with_name("digitvae")
     if script.is_file():
@@ -149,7 +138,7 @@ def _alive(pid: int) -> bool:
 
 def start_server(tmp: Path, *args: str) -> Server:
     """Start `digitvae serve` on free loopback ports and wait until every model is ready."""
-    http, grpc = _free_ports(2)
+    http, grpc = free_ports(2)
     log = tmp / f"serve-{http}.log"
     env = {k: v for k, v in os.environ.items() if k != "DIGITVAE_DEBUG" and not k.startswith("MLSERVER")}
     env["TMPDIR"] = str(tmp)  # its working folder goes here, where the tests can see it removed
@@ -486,7 +475,7 @@ def test_sigterm_stops_it_and_leaves_no_process(server: Server) -> None:
 @needs_serve
 @on_linux
 def test_sigint_stops_two_workers_and_the_metrics_server_too(tmp_path: Path) -> None:
-    (metrics,) = _free_ports(1)
+    (metrics,) = free_ports(1)
     running = start_server(tmp_path, "--replicas", "2", "--metrics-port", str(metrics))
     assert len(_descendants(running.proc.pid)) >= 2
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=30) as response:
@@ -526,7 +515,7 @@ def test_a_taken_port_is_one_error_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        (grpc,) = _free_ports(1)
+        (grpc,) = free_ports(1)
         _assert_one_error_line(["--port", str(port), "--grpc-port", str(grpc)], f"cannot listen on 127.0.0.1:{port}")
 
 
