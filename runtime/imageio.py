@@ -59,31 +59,18 @@ _TEMP_NAME_EXTRA = 18
 
 def read_png(path: Path) -> np.ndarray:
     """Read one 28x28 digit PNG (8-bit grey, palette or RGB/RGBA) as uint8 [28,28]."""
-    import warnings
+    from .pictures import open_image
 
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            # Only 28x28 is accepted, so a huge declared size is refused below, not decoded.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-        with image:
-            if image.format != "PNG":
-                raise DataFormatError(f"{path}: not a PNG file (found {image.format})")
-            if image.size != (IMAGE_SIDE, IMAGE_SIDE):
-                raise DataFormatError(f"{path}: digit PNGs must be 28x28 pixels, got {image.size[0]}x{image.size[1]}")
-            if image.mode not in ("L", "P", "RGB", "RGBA", "LA", "1"):
-                raise DataFormatError(
-                    f"{path}: PNG mode {image.mode} is not supported; use 8-bit greyscale (L), palette or RGB"
-                )
-            return np.asarray(image.convert("L"), dtype=np.uint8).copy()
-    except UnidentifiedImageError:
-        raise DataFormatError(f"{path}: not an image file PIL can read") from None
-    except Image.DecompressionBombError:
-        raise DataFormatError(f"{path}: declares a huge image; digit PNGs must be 28x28 pixels") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataFormatError(f"{path}: cannot read image: {exc}") from None
+    with open_image(path, "a huge image; digit PNGs must be 28x28 pixels") as image:
+        if image.format != "PNG":
+            raise DataFormatError(f"{path}: not a PNG file (found {image.format})")
+        if image.size != (IMAGE_SIDE, IMAGE_SIDE):
+            raise DataFormatError(f"{path}: digit PNGs must be 28x28 pixels, got {image.size[0]}x{image.size[1]}")
+        if image.mode not in ("L", "P", "RGB", "RGBA", "LA", "1"):
+            raise DataFormatError(
+                f"{path}: PNG mode {image.mode} is not supported; use 8-bit greyscale (L), palette or RGB"
+            )
+        return np.asarray(image.convert("L"), dtype=np.uint8).copy()
 
 
 def read_npy(path: Path) -> np.ndarray:
@@ -102,21 +89,9 @@ def read_npy(path: Path) -> np.ndarray:
 def _check_npy_header(path: Path) -> None:
     """Refuse .npz archives and arrays too large to be digits, before any data is allocated."""
     from .inputs import IMAGE_PIXELS, MAX_COUNT
+    from .pictures import npy_shape
 
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(2) == b"PK":
-                raise DataFormatError(f"{path}: an .npz archive, not an .npy array; save one array with np.save")
-            fh.seek(0)
-            version = np.lib.format.read_magic(fh)
-            read_header = (
-                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            )
-            shape, _, _ = read_header(fh)
-    except DataFormatError:
-        raise
-    except (OSError, ValueError, EOFError, SyntaxError) as exc:
-        raise DataFormatError(f"{path}: not a readable .npy array: {exc}") from None
+    shape = npy_shape(path)
     if int(np.prod(shape, dtype=np.float64)) > MAX_COUNT * IMAGE_PIXELS:
         raise DataFormatError(f"{path}: holds an array of shape {list(shape)}, more than {MAX_COUNT:,} digits")
 

@@ -6,7 +6,10 @@ ones; IDX files hold digits, each prepared like a picture.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,35 +22,62 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr", "I;16", "I;16B", "I;16L")
 
 
-def read_picture(path: Path) -> np.ndarray:
-    """Read a PNG or JPEG picture as uint8 [H,W] grey, [H,W,3] RGB or [H,W,4] RGBA, upright by its EXIF orientation."""
+@contextmanager
+def open_image(path: Path, too_large: str) -> Iterator[Any]:
+    """Open an image file with Pillow for the `with` body; any failure there is a DataFormatError.
+
+    Pillow's decompression-bomb warning is silenced: callers check the declared size before
+    anything is decoded. `too_large` ends the message for a file declaring more pixels than
+    Pillow will open at all.
+    """
     import warnings
 
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
-            # The size is checked below, before anything is decoded.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
         with image:
-            if image.format not in ("PNG", "JPEG", "MPO"):
-                raise DataFormatError(f"{path}: not a PNG or JPEG file (found {image.format})")
-            width, height = image.size
-            if width * height > MAX_PICTURE_PIXELS:
-                raise DataFormatError(
-                    f"{path}: {width}x{height} pixels is more than the {MAX_PICTURE_PIXELS:,} a picture may have"
-                )
-            if image.mode not in _MODES:
-                raise DataFormatError(f"{path}: image mode {image.mode} is not supported; use grey, RGB or RGBA")
-            upright = ImageOps.exif_transpose(image)
-            return _pixels(upright)
+            yield image
     except UnidentifiedImageError:
         raise DataFormatError(f"{path}: not an image file PIL can read") from None
     except Image.DecompressionBombError:
-        raise DataFormatError(f"{path}: declares more pixels than a picture may have") from None
+        raise DataFormatError(f"{path}: declares {too_large}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataFormatError(f"{path}: cannot read image: {exc}") from None
+
+
+def npy_shape(path: Path) -> tuple[int, ...]:
+    """Return the shape an .npy file declares, reading its header only (an .npz archive is refused)."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) == b"PK":
+                raise DataFormatError(f"{path}: an .npz archive, not an .npy array; save one array with np.save")
+            fh.seek(0)
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = header(fh)
+    except (OSError, ValueError, EOFError, SyntaxError) as exc:
+        raise DataFormatError(f"{path}: not a readable .npy array: {exc}") from None
+    return tuple(shape)
+
+
+def read_picture(path: Path) -> np.ndarray:
+    """Read a PNG or JPEG picture as uint8 [H,W] grey, [H,W,3] RGB or [H,W,4] RGBA, upright by its EXIF orientation."""
+    from PIL import ImageOps
+
+    with open_image(path, "more pixels than a picture may have") as image:
+        if image.format not in ("PNG", "JPEG", "MPO"):
+            raise DataFormatError(f"{path}: not a PNG or JPEG file (found {image.format})")
+        width, height = image.size
+        if width * height > MAX_PICTURE_PIXELS:
+            raise DataFormatError(
+                f"{path}: {width}x{height} pixels is more than the {MAX_PICTURE_PIXELS:,} a picture may have"
+            )
+        if image.mode not in _MODES:
+            raise DataFormatError(f"{path}: image mode {image.mode} is not supported; use grey, RGB or RGBA")
+        return _pixels(ImageOps.exif_transpose(image))
 
 
 def _pixels(image: object) -> np.ndarray:
@@ -99,19 +129,11 @@ def read_prepared(path: Path, limit: int | None = None) -> np.ndarray:
 
 def _npy_pictures(path: Path) -> list[np.ndarray]:
     """Read an .npy file as a list of pictures."""
+    shape = npy_shape(path)
+    if int(np.prod(shape, dtype=np.float64)) > 4 * MAX_PICTURE_PIXELS:
+        raise DataFormatError(f"{path}: holds an array of shape {list(shape)}, too large for pictures")
     try:
-        with open(path, "rb") as fh:
-            if fh.read(2) == b"PK":
-                raise DataFormatError(f"{path}: an .npz archive, not an .npy array; save one array with np.save")
-            fh.seek(0)
-            version = np.lib.format.read_magic(fh)
-            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, _ = header(fh)
-        if int(np.prod(shape, dtype=np.float64)) > 4 * MAX_PICTURE_PIXELS:
-            raise DataFormatError(f"{path}: holds an array of shape {list(shape)}, too large for pictures")
         array = np.load(path, allow_pickle=False)
-    except DataFormatError:
-        raise
     except (OSError, ValueError, EOFError, SyntaxError) as exc:
         raise DataFormatError(f"{path}: not a readable .npy array: {exc}") from None
     if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4)):
@@ -125,4 +147,4 @@ def _npy_pictures(path: Path) -> list[np.ndarray]:
     )
 
 
-__all__ = ["MAX_PICTURE_PIXELS", "read_picture", "read_prepared"]
+__all__ = ["MAX_PICTURE_PIXELS", "npy_shape", "open_image", "read_picture", "read_prepared"]
