@@ -28,6 +28,15 @@ model_option = click.option(
     metavar="NAME|DIR",
     help="A shipped model name or a model folder.",
 )
+#: Several models, for commands that compare or serve them: `-m A -m B`; none given means the default.
+models_option = click.option(
+    "--model",
+    "-m",
+    "models",
+    multiple=True,
+    metavar="NAME|DIR",
+    help=f"A shipped model name or a model folder; repeat for several (default {DEFAULT_MODEL}).",
+)
 provider_option = click.option(
     "--provider",
     "-p",

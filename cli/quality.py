@@ -17,6 +17,7 @@ from digitvae.runtime.manifest import DEFAULT_MODEL, sha256_file
 
 from .options import (
     load_model,
+    models_option,
     provider_option,
     require,
     standard_prior_option,
@@ -153,14 +154,7 @@ def _table(real: dict[str, Any], results: list[dict[str, Any]]) -> str:
 
 
 @click.command("quality")
-@click.option(
-    "--model",
-    "-m",
-    "models",
-    multiple=True,
-    metavar="NAME|DIR",
-    help=f"A shipped model name or a model folder; repeat for several (default {DEFAULT_MODEL}).",
-)
+@models_option
 @click.option(
     "--data",
     "data_dir",

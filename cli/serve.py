@@ -9,7 +9,7 @@ import click
 from digitvae.runtime.errors import InputError
 from digitvae.runtime.manifest import DEFAULT_MODEL
 
-from .options import provider_option, require, strict_option, threads_option, variant_option
+from .options import models_option, provider_option, require, strict_option, threads_option, variant_option
 
 logger = logging.getLogger(__name__)
 
@@ -17,14 +17,7 @@ _PORT = click.IntRange(1, 65535)
 
 
 @click.command()
-@click.option(
-    "--model",
-    "-m",
-    "models",
-    multiple=True,
-    metavar="NAME|DIR",
-    help=f"A shipped model name or a model folder; repeat to serve several (default {DEFAULT_MODEL}).",
-)
+@models_option
 @variant_option
 @provider_option
 @strict_option
