@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from digitvae.runtime.atomic import swapped_in
 from digitvae.runtime.errors import OutputError
 from digitvae.runtime.manifest import MANIFEST_NAME, Manifest, model_folder_lock, read_manifest, verified_bytes
 
@@ -55,28 +55,19 @@ def write_model_folder(out_dir: Path, files: dict[str, bytes], manifest: Manifes
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
     except OSError as exc:
         raise OutputError(f"{out_dir}: cannot create the model folder: {exc.strerror}") from None
-    old: Path | None = None
-    try:
+
+    def move_aside(existing: Path) -> bool:
+        if not existing.exists():
+            return False
+        if not force and (not existing.is_dir() or any(existing.iterdir())):
+            raise OutputError(f"{existing} already exists and is not empty; pass --force to replace it")
+        return True
+
+    with swapped_in(staging, out_dir, move_aside, lambda exc: f"{out_dir}: cannot write the model: {exc.strerror}"):
         for filename, blob in files.items():
             (staging / filename).write_bytes(blob)
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         os.chmod(staging, 0o755)
-        if out_dir.exists():
-            if not force and (not out_dir.is_dir() or any(out_dir.iterdir())):
-                raise OutputError(f"{out_dir} already exists and is not empty; pass --force to replace it")
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=parent))
-            os.replace(out_dir, old / "model")
-        os.replace(staging, out_dir)
-    except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        if old is not None and not out_dir.exists():
-            os.replace(old / "model", out_dir)  # put the previous model back
-        if isinstance(exc, OSError):
-            raise OutputError(f"{out_dir}: cannot write the model: {exc.strerror}") from None
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def restamp_folder(model_dir: Path) -> dict[str, str]:

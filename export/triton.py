@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from digitvae.runtime.atomic import swapped_in
 from digitvae.runtime.contract import check_signatures, trial_run
 from digitvae.runtime.errors import InputError, MissingDependencyError, ModelError, OutputError
 from digitvae.runtime.manifest import ROLES, read_manifest, resolve_model_dir, verified_bytes
@@ -288,8 +288,17 @@ def _write_folder(out_dir: Path, files: Mapping[str, bytes], folders: Sequence[s
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
     except OSError as exc:
         raise OutputError(f"cannot write {out_dir}: {exc.strerror or exc} (in {parent})") from None
-    old: Path | None = None
-    try:
+
+    def move_aside(existing: Path) -> bool:
+        if not (existing.exists() or existing.is_symlink()):
+            return False
+        if not force:
+            raise OutputError(f"{existing} already exists; pass --force to replace it")
+        if not existing.is_dir() or existing.is_symlink():
+            raise OutputError(f"{existing} exists and is not a folder; --force replaces only a folder")
+        return True
+
+    with swapped_in(staging, out_dir, move_aside, lambda exc: f"cannot write {out_dir}: {exc.strerror or exc}"):
         for relative in folders:
             (staging / relative).mkdir(parents=True, exist_ok=True)
         for relative, blob in files.items():
@@ -298,21 +307,3 @@ def _write_folder(out_dir: Path, files: Mapping[str, bytes], folders: Sequence[s
             path.write_bytes(blob)
         for folder in (staging, *{(staging / r).parent for r in files}, *(staging / f for f in folders)):
             os.chmod(folder, 0o755)  # mkdtemp makes 0o700; a server in a container may run as another user
-        if out_dir.exists() or out_dir.is_symlink():
-            if not force:
-                raise OutputError(f"{out_dir} already exists; pass --force to replace it")
-            if not out_dir.is_dir() or out_dir.is_symlink():
-                raise OutputError(f"{out_dir} exists and is not a folder; --force replaces only a folder")
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=parent))
-            os.replace(out_dir, old / "repo")
-        os.replace(staging, out_dir)
-    except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        if old is not None and not out_dir.exists():
-            os.replace(old / "repo", out_dir)  # put the previous repository back
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {out_dir}: {exc.strerror or exc}") from None
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)

@@ -7,8 +7,10 @@ import errno
 import logging
 import os
 import secrets
+import shutil
 import stat
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,7 +18,7 @@ from .errors import OutputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "swapped_in"]
 
 _WRITE_MODES = frozenset({"w", "wt", "wb"})
 _MAX_NAME_TRIES = 100
@@ -117,3 +119,33 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", *, encoding: st
         raise
     _fsync_directory(target.parent)
     logger.debug("wrote %s atomically", target)
+
+
+@contextlib.contextmanager
+def swapped_in(
+    staging: Path, out_dir: Path, move_aside: Callable[[Path], bool], failed: Callable[[OSError], str]
+) -> Iterator[None]:
+    """Let the `with` body fill the folder `staging`, then rename it into `out_dir`'s place.
+
+    `move_aside(out_dir)` says whether something stands there to be replaced (raising OutputError
+    where it must stay); it is moved aside first and removed once the new folder is in place.
+    On any failure `staging` is removed and the previous folder put back, so a reader sees the
+    old folder or the complete new one. An OSError becomes an OutputError saying `failed(exc)`.
+    """
+    old: Path | None = None
+    try:
+        yield
+        if move_aside(out_dir):
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=staging.parent))
+            os.replace(out_dir, old / "previous")
+        os.replace(staging, out_dir)
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None and not out_dir.exists():
+            os.replace(old / "previous", out_dir)
+        if isinstance(exc, OSError):
+            raise OutputError(failed(exc)) from None
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
