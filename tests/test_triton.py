@@ -318,7 +318,7 @@ def standard_normal_copy(tmp_path: Path) -> Path:
     data = json.loads((shipped_models_dir() / "mnist-vae" / "model.json").read_text(encoding="utf-8"))
     data["name"], data["prior"] = "plain-vae", "standard_normal"
     for files in data["variants"].values():
-        for role in ("prior", "prior_density", "generator"):
+        for role in ("prior", "prior_density"):
             del files[role]
         for entry in files.values():
             shutil.copy(shipped_models_dir() / "mnist-vae" / entry["path"], folder / entry["path"])
