@@ -21,6 +21,7 @@ import onnx
 from onnx import helper
 
 from digitvae.runtime.errors import InputError, MissingDependencyError
+from digitvae.runtime.extras import install_command
 from digitvae.runtime.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -86,7 +87,7 @@ def fit_mixture(codes: np.ndarray, classes: np.ndarray | None, config: PriorConf
     try:
         from sklearn.mixture import GaussianMixture
     except ImportError:
-        raise MissingDependencyError("fitting a prior needs scikit-learn: pip install 'digitvae[prior]'") from None
+        raise MissingDependencyError(f"fitting a prior needs scikit-learn: {install_command('prior')}") from None
 
     def fit(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = min(config.components, len(points))
