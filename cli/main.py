@@ -45,6 +45,7 @@ _LAZY_COMMANDS = {
     "data": ("digitvae.cli.train", "data"),
     "models": ("digitvae.cli.models", "models"),
     "export-triton": ("digitvae.cli.triton", "export_triton"),
+    "export-ort": ("digitvae.cli.ort", "export_ort"),
     "serve": ("digitvae.cli.serve", "serve"),  # needs the [serve] extra (MLServer)
 }
 
