@@ -12,6 +12,7 @@ torch nor onnx.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -86,7 +87,7 @@ def ort_tools() -> ModuleType:
     root = logging.getLogger()
     handlers = root.handlers[:]
     try:
-        from onnxruntime.tools import ort_format_model
+        module: ModuleType = importlib.import_module("onnxruntime.tools.ort_format_model")
     except ImportError as exc:
         raise MissingDependencyError(
             f"writing ORT format files needs onnxruntime's tools.ort_format_model and flatbuffers, which this "
@@ -95,7 +96,6 @@ def ort_tools() -> ModuleType:
     finally:
         # Its logger module calls logging.basicConfig on import; the root logger is the application's.
         root.handlers[:] = handlers
-    module: ModuleType = ort_format_model
     return module
 
 
