@@ -37,7 +37,12 @@ def export_ort(model: str, out_dir: Path, force: bool) -> None:
     count = sum(len(ops) for ops in done.operators.values())
     domains = ", ".join(sorted({domain for domain, _ in done.operators}))
     click.echo(f"  {CONFIG_NAME}: {count} operators ({domains})")
-    click.echo(f"  {MANIFEST_NAME}: each file's sha256, source and onnxruntime version")
+    click.echo(f"  {MANIFEST_NAME}: each file's sha256 and source")
+    formats = ", ".join(sorted({f.ort_format for f in done.files}))
+    click.echo(
+        f"written by onnxruntime {done.files[0].onnxruntime} in ORT format {formats}: "
+        "the app's onnxruntime must read that format"
+    )
     click.echo(
         f"build onnxruntime for them with: ./build.sh --config MinSizeRel --minimal_build "
         f"--include_ops_by_config {(out_dir / CONFIG_NAME).absolute()} (docs/edge.md)"

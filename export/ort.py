@@ -53,6 +53,8 @@ class OrtFile:
     onnx_path: str
     onnx_sha256: str
     onnxruntime: str
+    #: The ORT format version the file is written in, which decides the onnxruntime releases that read it.
+    ort_format: str
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready form ort.json holds."""
@@ -62,6 +64,7 @@ class OrtFile:
             "bytes": self.size,
             "onnx": {"path": self.onnx_path, "sha256": self.onnx_sha256},
             "onnxruntime": self.onnxruntime,
+            "ort_format": self.ort_format,
         }
 
 
@@ -119,6 +122,16 @@ def convert(blob: bytes, target: Path, source: Path) -> None:
         ort.InferenceSession(str(target), sess_options=session_options(1), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several unrelated types for bad models
         raise ModelError(f"{source}: onnxruntime cannot convert it to ORT format: {exc}") from None
+
+
+def ort_format_version(path: Path) -> str:
+    """Return the ORT format version an .ort file declares, read with onnxruntime's flatbuffer bindings."""
+    fbs = ort_tools().ort_model_processor.fbs
+    data = path.read_bytes()
+    if not fbs.InferenceSession.InferenceSession.InferenceSessionBufferHasIdentifier(data, 0):
+        raise ModelError(f"{path}: not an ORT format file")
+    version = fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(data, 0).OrtVersion()
+    return version.decode("ascii") if isinstance(version, bytes) else str(version)
 
 
 def write_required_operators(ort_files: list[Path], config: Path) -> dict[tuple[str, int], tuple[str, ...]]:
@@ -191,16 +204,26 @@ def export_ort(model: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
 
     files: list[OrtFile] = []
     with swapped_in(staging, where, lambda existing: _check_target(existing, force), failed):
-        written: dict[str, tuple[str, int]] = {}
+        written: dict[str, tuple[str, int, str]] = {}
         for path, (_, blob) in sources.items():
             target = staging / ort_name(path)
             convert(blob, target, model_dir / path)
-            written[path] = (sha256_file(target), target.stat().st_size)
+            written[path] = (sha256_file(target), target.stat().st_size, ort_format_version(target))
         for variant in (v for v in VARIANTS if v in manifest.variants):
             for role, entry in manifest.variants[variant].items():
-                sha, size = written[entry.path]
+                sha, size, version = written[entry.path]
                 files.append(
-                    OrtFile(ort_name(entry.path), sha, size, variant, role, entry.path, entry.sha256, ort.__version__)
+                    OrtFile(
+                        ort_name(entry.path),
+                        sha,
+                        size,
+                        variant,
+                        role,
+                        entry.path,
+                        entry.sha256,
+                        ort.__version__,
+                        version,
+                    )
                 )
         operators = write_required_operators(sorted(staging / ort_name(p) for p in sources), staging / CONFIG_NAME)
         document = {

@@ -76,6 +76,16 @@ def feeds(session: ort.InferenceSession, role: str, conditional: bool, digits: n
     return out
 
 
+def ort_format_field(data: bytes) -> str:
+    """Return field 0 (ort_version) of an ORT file's root table, read by hand from the flatbuffer."""
+    assert data[4:8] == b"ORTM"  # the ORT format's file identifier
+    table = int.from_bytes(data[0:4], "little")
+    vtable = table - int.from_bytes(data[table : table + 4], "little", signed=True)
+    field = table + int.from_bytes(data[vtable + 4 : vtable + 6], "little")
+    start = field + int.from_bytes(data[field : field + 4], "little")
+    return data[start + 4 : start + 4 + int.from_bytes(data[start : start + 4], "little")].decode("ascii")
+
+
 def session(source: bytes | str) -> ort.InferenceSession:
     return ort.InferenceSession(source, sess_options=session_options(1), providers=["CPUExecutionProvider"])
 
@@ -129,6 +139,7 @@ def test_ort_json_records_each_files_sha256_source_and_onnxruntime(exported: dic
             assert entry["onnx"] == {"path": name, "sha256": manifest.variants[variant][role].sha256}
             assert entry["onnx"]["sha256"] == hashlib.sha256((model_dir / name).read_bytes()).hexdigest()
             assert entry["onnxruntime"] == ort.__version__
+            assert entry["ort_format"] == ort_format_field(data)
         assert sum(len(files) for files in document["variants"].values()) == len(converted(model))
 
 
