@@ -14,6 +14,7 @@ import click
     "--output",
     "out_dir",
     required=True,
+    metavar="DIR",
     type=click.Path(file_okay=False, path_type=Path),
     help="The folder to create: the .ort files, ort.json and required_operators.config.",
 )
@@ -21,8 +22,8 @@ import click
 def export_ort(model: str, out_dir: Path, force: bool) -> None:
     """Convert MODEL's fp32 and int8 ONNX files (a shipped name or a model folder) to ORT format.
 
-    Each X.onnx listed in model.json becomes OUT/X.ort, optimized by this onnxruntime, whose
-    version range alone reads it; OUT/required_operators.config lists the operators they use,
+    Each X.onnx listed in model.json becomes DIR/X.ort, optimized by this onnxruntime, whose
+    version range alone reads it; DIR/required_operators.config lists the operators they use,
     for an onnxruntime built with --minimal_build --include_ops_by_config (docs/edge.md).
     """
     from digitvae.export.ort import CONFIG_NAME, MANIFEST_NAME, export_ort

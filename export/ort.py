@@ -176,6 +176,8 @@ def export_ort(model: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
         raise OutputError(f"cannot write {out_dir}: give a folder to create, not the file system's root")
     _check_target(where, force)  # before any work; checked again at the swap
     model_dir = resolve_model_dir(model)
+    if where.resolve() in (model_dir.resolve(), *model_dir.resolve().parents):
+        raise OutputError(f"cannot write {out_dir}: it holds the model folder {model_dir}; choose another folder")
     manifest = read_manifest(model_dir)
     # Each ONNX file once (prior.onnx serves both variants), checked against model.json before use.
     sources: dict[str, tuple[str, bytes]] = {}

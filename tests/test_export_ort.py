@@ -242,6 +242,14 @@ def test_an_existing_unrelated_folder_is_left_as_it_was(tmp_path: Path) -> None:
     ok(invoke("export-ort", "mnist-vae-2d", "-o", out))  # an empty folder is no one's work
 
 
+def test_the_model_folder_itself_is_never_the_output(tmp_path: Path) -> None:
+    folder = shutil.copytree(shipped_models_dir() / "mnist-vae-2d", tmp_path / "models" / "model")
+    before = listing(tmp_path)
+    for out in (folder, folder.parent):
+        assert_clean_failure(invoke("export-ort", folder, "-o", out, "--force"), "holds the model folder")
+    assert listing(tmp_path) == before
+
+
 def test_a_file_in_the_way_is_refused_even_with_force(tmp_path: Path) -> None:
     (tmp_path / "out").write_text("x", encoding="utf-8")
     assert_clean_failure(invoke("export-ort", "mnist-vae", "-o", tmp_path / "out", "--force"), "is a file")
