@@ -47,6 +47,7 @@ _LAZY_COMMANDS = {
     "export-triton": ("digitvae.cli.triton", "export_triton"),
     "export-generator": ("digitvae.cli.generator", "export_generator"),
     "parity": ("digitvae.cli.parity", "parity"),
+    "export-ort": ("digitvae.cli.ort", "export_ort"),
     "serve": ("digitvae.cli.serve", "serve"),  # needs the [serve] extra (MLServer)
 }
 
