@@ -1,4 +1,4 @@
-"""Finding the ink on a picture of a digit: polarity, paper level, ink level, specks, the digit's box.
+"""Finding the ink on a picture of a digit: polarity, paper level, ink level, noise, specks, the digit's box.
 
 Part of prepare_digit (see prepare.py); web/src/prepare.js does the same, operation for
 operation: every threshold is taken on values both compute identically (integer histograms,
@@ -18,10 +18,16 @@ from .errors import InputError
 LOCATE_SIDE = 256
 #: Background blocks along the longer side of the located copy.
 BACKGROUND_BLOCKS = 8
+#: Least side of a background block, in pixels: a lower quartile of fewer pixels is not the paper's.
+MIN_BLOCK = 8
 #: Less contrast than this between ink and paper (on a 0-1 scale) is no ink at all.
 MIN_CONTRAST = 0.1
 #: Ink components smaller than this share of the largest are specks, not strokes.
 SPECK_SHARE = 0.1
+#: Least clumping of ink that strokes show (a one-pixel line: 2 of 8 neighbours inked, 1/4); noise shows 0.
+MIN_CLUMPING = 0.125
+#: Or: clumping this many standard errors above noise's 0 (strokes among heavy noise).
+MIN_CLUMPING_Z = 8.0
 
 
 def _quantise(values: np.ndarray) -> np.ndarray:
@@ -33,6 +39,18 @@ def _median_bin(bins: np.ndarray) -> int:
     """Return the lower median of integer bins 0-255, from their histogram."""
     counts = np.cumsum(np.bincount(bins.ravel(), minlength=256))
     return int(np.searchsorted(counts, (counts[-1] + 1) // 2))
+
+
+def pool(values: np.ndarray, factor: int, pick: np.ufunc) -> np.ndarray:
+    """Reduce `factor` x `factor` blocks by `pick` (np.maximum or np.minimum), the last partial blocks included.
+
+    Each block is reduced over its own pixels: no padding, so the cost is linear in the pixels
+    even for a picture far longer than it is wide (padding a 1x1,000,000 strip to whole blocks of
+    3,907 rows would take 15.6 GB).
+    """
+    h, w = values.shape
+    rows = pick.reduceat(values, np.arange(0, w, factor), axis=1)
+    return pick.reduceat(rows, np.arange(0, h, factor), axis=0)
 
 
 class Ink:
@@ -59,13 +77,7 @@ class Ink:
         """Return the ink max-pooled by `factor` (last partial blocks included), float64."""
         if factor == 1:
             return self.crop(0, self.shape[0], 0, self.shape[1])
-        h, w = self.shape
-        ph, pw = -(-h // factor) * factor, -(-w // factor) * factor
-        padded = np.full((ph, pw), 1.0 if self.invert else 0.0, np.float32)
-        padded[:h, :w] = self.grey
-        pick = np.min if self.invert else np.max
-        rows = pick(padded.reshape(ph, pw // factor, factor), axis=2)
-        pooled = pick(rows.reshape(ph // factor, factor, pw // factor), axis=1).astype(np.float64)
+        pooled = pool(self.grey, factor, np.minimum if self.invert else np.maximum).astype(np.float64)
         return 1.0 - pooled if self.invert else pooled
 
     def crop(self, top: int, bottom: int, left: int, right: int) -> np.ndarray:
@@ -82,7 +94,7 @@ def _background(ink: np.ndarray) -> tuple[np.ndarray, int]:
     stroke fills, even along an edge, and keeps a gradient of light as it is.
     """
     h, w = ink.shape
-    size = max(1, -(-max(h, w) // BACKGROUND_BLOCKS))
+    size = max(MIN_BLOCK, -(-max(h, w) // BACKGROUND_BLOCKS))
     rows, cols = -(-h // size), -(-w // size)
     medians = np.empty((rows, cols))
     for r in range(rows):
@@ -161,6 +173,44 @@ def _components(mask: np.ndarray) -> np.ndarray:
         labels = jumped
 
 
+def _neighbours(mask: np.ndarray) -> tuple[int, int]:
+    """Count, over the ink pixels of `mask`, their 8-neighbours that are ink and those inside the picture."""
+    h, w = mask.shape
+    ink = np.pad(mask, 1)
+    inside = np.pad(np.ones_like(mask), 1)
+    inked = present = 0
+    for dr in range(3):
+        for dc in range(3):
+            if dr != 1 or dc != 1:
+                inked += int((mask & ink[dr : dr + h, dc : dc + w]).sum())
+                present += int((mask & inside[dr : dr + h, dc : dc + w]).sum())
+    return inked, present
+
+
+def _check_clumped(mask: np.ndarray) -> None:
+    """Raise InputError when the ink is scattered like noise: its pixels no likelier than any to neighbour ink.
+
+    The clumping is (c - p) / (1 - p), where c is the share of ink pixels' neighbours that are
+    ink and p the share of all pixels that are ink: 0 for noise of any kind and density (each
+    pixel independent), 1/4 or more for strokes. Ink is strokes when the clumping is at least
+    MIN_CLUMPING, or when it stands MIN_CLUMPING_Z standard errors (about 1 / (2 sqrt(pixels
+    that are not ink)) for noise) above 0: strokes drowned in many noise pixels. Decided on
+    integers and then float64 in the same order as web/src/prepare.js, so both decide alike.
+    """
+    inked, present = _neighbours(mask)
+    count, total = int(mask.sum()), mask.size
+    excess = inked * total - count * present  # (c - p) * present * total
+    if 8 * inked * total - 7 * count * present >= present * total:
+        return
+    if excess > 0 and 4.0 * float(excess) * float(excess) >= MIN_CLUMPING_Z**2 * present * present * (total - count):
+        return
+    c, p = inked / max(present, 1), count / total
+    raise InputError(
+        f"no ink found: the marks are scattered like noise, not drawn as strokes (clumping "
+        f"{(c - p) / (1.0 - p):.3f}; strokes show at least {MIN_CLUMPING}, noise 0)"
+    )
+
+
 def _triangle(counts: np.ndarray) -> int:
     """Return the triangle threshold bin: the knee where the paper's peak falls off towards the brightest bin.
 
@@ -230,6 +280,7 @@ def locate(ink: Ink) -> Located:
     flat = np.clip(small - _paper(background, block, np.arange(sh), np.arange(sw)), 0.0, 1.0)
     levels = _levels(flat)
     mask = stretch(flat, levels) > 0.0
+    _check_clumped(mask)
     labels = _components(mask)
     sizes = np.bincount(labels[mask])
     keep = mask & (sizes[np.maximum(labels, 0)] >= SPECK_SHARE * sizes.max())
@@ -243,4 +294,4 @@ def locate(ink: Ink) -> Located:
     return Located(box, factor, block, background, levels, keep)
 
 
-__all__ = ["Ink", "Located", "locate", "stretch"]
+__all__ = ["Ink", "Located", "locate", "pool", "stretch"]

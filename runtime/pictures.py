@@ -6,6 +6,7 @@ ones; IDX files hold digits, each prepared like a picture.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,8 @@ import numpy as np
 
 from .errors import DataFormatError, InputError
 from .prepare import prepare_digit
+
+logger = logging.getLogger(__name__)
 
 #: Largest picture read, in pixels (a 48-megapixel photo is 8000x6000).
 MAX_PICTURE_PIXELS = 50_000_000
@@ -27,25 +30,29 @@ def open_image(path: Path, too_large: str) -> Iterator[Any]:
     """Open an image file with Pillow for the `with` body; any failure there is a DataFormatError.
 
     Pillow's decompression-bomb warning is silenced: callers check the declared size before
-    anything is decoded. `too_large` ends the message for a file declaring more pixels than
-    Pillow will open at all.
+    anything is decoded. Its other warnings while the file is read (corrupt EXIF data, a
+    truncated chunk) become one logged line naming the file, not raw lines on stderr.
+    `too_large` ends the message for a file declaring more pixels than Pillow will open at all.
     """
     import warnings
 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-        with image:
-            yield image
+            with Image.open(path) as image:
+                yield image
     except UnidentifiedImageError:
         raise DataFormatError(f"{path}: not an image file PIL can read") from None
     except Image.DecompressionBombError:
         raise DataFormatError(f"{path}: declares {too_large}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataFormatError(f"{path}: cannot read image: {exc}") from None
+    notes = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
+    if notes:
+        logger.warning("%s: read despite: %s", path, "; ".join(notes))
 
 
 def npy_shape(path: Path) -> tuple[int, ...]:

@@ -6,8 +6,9 @@ The steps follow how MNIST itself was made, with what real pictures need on top:
 2. polarity: inverted when the median is above the middle of the range (dark ink, light paper);
 3. locate (inkfind.py), on a copy max-pooled to at most 256 pixels a side: subtract the paper
    level interpolated between blocks (their lower quartiles, opened; uneven light), take as ink
-   what lies above both Otsu's and the triangle threshold, stretch ink to 1 and paper to 0, keep
-   the connected ink that is not a speck, and take its bounding box;
+   what lies above both Otsu's and the triangle threshold, refuse ink scattered like noise
+   rather than clumped like strokes, stretch ink to 1 and paper to 0, keep the connected ink
+   that is not a speck, and take its bounding box;
 4. shape, on the full-resolution crop max-pooled to at most 64 pixels a side: normalise the
    stroke width (estimated as 2 * ink area / boundary pixels) by dilating thin strokes to
    MNIST's 2.6 pixels at 28x28;
@@ -24,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .inkfind import Ink, Located, locate, stretch
+from .inkfind import Ink, Located, locate, pool, stretch
 
 #: Largest side of the crop whose strokes are measured and thickened.
 SHAPE_SIDE = 64
@@ -50,22 +51,25 @@ def prepare_digit(image: np.ndarray) -> np.ndarray:
 
 def to_grey(image: np.ndarray) -> np.ndarray:
     """Return the picture as float32 [H,W] grey in [0,1] (601 luma; RGBA over white), or raise InputError."""
-    array = np.asarray(image)
+    try:
+        array = np.asarray(image)
+    except (ValueError, TypeError) as exc:  # ragged nested lists, objects numpy cannot make an array of
+        raise InputError(f"a picture must be a rectangular array of numbers: {exc}") from None
+    if array.dtype != np.uint8 and array.dtype.kind != "f":
+        raise InputError(f"a picture must be uint8 (0-255) or float (0-1), got dtype {array.dtype}")
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise InputError(f"a picture must be [H,W] grey, [H,W,3] RGB or [H,W,4] RGBA, got shape {list(array.shape)}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InputError(f"the picture is empty (shape {list(array.shape)})")
     if array.dtype == np.uint8:
         scale = 255.0
-    elif array.dtype.kind == "f":
+    else:
         values = array.astype(np.float64)
         if not np.isfinite(values).all():
             raise InputError("the picture holds NaN or infinite values")
         if values.min() < 0.0 or values.max() > 1.0:
             raise InputError(f"float pictures must hold values in [0, 1], got [{values.min():.4g}, {values.max():.4g}]")
         scale = 1.0
-    else:
-        raise InputError(f"a picture must be uint8 (0-255) or float (0-1), got dtype {array.dtype}")
     if array.ndim == 2:
         grey = array.astype(np.float64) / scale
     elif array.dtype == np.uint8 and array.shape[2] == 3:
@@ -85,14 +89,8 @@ def to_grey(image: np.ndarray) -> np.ndarray:
 
 
 def _max_pool(values: np.ndarray, factor: int) -> np.ndarray:
-    """Max-pool non-negative values by `factor`, the last partial blocks included (padded with zeros)."""
-    if factor == 1:
-        return values
-    h, w = values.shape
-    ph, pw = -(-h // factor) * factor, -(-w // factor) * factor
-    padded = np.zeros((ph, pw), values.dtype)
-    padded[:h, :w] = values
-    return padded.reshape(ph // factor, factor, pw // factor, factor).max(axis=(1, 3))
+    """Max-pool values by `factor`, the last partial blocks included."""
+    return values if factor == 1 else pool(values, factor, np.maximum)
 
 
 def _dilate(values: np.ndarray, radius: int) -> np.ndarray:

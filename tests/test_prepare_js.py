@@ -56,6 +56,10 @@ def _cases() -> dict[str, np.ndarray]:
     for i, digit in enumerate(read_mnist_images(VALID_IMAGES)[:5]):
         cases[f"mnist{i}"] = _rgba(digit)
     cases["tiny"] = _rgba(np.asarray(draw(1, Style(canvas=(5, 9), pen=1.0))))
+    strip = np.full((3, 60_000), 240, np.uint8)  # far longer than wide: pooled without padding to a square
+    strip[:, 20_000:45_000] = 30
+    cases["strip"] = _rgba(strip)
+    cases["noisy paper"] = _rgba(np.asarray(draw(8, Style(canvas=(320, 240), pen=7.0, paper=200, ink=60, noise=25.0))))
     return cases
 
 
@@ -89,6 +93,12 @@ def test_javascript_refuses_what_python_refuses(tmp_path: Path) -> None:
     cases = {
         "blank": _rgba(np.full((40, 30), 230, np.uint8)),
         "noise": _rgba(np.clip(rng.normal(200, 4, (120, 160)), 0, 255).astype(np.uint8)),
+        "uniform": _rgba(rng.integers(0, 256, (120, 160), dtype=np.uint8)),
+        "uniform RGB": _rgba(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)),
+        "Gaussian": _rgba(np.clip(rng.normal(128, 40, (64, 48)), 0, 255).astype(np.uint8)),
+        "Gaussian over a page": _rgba(np.clip(rng.normal(200, 60, (480, 640)), 0, 255).astype(np.uint8)),
+        "pepper": _rgba(np.where(rng.random((240, 320)) < 0.05, np.uint8(25), np.uint8(235))),
+        "salt and pepper": _rgba(rng.choice(np.array([0, 128, 128, 128, 255], np.uint8), (200, 200))),
     }
     _run(cases, tmp_path)
     for name, rgba in cases.items():

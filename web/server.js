@@ -66,6 +66,18 @@ export function resolvePath(urlPath) {
   return null;
 }
 
+/** Return the path of a request target (origin-form: "/path?query"), or null for any other target. */
+export function requestPath(target) {
+  // Only a path is served: "//host/...", "http://host/..." and "*" name no file here. The target
+  // is parsed below a fixed origin, so no part of it is ever read as a host or a port.
+  if (typeof target !== "string" || !target.startsWith("/") || target.startsWith("//")) return null;
+  try {
+    return new URL("http://localhost" + target).pathname;
+  } catch {
+    return null;
+  }
+}
+
 function send(res, status, text) {
   res.writeHead(status, { ...ISOLATION, "Content-Type": "text/plain; charset=utf-8" });
   res.end(text + "\n");
@@ -76,10 +88,16 @@ function handle(req, res) {
     res.setHeader("Allow", "GET, HEAD");
     return send(res, 405, "only GET and HEAD are allowed");
   }
-  const url = new URL(req.url, "http://localhost");
-  const file = resolvePath(url.pathname);
-  if (file === null) return send(res, 404, `not found: ${url.pathname}`);
-  const size = statSync(file).size;
+  const path = requestPath(req.url);
+  if (path === null) return send(res, 400, "bad request target: give a path that starts with a single /");
+  const file = resolvePath(path);
+  let size;
+  try {
+    size = file === null ? -1 : statSync(file).size;
+  } catch {
+    size = -1; // gone since it was resolved
+  }
+  if (size < 0) return send(res, 404, `not found: ${path}`);
   res.writeHead(200, {
     ...ISOLATION,
     "Content-Type": TYPES[extname(file)] ?? "application/octet-stream",

@@ -6,8 +6,9 @@
 //   2. polarity: inverted when the median is above the middle of the range (dark ink on paper);
 //   3. locate, on a copy max-pooled to at most 256 pixels a side: subtract the paper level
 //      interpolated between blocks (lower quartiles, opened; uneven light), take as ink what
-//      lies above both Otsu's and the triangle threshold, stretch ink to 1 and paper to 0, keep
-//      the connected ink that is not a speck, take its bounding box;
+//      lies above both Otsu's and the triangle threshold, refuse ink scattered like noise rather
+//      than clumped like strokes, stretch ink to 1 and paper to 0, keep the connected ink that
+//      is not a speck, take its bounding box;
 //   4. shape, on the full-resolution crop max-pooled to at most 64 pixels a side: dilate thin
 //      strokes to MNIST's width (estimated as 2 * ink area / boundary pixels);
 //   5. fit: area-average into a 20x20 box (aspect kept), centre the mass in 28x28.
@@ -16,12 +17,15 @@
 const LOCATE_SIDE = 256;
 const SHAPE_SIDE = 64;
 const BACKGROUND_BLOCKS = 8;
+const MIN_BLOCK = 8; // a lower quartile of fewer pixels is not the paper's
 const BOX_SIDE = 20;
 const FIELD_SIDE = 28;
 const STROKE_WIDTH = 2.6;
 const CENTRE = 14.0;
 const MIN_CONTRAST = 0.1;
 const SPECK_SHARE = 0.1;
+const MIN_CLUMPING = 0.125;
+const MIN_CLUMPING_Z = 8.0;
 
 /**
  * Convert canvas RGBA bytes (composited over white) to grey in [0, 1] by 601 luma.
@@ -140,7 +144,7 @@ function maxPool(img, factor) {
 // opening of the blocks (least over neighbours, then most), which drops the blocks a thick
 // stroke fills, even along an edge, and keeps a gradient of light as it is.
 function background(img) {
-  const size = Math.max(1, Math.ceil(Math.max(img.h, img.w) / BACKGROUND_BLOCKS));
+  const size = Math.max(MIN_BLOCK, Math.ceil(Math.max(img.h, img.w) / BACKGROUND_BLOCKS));
   const rows = Math.ceil(img.h / size);
   const cols = Math.ceil(img.w / size);
   const quartiles = new Float64Array(rows * cols);
@@ -294,6 +298,42 @@ function clip01(v) {
   return v < 0 ? 0 : v > 1 ? 1 : v;
 }
 
+// Throw when the ink is scattered like noise. The clumping (c - p) / (1 - p), where c is the share
+// of ink pixels' 8-neighbours (inside the picture) that are ink and p the share of all pixels that
+// are ink, is 0 for noise of any kind and density and 1/4 or more for strokes. Ink is strokes when
+// the clumping is at least MIN_CLUMPING, or MIN_CLUMPING_Z standard errors above 0 (strokes among
+// heavy noise). Integers (all below 2^53), then float64 in the same order as Python.
+function checkClumped(mask, h, w) {
+  let inked = 0;
+  let present = 0;
+  let count = 0;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      if (!mask[y * w + x]) continue;
+      count++;
+      for (let dy = -1; dy <= 1; dy++) {
+        const yy = y + dy;
+        if (yy < 0 || yy >= h) continue;
+        for (let dx = -1; dx <= 1; dx++) {
+          const xx = x + dx;
+          if ((dy === 0 && dx === 0) || xx < 0 || xx >= w) continue;
+          present++;
+          inked += mask[yy * w + xx];
+        }
+      }
+    }
+  }
+  const total = h * w;
+  const excess = inked * total - count * present;
+  if (8 * inked * total - 7 * count * present >= present * total) return;
+  if (excess > 0 && 4.0 * excess * excess >= MIN_CLUMPING_Z ** 2 * present * present * (total - count)) return;
+  const c = inked / Math.max(present, 1);
+  const p = count / total;
+  throw noInk(
+    `the marks are scattered like noise, not drawn as strokes (clumping ${((c - p) / (1 - p)).toFixed(3)}; strokes show at least ${MIN_CLUMPING}, noise 0)`,
+  );
+}
+
 // Find the digit on a max-pooled copy: flatten the background, stretch the levels, drop specks.
 function locate(img) {
   const factor = Math.max(1, Math.ceil(Math.max(img.h, img.w) / LOCATE_SIDE));
@@ -309,6 +349,7 @@ function locate(img) {
   const lv = levels(flat);
   const mask = new Uint8Array(n);
   for (let i = 0; i < n; i++) mask[i] = stretch(flat[i], lv) > 0 ? 1 : 0;
+  checkClumped(mask, small.h, small.w);
   // 8-connected components, by a flood fill from each unlabelled ink pixel.
   const label = new Int32Array(n).fill(-1);
   const sizes = [];
