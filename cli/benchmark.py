@@ -134,9 +134,9 @@ class _Plain:
         self.encoder, self.decoder = (
             open_session(verified_bytes(vae.model_dir, files[role]), None, plan) for role in ("encoder", "decoder")
         )
-        # With a learned prior, generating is one run of the generator graph (prior -> decoder).
-        self.generator = (
-            open_session(verified_bytes(vae.model_dir, files["generator"]), None, plan) if vae.manifest.prior else None
+        # With a learned prior, generating is a run of its sampler, then of the decoder.
+        self.prior = (
+            open_session(verified_bytes(vae.model_dir, files["prior"]), None, plan) if vae.manifest.prior else None
         )
         self.rng = np.random.default_rng()
         self.d, self.classes = vae.latent_dim, vae.num_classes
@@ -146,11 +146,11 @@ class _Plain:
 
     def generate1(self) -> Any:
         z = self.rng.standard_normal((1, self.d), dtype=np.float32)
-        if self.generator is not None:
+        labels = np.zeros(1, np.int64) if self.classes else None
+        if self.prior is not None:
             label = np.zeros(1, np.int64) if self.classes else np.full(1, -1, np.int64)
             feeds = {"noise": z, "uniform": self.rng.random(1, dtype=np.float32), "label": label}
-            return self.generator.run(["image"], feeds)[0].reshape(1, 28, 28)
-        labels = np.zeros(1, np.int64) if self.classes else None
+            z = self.prior.run(["z"], feeds)[0]
         return self.decoder.run(["image"], self._feeds("z", z, labels))[0].reshape(1, 28, 28)
 
     def decode1(self) -> Any:

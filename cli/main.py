@@ -45,6 +45,8 @@ _LAZY_COMMANDS = {
     "data": ("digitvae.cli.train", "data"),
     "models": ("digitvae.cli.models", "models"),
     "export-triton": ("digitvae.cli.triton", "export_triton"),
+    "export-generator": ("digitvae.cli.generator", "export_generator"),
+    "parity": ("digitvae.cli.parity", "parity"),
     "serve": ("digitvae.cli.serve", "serve"),  # needs the [serve] extra (MLServer)
 }
 

@@ -199,12 +199,13 @@ def require(*modules: str, extra: str = "train") -> None:
     """Refuse to run a command whose optional dependencies are not installed, naming the extra to install."""
     import importlib.util
 
+    from digitvae.runtime.extras import install_command
+
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         verb = "is" if len(missing) == 1 else "are"
-        raise MissingDependencyError(
-            f"this command needs {', '.join(missing)}, which {verb} not installed: pip install 'digitvae[{extra}]'"
-        )
+        command = install_command(extra, need_torch="torch" in missing)
+        raise MissingDependencyError(f"this command needs {', '.join(missing)}, which {verb} not installed: {command}")
 
 
 @contextlib.contextmanager

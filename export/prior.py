@@ -21,6 +21,7 @@ import onnx
 from onnx import helper
 
 from digitvae.runtime.errors import InputError, MissingDependencyError
+from digitvae.runtime.extras import install_command
 from digitvae.runtime.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -31,7 +32,7 @@ from digitvae.runtime.manifest import (
     verified_bytes,
 )
 
-from .folder import folder_files, variant_file, write_model_folder
+from .folder import folder_files, write_model_folder
 from .opset import BUILD_OPSET, stamp_lowest
 from .prior_graph import Mixture, density_graph, generator_graph, sampler_graph
 
@@ -86,7 +87,7 @@ def fit_mixture(codes: np.ndarray, classes: np.ndarray | None, config: PriorConf
     try:
         from sklearn.mixture import GaussianMixture
     except ImportError:
-        raise MissingDependencyError("fitting a prior needs scikit-learn: pip install 'digitvae[prior]'") from None
+        raise MissingDependencyError(f"fitting a prior needs scikit-learn: {install_command('prior')}") from None
 
     def fit(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = min(config.components, len(points))
@@ -115,35 +116,47 @@ def fit_mixture(codes: np.ndarray, classes: np.ndarray | None, config: PriorConf
 
 @dataclass(frozen=True)
 class PriorFiles:
-    """The prior's ONNX files (name -> bytes) and each variant's entries for model.json."""
+    """The prior's ONNX files (name -> bytes) and their entries, the same in every variant of model.json."""
 
     files: dict[str, bytes]
-    entries: dict[str, dict[str, ModelFile]]
+    entries: dict[str, ModelFile]
 
 
-def prior_files(mixture: Mixture, decoders: Mapping[str, bytes]) -> PriorFiles:
-    """Build the sampler and density (shared by all variants) and a generator per variant's decoder."""
+def prior_files(mixture: Mixture) -> PriorFiles:
+    """Build the prior's sampler and density graphs, shared by every variant."""
     # Built in one opset whatever the decoder declares, so the same mixture always gives the same nodes.
     ir_version = helper.find_min_ir_version_for([helper.make_opsetid("", BUILD_OPSET)])
     sampler = _checked(sampler_graph(mixture, opset=BUILD_OPSET, ir_version=ir_version))
     density = _checked(density_graph(mixture, opset=BUILD_OPSET, ir_version=ir_version))
-    return attach_generators(sampler, density, decoders)
+    return shared_prior_files(sampler, density)
 
 
-def attach_generators(sampler: bytes, density: bytes, decoders: Mapping[str, bytes]) -> PriorFiles:
-    """Return the prior's files with one generator (sampler -> decoder) per variant's decoder."""
+def shared_prior_files(sampler: bytes, density: bytes) -> PriorFiles:
+    """Return the sampler and density as the prior's files and their manifest entries."""
     files = {"prior.onnx": sampler, "prior_density.onnx": density}
-    shared = {
+    entries = {
         role: ModelFile(f"{role}.onnx", hashlib.sha256(files[f"{role}.onnx"]).hexdigest())
         for role in ("prior", "prior_density")
     }
-    entries: dict[str, dict[str, ModelFile]] = {}
-    sampler_model = onnx.load_from_string(sampler)
-    for variant, blob in decoders.items():
-        name = variant_file(variant, "generator")
-        files[name] = _checked(generator_graph(sampler_model, onnx.load_from_string(blob)))
-        entries[variant] = {**shared, "generator": ModelFile(name, hashlib.sha256(files[name]).hexdigest())}
     return PriorFiles(files, entries)
+
+
+def generator_bytes(model_dir: Path, variant: str = "fp32") -> bytes:
+    """Return one graph that draws digits: the folder's prior sampler feeding its decoder of `variant`.
+
+    Built from the folder's own files (each checked against its sha256), for apps and servers
+    that want generation in one run; the runtime itself never needs it.
+    """
+    manifest = read_manifest(model_dir)
+    files = manifest.files(variant)
+    if not manifest.prior:
+        raise InputError(
+            f"model {manifest.name!r} has no learned prior: its codes come from N(0, I), so its decoder "
+            "alone generates digits (fit a prior with `digitvae prior fit`)"
+        )
+    sampler = onnx.load_from_string(verified_bytes(model_dir, files["prior"]))
+    decoder = onnx.load_from_string(verified_bytes(model_dir, files["decoder"]))
+    return _checked(generator_graph(sampler, decoder))
 
 
 def _checked(model: onnx.ModelProto) -> bytes:
@@ -154,7 +167,7 @@ def _checked(model: onnx.ModelProto) -> bytes:
 
 def with_prior(manifest: Manifest, prior: PriorFiles, description: Mapping[str, Any]) -> Manifest:
     """Return the manifest with the prior's files in every variant and its description."""
-    variants = {v: {**files, **prior.entries[v]} for v, files in manifest.variants.items()}
+    variants = {v: {**files, **prior.entries} for v, files in manifest.variants.items()}
     return replace(manifest, variants=variants, prior=dict(description))
 
 
@@ -233,7 +246,7 @@ def _fit_model_prior(
     vae = DigitVAE.load(model_dir.resolve(), providers, threads=threads)
     mixture = fit_prior(vae, images, labels, config)
     files = {f.path: verified_bytes(model_dir, f) for v in manifest.variants.values() for f in v.values()}
-    prior = prior_files(mixture, {v: files[entries["decoder"].path] for v, entries in manifest.variants.items()})
+    prior = prior_files(mixture)
     manifest = with_prior(manifest, prior, describe(mixture, config, data))
     write_model_folder(model_dir, {**folder_files(model_dir), **files, **prior.files}, manifest, force=True)
     logger.info(

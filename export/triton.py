@@ -23,6 +23,7 @@ from typing import Any
 from digitvae.runtime.atomic import swapped_in
 from digitvae.runtime.contract import check_signatures, trial_run
 from digitvae.runtime.errors import InputError, MissingDependencyError, ModelError, OutputError
+from digitvae.runtime.extras import install_command
 from digitvae.runtime.manifest import ROLES, read_manifest, resolve_model_dir, verified_bytes
 from digitvae.runtime.onnxscan import check_self_contained
 
@@ -42,7 +43,6 @@ INSTANCE_KINDS = ("auto", "cpu", "gpu")
 DECODER_CODE = "z_for_decoder"
 #: Triton model names are folder names and URL path segments: keep them plain.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_EXTRA_HINT = "pip install 'digitvae[triton]'"
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,8 @@ def config_module() -> Any:
         from tritonclient.grpc import model_config_pb2
     except (ImportError, RuntimeError) as exc:  # tritonclient without grpc raises RuntimeError
         raise MissingDependencyError(
-            f"writing a Triton model repository needs tritonclient[grpc], which is not installed ({exc}): {_EXTRA_HINT}"
+            f"writing a Triton model repository needs tritonclient[grpc], which is not installed ({exc}): "
+            f"{install_command('triton')}"
         ) from None
     return model_config_pb2
 

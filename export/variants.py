@@ -40,7 +40,7 @@ from digitvae.runtime.sessions import open_session, session_options
 
 from .folder import folder_files, variant_file, write_model_folder
 from .opset import stamp_lowest
-from .prior import attach_generators, with_prior
+from .prior import shared_prior_files, with_prior
 
 logger = logging.getLogger(__name__)
 
@@ -127,11 +127,10 @@ def _rewrite_variants(model_dir: Path) -> Manifest:
     prior = manifest.prior
     manifest = bundle.apply(manifest)
     if prior:
-        # Every variant gets the same prior, and a generator built on its own decoder.
-        decoders = {v: files[entries["decoder"].path] for v, entries in manifest.variants.items()}
-        generators = attach_generators(fp32["prior"], fp32["prior_density"], decoders)
-        files.update(generators.files)
-        manifest = with_prior(manifest, generators, prior)
+        # Every variant shares the fp32 variant's prior files.
+        shared = shared_prior_files(fp32["prior"], fp32["prior_density"])
+        files.update(shared.files)
+        manifest = with_prior(manifest, shared, prior)
     write_model_folder(model_dir, files, manifest, force=True)
     return manifest
 

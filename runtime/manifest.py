@@ -21,9 +21,11 @@ MANIFEST_NAME = "model.json"
 FORMAT = "digitvae-model"
 FORMAT_VERSION = 1
 ROLES = ("encoder", "decoder")
-#: The files of a learned latent prior: its sampler, its log-density, and the sampler composed
-#: with the decoder. A model without them has the N(0, I) prior.
-PRIOR_ROLES = ("prior", "prior_density", "generator")
+#: The files of a learned latent prior: its sampler and its log-density. A model without them
+#: has the N(0, I) prior. Older folders also list a "generator" (the sampler composed with the
+#: decoder): the runtime never loads one, so it is ignored; `digitvae export-generator` builds
+#: one on demand for the apps that want it.
+PRIOR_ROLES = ("prior", "prior_density")
 STANDARD_NORMAL = "standard_normal"
 #: Kinds of learned prior this digitvae reads.
 PRIOR_KINDS = ("gaussian_mixture",)

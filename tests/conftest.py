@@ -15,9 +15,9 @@ DATA = Path(__file__).parent / "data" / "mnist"
 TRAIN_IMAGES = DATA / "train-images-idx3-ubyte.gz"
 VALID_IMAGES = DATA / "t10k-images-idx3-ubyte.gz"
 
-#: What `export` writes into a model folder, sorted: three variants of each graph, the prior, model.json.
+#: What `export` writes into a model folder, sorted: three variants of each half, the prior, model.json.
 EXPORTED_FILES = sorted(
-    [f"{role}{suffix}.onnx" for role in ("encoder", "decoder", "generator") for suffix in ("", ".int8", ".fp16")]
+    [f"{role}{suffix}.onnx" for role in ("encoder", "decoder") for suffix in ("", ".int8", ".fp16")]
     + ["prior.onnx", "prior_density.onnx", "model.json"]
 )
 

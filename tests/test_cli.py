@@ -516,9 +516,11 @@ def test_missing_train_extra(
         # importlib.util.find_spec returns None for a module whose sys.modules entry is None.
         monkeypatch.setitem(sys.modules, module, None)
     result = invoke(*args)
-    line = assert_clean_failure(result, "digitvae[train]")
+    line = assert_clean_failure(result, "[train]")
     for module in hidden:
         assert module in line
+    # Without torch, the hint installs PyTorch's CPU build first: plain pip would take CUDA's gigabytes.
+    assert ("download.pytorch.org/whl/cpu" in line) == ("torch" in hidden)
     assert listing(tmp_path) == []
 
 

@@ -122,3 +122,13 @@ def test_the_graph_sees_function_level_and_string_imports() -> None:
     graph = _graph()
     assert "digitvae.cli.likelihood" in graph["digitvae.cli.main"]  # named for importlib.import_module
     assert "digitvae.export.onnx" in graph["digitvae.cli.train"]  # inside a command function
+
+
+def test_readme_stays_short_and_links_only_documents_that_exist() -> None:
+    """README is the front page: what it is, the commands, pictures, the API in brief, links; detail lives in docs/."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 200, "README.md is over 200 lines: move detail to docs/"
+    for target in re.findall(r"\]\(([^)#:]+)\)", readme):
+        assert (ROOT / target).exists(), f"README links to {target}, which does not exist"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from click.testing import CliRunner
 from conftest import TRAIN_IMAGES, needs_torch
 
 from digitvae.runtime import DigitVAE
@@ -18,6 +19,7 @@ from digitvae.runtime.manifest import PRIOR_ROLES, shipped_models_dir
 
 HAVE_FIT = all(importlib.util.find_spec(m) is not None for m in ("onnx", "sklearn"))
 needs_fit = pytest.mark.skipif(not HAVE_FIT, reason="needs the [prior] extra (onnx, scikit-learn)")
+needs_onnx = pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="needs the [prior] extra (onnx)")
 TRAIN_LABELS = TRAIN_IMAGES.with_name("train-labels-idx1-ubyte.gz")
 
 
@@ -100,11 +102,17 @@ def test_density_is_per_class_and_stays_finite_far_away() -> None:
         np.testing.assert_allclose(found, mixture.log_prob(z, label + 1), rtol=1e-5, atol=1e-3)
 
 
-def test_generator_is_the_sampler_feeding_the_decoder(vae: DigitVAE) -> None:
-    model_dir = vae.model_dir
-    sessions = {
-        role: ort.InferenceSession(str(model_dir / f"{role}.onnx")) for role in ("prior", "decoder", "generator")
-    }
+@needs_onnx
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_generator_is_the_sampler_feeding_the_decoder(vae: DigitVAE, tmp_path: Path, variant: str) -> None:
+    from digitvae.cli.main import cli
+
+    out = tmp_path / "generator.onnx"
+    result = CliRunner().invoke(cli, ["export-generator", "mnist-vae", "--variant", variant, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    files = vae.manifest.files(variant)
+    sessions = {role: ort.InferenceSession(str(vae.model_dir / files[role].path)) for role in ("prior", "decoder")}
+    generator = ort.InferenceSession(str(out))
     rng = np.random.default_rng(3)
     feeds = {
         "noise": rng.standard_normal((7, vae.latent_dim), dtype=np.float32),
@@ -113,9 +121,50 @@ def test_generator_is_the_sampler_feeding_the_decoder(vae: DigitVAE) -> None:
     }
     z = sessions["prior"].run(["z"], feeds)[0]
     image = sessions["decoder"].run(["image"], {"z": z})[0]
-    z2, image2 = sessions["generator"].run(["z", "image"], feeds)
+    z2, image2 = generator.run(["z", "image"], feeds)
     np.testing.assert_array_equal(z, z2)
     np.testing.assert_allclose(image, image2, atol=1e-6)
+
+
+@needs_onnx
+def test_a_model_folder_stores_no_generator_and_an_old_one_still_loads(tmp_path: Path) -> None:
+    """The runtime never loads the composed graph: folders leave it out, and older manifests listing one still load."""
+    from digitvae.cli.main import cli
+
+    for folder in shipped_models_dir().iterdir():
+        if folder.is_dir() and (folder / "model.json").exists():
+            assert not list(folder.glob("generator*.onnx")), folder
+    model = tmp_path / "old"
+    shutil.copytree(shipped_models_dir() / "mnist-vae", model)
+    assert CliRunner().invoke(cli, ["export-generator", str(model), "-o", str(model / "generator.onnx")]).exit_code == 0
+    data = json.loads((model / "model.json").read_text())
+    data["variants"]["fp32"]["generator"] = {"path": "generator.onnx", "sha256": "0" * 64}
+    (model / "model.json").write_text(json.dumps(data))
+    np.testing.assert_array_equal(DigitVAE.load(model).generate(3, seed=1), DigitVAE.load().generate(3, seed=1))
+
+
+@needs_onnx
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["mnist-vae", "-o", "{tmp}/g.png"], "ending in .onnx"),
+        (["mnist-vae", "--variant", "int4", "-o", "{tmp}/g.onnx"], "no variant 'int4'"),
+        (["no-such-model", "-o", "{tmp}/g.onnx"], "no-such-model"),
+        (["{plain}", "-o", "{tmp}/g.onnx"], "has no learned prior"),
+    ],
+)
+def test_export_generator_refuses_bad_input_and_writes_nothing(tmp_path: Path, args: list[str], match: str) -> None:
+    from digitvae.cli.main import cli
+
+    plain = _strip_prior(shipped_models_dir() / "mnist-vae", tmp_path / "plain")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    argv = [a.format(tmp=out_dir, plain=plain) for a in args]
+    result = CliRunner().invoke(cli, ["export-generator", *argv])
+    assert result.exit_code != 0
+    assert match in result.output and "Traceback" not in result.output
+    assert result.output.count("\n") == 1
+    assert not list(out_dir.iterdir())
 
 
 def test_python_digits_equal_the_contract_run_by_hand(vae: DigitVAE) -> None:
@@ -209,7 +258,7 @@ def test_a_folder_without_a_prior_keeps_n01(tmp_path: Path, digits: np.ndarray) 
 @pytest.mark.parametrize(
     "change, error, match",
     [
-        (lambda d: d["variants"]["fp32"].pop("generator"), ModelError, "missing required field 'generator'"),
+        (lambda d: d["variants"]["fp32"].pop("prior_density"), ModelError, "missing required field 'prior_density'"),
         (lambda d: d["prior"].update(kind="flow"), ModelError, "kind 'flow' is not supported"),
         (lambda d: d["prior"].update(classes=1), ModelError, "classes must be 0"),
         (lambda d: d.update(prior="vampprior"), ModelError, "must be 'standard_normal' or an object"),

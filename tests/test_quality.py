@@ -378,7 +378,7 @@ def test_quality_command_loads_without_torch(tmp_path: Path) -> None:
         [sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("MissingDependencyError") and "digitvae[train]" in out.stdout
+    assert out.stdout.startswith("MissingDependencyError") and "[train]" in out.stdout
 
 
 def test_nearest_distances_and_the_memorisation_ratio() -> None:

@@ -550,4 +550,4 @@ def _assert_one_error_line(args: list[str], fragment: str) -> None:
 def test_without_the_extra_it_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     # importlib.util.find_spec returns None for a module whose sys.modules entry is None.
     monkeypatch.setitem(sys.modules, "mlserver", None)
-    assert_clean_failure(invoke("serve"), "pip install 'digitvae[serve]'")
+    assert_clean_failure(invoke("serve"), "[serve]")

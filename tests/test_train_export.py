@@ -232,7 +232,7 @@ def test_runtime_likelihood_agrees_with_torch(tiny_run: Path, tiny_model: Path, 
 def test_exported_files_carry_no_local_paths_or_stack_traces(tiny_model: Path) -> None:
     import onnx
 
-    for name in ("encoder.onnx", "decoder.onnx", "generator.onnx", "decoder.int8.onnx"):
+    for name in ("encoder.onnx", "decoder.onnx", "prior.onnx", "decoder.int8.onnx"):
         blob = (tiny_model / name).read_bytes()
         assert b"stack_trace" not in blob and str(Path(__file__).parents[1]).encode() not in blob, name
         model = onnx.load_from_string(blob)
