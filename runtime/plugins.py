@@ -199,6 +199,16 @@ def plugin_options(plugin: Plugin, device: str, options: Mapping[str, Any]) -> d
     return result
 
 
+def built_in_options(plugin: Plugin, options: Mapping[str, Any]) -> dict[str, str]:
+    """Return the options for a build with the plugin's EP inside: device_type kept, the plugin's defaults added."""
+    # onnxruntime-openvino (OpenVINO built into onnxruntime) takes the same options, device_type too.
+    device = str(options.get("device_type", "CPU")).strip().upper()
+    result = plugin_options(plugin, device, options)
+    if "device_type" in options:
+        result["device_type"] = device
+    return result
+
+
 @dataclass(frozen=True)
 class Choice:
     """A plugin EP's device and options, chosen once and handed to each session."""

@@ -107,6 +107,8 @@ class Plan:
     names: list[str] = field(default_factory=list)
     options: list[dict[str, Any]] = field(default_factory=list)
     plugins: list[plugins.Choice] = field(default_factory=list)
+    #: Whether sessions record which EP runs each node (for a built-in EP that may take none).
+    record_assignment: bool = False
 
     @property
     def started(self) -> list[str]:
@@ -121,10 +123,12 @@ def plan(requested: list[tuple[str, dict[str, Any]]], *, strict: bool) -> Plan:
     for name, opts in requested:
         plugin = plugins.find(name)
         # A registered plugin EP is listed as available, but naming it in `providers=` runs the CPU
-        # provider instead: it goes in by device. A build with the EP inside (no package) goes by name.
+        # provider instead: it goes in by device. A build with the EP inside (no package) goes by name,
+        # with the options the plugin would get (OpenVINO's float32).
         if name in available and (plugin is None or not plugins.installed(plugin)):
             result.names.append(name)
-            result.options.append(opts)
+            result.options.append(opts if plugin is None else plugins.built_in_options(plugin, opts))
+            result.record_assignment = result.record_assignment or plugin is not None
             continue
         try:
             if plugin is None:

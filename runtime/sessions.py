@@ -53,6 +53,8 @@ def open_session(
     if plan is None or not plan.plugins:
         names = plan.names if plan is not None else ["CPUExecutionProvider"]
         options = plan.options if plan is not None else [{}]
+        if plan is not None and plan.record_assignment:
+            opts.add_session_config_entry(plugins.RECORD_ASSIGNMENT, "1")
         return ort.InferenceSession(model, sess_options=opts, providers=names, provider_options=options)
     # Session options that carry devices take no `providers=`: the built-in providers are added
     # to them by name, after the plugins; the CPU provider backs them all without being named.

@@ -1,4 +1,8 @@
-"""Plugin execution providers: OpenVINO through onnxruntime's plugin EP API, and the generic "plugin:MODULE" form."""
+"""Plugin execution providers: OpenVINO through onnxruntime's plugin EP API, and the generic "plugin:MODULE" form.
+
+The tests of OpenVINO really running use whichever OpenVINO is here: the plugin package, or
+onnxruntime-openvino (OpenVINO built into onnxruntime, which runs on any x86-64 CPU).
+"""
 
 from __future__ import annotations
 
@@ -21,11 +25,13 @@ from helpers import assert_clean_failure, invoke, ok
 from digitvae.runtime import DigitVAE, ProviderError, plugins
 from digitvae.runtime import providers as eps
 from digitvae.runtime.idx import read_mnist_images
-from digitvae.runtime.sessions import active_providers
+from digitvae.runtime.sessions import active_providers, open_session
 
 OPENVINO = "OpenVINOExecutionProvider"
 HAVE_OPENVINO = importlib.util.find_spec("onnxruntime_ep_openvino") is not None
 needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="needs the [openvino] extra (onnxruntime-ep-openvino)")
+#: onnxruntime-openvino in place of onnxruntime: OpenVINO is available without a plugin package.
+BUILT_IN_OPENVINO = not HAVE_OPENVINO and OPENVINO in ort.get_available_providers()
 
 
 def _openvino_cpu() -> str | None:
@@ -37,9 +43,23 @@ def _openvino_cpu() -> str | None:
     return None
 
 
+def _built_in_openvino_cpu() -> str | None:
+    """Return why onnxruntime-openvino's EP cannot run a model on this machine's CPU, or None when it can."""
+    try:
+        DigitVAE.load(providers="openvino", strict=True)
+    except ProviderError as exc:
+        return str(exc)
+    return None
+
+
 @pytest.fixture(scope="module")
 def openvino_cpu() -> None:
-    """Skip unless OpenVINO's plugin offers this machine's CPU (it offers Intel CPUs only)."""
+    """Skip unless OpenVINO runs on this machine's CPU: built into onnxruntime, or the plugin (Intel CPUs only)."""
+    if BUILT_IN_OPENVINO:
+        why = _built_in_openvino_cpu()
+        if why is not None:
+            pytest.skip(f"onnxruntime-openvino is installed, but {why}")
+        return
     if not HAVE_OPENVINO:
         pytest.skip("needs the [openvino] extra (onnxruntime-ep-openvino)")
     why = _openvino_cpu()
@@ -90,8 +110,9 @@ def test_openvino_takes_the_nodes(pair: tuple[DigitVAE, DigitVAE]) -> None:
 
 
 def test_openvino_in_float32_unless_asked(openvino_cpu: None) -> None:
-    z = np.random.default_rng(1).standard_normal((64, 16), dtype=np.float32)
-    cpu = DigitVAE.load().decoder_outputs(z)[0]
+    reference = DigitVAE.load()
+    z = np.random.default_rng(1).standard_normal((64, reference.latent_dim), dtype=np.float32)
+    cpu = reference.decoder_outputs(z)[0]
     f32 = DigitVAE.load(providers="openvino", strict=True).decoder_outputs(z)[0]
     assert np.abs(f32 - cpu).max() < 1e-3
     # The caller's precision passes through: OpenVINO's own default (bf16 where the CPU has it).
@@ -228,6 +249,46 @@ def test_generic_form_registers_the_package_once(monkeypatch: pytest.MonkeyPatch
     else:
         with pytest.raises(ProviderError, match="OpenVINOExecutionProvider offers no"):
             DigitVAE.load(providers="plugin:onnxruntime_ep_openvino", strict=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# onnxruntime-openvino: OpenVINO built into onnxruntime, named in providers= with the plugin's options
+
+
+@pytest.fixture
+def built_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An onnxruntime that lists OpenVINO among its own providers, and no plugin package."""
+    listed = [p for p in ort.get_available_providers() if p != OPENVINO]
+    monkeypatch.setattr(eps, "available_providers", lambda: [OPENVINO, *listed])
+    monkeypatch.setattr(plugins, "installed", lambda plugin: False)
+
+
+def test_built_in_openvino_goes_by_name_in_float32(built_in: None) -> None:
+    plan = eps.plan(eps.normalize([("openvino", {"device_type": "gpu.1", "num_streams": 2})]), strict=True)
+    assert plan.plugins == [] and plan.names == [OPENVINO, "CPUExecutionProvider"]
+    f32 = json.dumps({"GPU.1": {"INFERENCE_PRECISION_HINT": "f32"}})
+    assert plan.options[0] == {"device_type": "GPU.1", "num_streams": "2", "load_config": f32}
+    assert plan.record_assignment and plan.started == [OPENVINO, "CPUExecutionProvider"]
+    default = eps.plan(eps.normalize("openvino"), strict=True).options[0]
+    assert default == {"load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": "f32"}})}
+    # The caller's precision passes through, as to the plugin.
+    assert eps.plan(eps.normalize([("openvino", {"precision": "ACCURACY"})]), strict=True).options[0] == {
+        "precision": "ACCURACY"
+    }
+    # Other built-in providers keep their options as given, and sessions record nothing extra.
+    cpu = eps.plan(eps.normalize([("cpu", {"arena_extend_strategy": "kSameAsRequested"})]), strict=True)
+    assert cpu.options == [{"arena_extend_strategy": "kSameAsRequested"}] and not cpu.record_assignment
+
+
+def test_built_in_openvino_sessions_record_who_runs_each_node(built_in: None) -> None:
+    """The record is what lets vae.providers leave out an OpenVINO that took no node."""
+    if not hasattr(ort.InferenceSession, "get_provider_graph_assignment_info"):
+        pytest.skip(f"onnxruntime {ort.__version__} cannot report which EP runs each node")
+    model = str(DigitVAE.load().model_dir / "decoder.onnx")
+    cpu_only = eps.Plan(["CPUExecutionProvider"], [{}])
+    assert plugins.assigned(open_session(model, None, cpu_only)) is None
+    recorded = eps.Plan(["CPUExecutionProvider"], [{}], record_assignment=True)
+    assert plugins.assigned(open_session(model, None, recorded)) == {"CPUExecutionProvider"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
