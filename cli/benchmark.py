@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from digitvae.runtime import providers as eps
 from digitvae.runtime.manifest import DEFAULT_MODEL, verified_bytes
 from digitvae.runtime.model import DigitVAE
+from digitvae.runtime.sessions import open_session
 
 from .coldstart import BASELINE, cold_start
 
@@ -126,18 +128,15 @@ class _Plain:
     """A plain InferenceSession with default options on the same files: what a user would write."""
 
     def __init__(self, vae: DigitVAE, variant: str) -> None:
-        import onnxruntime as ort
-
         files = vae.manifest.files(variant)
+        # The providers the model really runs on, plugin EPs included, with default session options.
+        plan = eps.plan(eps.normalize(vae.providers), strict=True)
         self.encoder, self.decoder = (
-            ort.InferenceSession(verified_bytes(vae.model_dir, files[role]), providers=vae.providers)
-            for role in ("encoder", "decoder")
+            open_session(verified_bytes(vae.model_dir, files[role]), None, plan) for role in ("encoder", "decoder")
         )
         # With a learned prior, generating is a run of its sampler, then of the decoder.
         self.prior = (
-            ort.InferenceSession(verified_bytes(vae.model_dir, files["prior"]), providers=vae.providers)
-            if vae.manifest.prior
-            else None
+            open_session(verified_bytes(vae.model_dir, files["prior"]), None, plan) if vae.manifest.prior else None
         )
         self.rng = np.random.default_rng()
         self.d, self.classes = vae.latent_dim, vae.num_classes

@@ -110,9 +110,7 @@ def config_module() -> Any:
 
 def plan_models(model: str | os.PathLike[str], variant: str = "fp32") -> list[RepoModel]:
     """Return the repository models for one model folder, its ONNX files read and checked against model.json."""
-    import onnxruntime as ort
-
-    from digitvae.runtime.sessions import session_options
+    from digitvae.runtime.sessions import open_session, session_options
 
     model_dir = resolve_model_dir(model)
     manifest = read_manifest(model_dir)
@@ -129,7 +127,7 @@ def plan_models(model: str | os.PathLike[str], variant: str = "fp32") -> list[Re
         blobs[role] = verified_bytes(model_dir, files[role])
         check_self_contained(blobs[role], model_dir / files[role].path)
         try:
-            sessions[role] = ort.InferenceSession(blobs[role], sess_options=session_options(1))
+            sessions[role] = open_session(blobs[role], session_options(1))
         except Exception as exc:  # onnxruntime raises several unrelated types for bad models
             raise ModelError(f"{model_dir / files[role].path}: onnxruntime cannot load it: {exc}") from None
     # The configs below are written from the contract: refuse files that do not follow it,

@@ -36,7 +36,7 @@ from digitvae.runtime.manifest import (
     update_metrics,
     verified_bytes,
 )
-from digitvae.runtime.sessions import session_options
+from digitvae.runtime.sessions import open_session, session_options
 
 from .folder import folder_files, variant_file, write_model_folder
 from .opset import stamp_lowest
@@ -224,9 +224,7 @@ def _sort_nodes(graph: onnx.GraphProto) -> None:
 
 def cpu_session(blob: bytes) -> Any:
     """Return an onnxruntime CPU session on a model's bytes, with the runtime's session options."""
-    import onnxruntime as ort
-
-    return ort.InferenceSession(blob, sess_options=session_options(), providers=["CPUExecutionProvider"])
+    return open_session(blob, session_options())
 
 
 def differences(want: np.ndarray, got: np.ndarray) -> dict[str, float]:

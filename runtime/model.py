@@ -15,12 +15,12 @@ import numpy.typing as npt
 from . import likelihood as lk
 from . import providers as eps
 from .contract import check_signatures, run_checked, trial_run
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, ProviderError
 from .inputs import IMAGE_SIDE, as_count, as_images, as_labels, as_latents, as_seed
 from .manifest import DEFAULT_MODEL, ROLES, Manifest, read_manifest, resolve_model_dir, verified_bytes
 from .onnxscan import check_self_contained
 from .prior import ANY_CLASS, BlockPool, LearnedPrior, Prior, code_pool, draw_pool
-from .sessions import SMALL_BATCH, SmallBatchRunner, session_options
+from .sessions import SMALL_BATCH, SmallBatchRunner, active_providers, open_session, session_options
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -41,6 +41,14 @@ _PRIOR_FILES = ("prior", "prior_density")
 _ANY_CLASS = {n: np.full(n, ANY_CLASS, np.int64) for n in range(1, 17)}
 for _array in _ANY_CLASS.values():
     _array.flags.writeable = False
+
+
+def _cpu_session(data: bytes, opts: ort.SessionOptions) -> ort.InferenceSession | None:
+    """Return a CPU session on a graph, or None when onnxruntime cannot load it at all."""
+    try:
+        return open_session(data, opts)
+    except Exception:
+        return None
 
 
 class DigitVAE:
@@ -69,8 +77,9 @@ class DigitVAE:
         self._rng: np.random.Generator | None = None
         self._draw_pool: BlockPool | None = None
         self._code_pools: dict[int, BlockPool] = {}
-        enc_active = encoder.get_providers()
-        self.providers: list[str] = [p for p in decoder.get_providers() if p in enc_active]
+        enc_active = active_providers(encoder)
+        #: The providers that really run both halves, in order of preference.
+        self.providers: list[str] = [p for p in active_providers(decoder) if p in enc_active]
 
     @classmethod
     def load(
@@ -85,15 +94,14 @@ class DigitVAE:
     ) -> DigitVAE:
         """Load a shipped model by name, or a model folder, and start its sessions.
 
-        `providers` takes short names ("cpu", "cuda", "openvino", ...) or onnxruntime names,
-        optionally as (name, options) pairs; the default is CPU. A requested provider that is
-        unavailable or fails to start is a logged warning, or a ProviderError when `strict`.
+        `providers` takes short names ("cpu", "cuda", "openvino", ...), onnxruntime names or
+        "plugin:MODULE" for a plugin EP package, optionally as (name, options) pairs; the default
+        is CPU. A requested provider that is unavailable or fails to start is a logged warning,
+        or a ProviderError when `strict`.
         `prior=False` ignores a learned prior and uses N(0, I), for comparison.
         """
-        import onnxruntime as ort
-
         requested = eps.normalize(providers)
-        names, options = eps.session_providers(requested, strict=strict)
+        plan = eps.plan(requested, strict=strict)
         if threads is not None and (
             isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 0 <= threads <= MAX_THREADS
         ):
@@ -119,11 +127,18 @@ class DigitVAE:
             # decoder's and steal its cores (4 ms stalls of batch-1 calls on two cores).
             opts = session_options(1 if role in _PRIOR_FILES else threads)
             try:
-                sessions[role] = ort.InferenceSession(
-                    data, sess_options=opts, providers=names, provider_options=options
-                )
+                sessions[role] = open_session(data, opts, plan)
             except Exception as exc:  # onnxruntime raises several unrelated types for bad models
-                raise ModelError(f"{model_dir / files[role].path}: onnxruntime cannot load it: {exc}") from None
+                if not plan.plugins:
+                    raise ModelError(f"{model_dir / files[role].path}: onnxruntime cannot load it: {exc}") from None
+                # A plugin EP that fails to compile the graph, or a broken graph: the CPU provider tells.
+                sessions[role] = _cpu_session(data, session_options(1 if role in _PRIOR_FILES else threads))
+                if sessions[role] is None:
+                    raise ModelError(f"{model_dir / files[role].path}: onnxruntime cannot load it: {exc}") from None
+                message = f"{', '.join(c.ep_name for c in plan.plugins)} cannot run {files[role].path}: {exc}"
+                if strict:
+                    raise ProviderError(message) from None
+                logger.warning("%s; running it on CPUExecutionProvider", message)
         check_signatures(model_dir, manifest, sessions)
         trial_run(model_dir, manifest, sessions)
         learned_prior = None
@@ -132,7 +147,7 @@ class DigitVAE:
                 manifest.latent_dim, dict(manifest.prior or {}), sessions["prior"], sessions["prior_density"]
             )
         vae = cls(manifest, model_dir, sessions["encoder"], sessions["decoder"], learned_prior)
-        eps.check_active(names, vae.providers, strict=strict)
+        eps.check_active(plan.started, vae.providers, strict=strict)
         logger.info("loaded %s from %s on %s", manifest.name, model_dir, ", ".join(vae.providers))
         return vae
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
+from . import plugins
 from .errors import ProviderError
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,10 @@ def canonical_name(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ProviderError(f"provider name must be a non-empty string, got {name!r}")
     key = name.strip()
+    if key.lower().startswith(plugins.GENERIC_PREFIX):
+        plugin = plugins.find(key)
+        assert plugin is not None  # find() takes every name with the prefix, or raises
+        return plugins.GENERIC_PREFIX + plugin.module
     if key.lower() in ALIASES:
         return ALIASES[key.lower()]
     known = all_provider_names()
@@ -63,7 +69,10 @@ def canonical_name(name: str) -> str:
         if key.lower() == full.lower() or key.lower() + "executionprovider" == full.lower():
             return full
     short = ", ".join(sorted(set(ALIASES)))
-    raise ProviderError(f"unknown execution provider {name!r}; use a short name ({short}) or an onnxruntime name")
+    raise ProviderError(
+        f"unknown execution provider {name!r}; use a short name ({short}), an onnxruntime name "
+        f"or {plugins.GENERIC_PREFIX}MODULE for a plugin EP package"
+    )
 
 
 def normalize(providers: ProviderSpec | Sequence[ProviderSpec] | None) -> list[tuple[str, dict[str, Any]]]:
@@ -91,29 +100,51 @@ def normalize(providers: ProviderSpec | Sequence[ProviderSpec] | None) -> list[t
     return result
 
 
-def session_providers(
-    requested: list[tuple[str, dict[str, Any]]], *, strict: bool
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """Return the names and options to hand onnxruntime, dropping (or refusing) unavailable ones."""
+@dataclass
+class Plan:
+    """The providers every session of a model gets: built-in ones by name, plugin EPs by device."""
+
+    names: list[str] = field(default_factory=list)
+    options: list[dict[str, Any]] = field(default_factory=list)
+    plugins: list[plugins.Choice] = field(default_factory=list)
+    #: Whether sessions record which EP runs each node (for a built-in EP that may take none).
+    record_assignment: bool = False
+
+    @property
+    def started(self) -> list[str]:
+        """Return the providers the sessions should report active, in order of preference."""
+        return [c.ep_name for c in self.plugins] + self.names
+
+
+def plan(requested: list[tuple[str, dict[str, Any]]], *, strict: bool) -> Plan:
+    """Decide what to hand onnxruntime, dropping (or refusing) providers that cannot run here."""
     available = available_providers()
-    names: list[str] = []
-    options: list[dict[str, Any]] = []
+    result = Plan()
     for name, opts in requested:
-        if name in available:
-            names.append(name)
-            options.append(opts)
+        plugin = plugins.find(name)
+        # A registered plugin EP is listed as available, but naming it in `providers=` runs the CPU
+        # provider instead: it goes in by device. A build with the EP inside (no package) goes by name,
+        # with the options the plugin would get (OpenVINO's float32).
+        if name in available and (plugin is None or not plugins.installed(plugin)):
+            result.names.append(name)
+            result.options.append(opts if plugin is None else plugins.built_in_options(plugin, opts))
+            result.record_assignment = result.record_assignment or plugin is not None
             continue
-        message = (
-            f"execution provider {name} is not available in this onnxruntime build (available: {', '.join(available)})"
-        )
-        if strict:
-            raise ProviderError(message)
-        logger.warning("%s; skipping it", message)
+        try:
+            if plugin is None:
+                raise ProviderError(
+                    f"execution provider {name} is not available in this onnxruntime build (available: {', '.join(available)})"
+                )
+            result.plugins.append(plugins.choose(plugin, opts))
+        except ProviderError as exc:
+            if strict:
+                raise
+            logger.warning("%s; skipping it", exc)
     # CPU always backs the others: onnxruntime needs it for nodes they cannot run.
-    if "CPUExecutionProvider" not in names:
-        names.append("CPUExecutionProvider")
-        options.append({})
-    return names, options
+    if "CPUExecutionProvider" not in result.names:
+        result.names.append("CPUExecutionProvider")
+        result.options.append({})
+    return result
 
 
 def check_active(started: Sequence[str], active: Sequence[str], *, strict: bool) -> None:

@@ -10,8 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import plugins
+
 if TYPE_CHECKING:
     import onnxruntime as ort
+
+    from .providers import Plan
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +36,44 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     if threads:
         opts.intra_op_num_threads = threads
     return opts
+
+
+def open_session(
+    model: bytes | str, opts: ort.SessionOptions | None = None, plan: Plan | None = None
+) -> ort.InferenceSession:
+    """Create an onnxruntime session on a model's bytes or path: every session digitvae makes starts here.
+
+    `plan` (see providers.plan) says which providers to use; None means the CPU provider alone.
+    Plugin EPs go in by device, ahead of the others, which go in by name. `opts` belong to this
+    session alone: the plugin EPs' devices are added to them.
+    """
+    import onnxruntime as ort
+
+    opts = opts if opts is not None else ort.SessionOptions()
+    if plan is None or not plan.plugins:
+        names = plan.names if plan is not None else ["CPUExecutionProvider"]
+        options = plan.options if plan is not None else [{}]
+        if plan is not None and plan.record_assignment:
+            opts.add_session_config_entry(plugins.RECORD_ASSIGNMENT, "1")
+        return ort.InferenceSession(model, sess_options=opts, providers=names, provider_options=options)
+    # Session options that carry devices take no `providers=`: the built-in providers are added
+    # to them by name, after the plugins; the CPU provider backs them all without being named.
+    for choice in plan.plugins:
+        choice.add_to(opts)
+    for name, ep_options in zip(plan.names, plan.options):
+        if name != "CPUExecutionProvider":
+            opts.add_provider(name, {str(k): str(v) for k, v in ep_options.items()})
+    return ort.InferenceSession(model, sess_options=opts)
+
+
+def active_providers(session: ort.InferenceSession) -> list[str]:
+    """Return the providers a session really runs on: those it reports, less any that took no node."""
+    reported = list(session.get_providers())
+    taken = plugins.assigned(session)
+    if taken is None:
+        return reported
+    # A plugin EP is listed even when it declined every node; onnxruntime's CPU provider backs them all.
+    return [p for p in reported if p in taken or p == "CPUExecutionProvider"]
 
 
 @dataclass

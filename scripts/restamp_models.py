@@ -26,6 +26,7 @@ from digitvae.export.folder import folder_files, restamp_folder
 from digitvae.export.opset import lowest_bytes
 from digitvae.export.variants import TOLERANCES, differences
 from digitvae.runtime.manifest import read_manifest, update_metrics
+from digitvae.runtime.sessions import open_session
 
 logger = logging.getLogger("restamp")
 
@@ -48,7 +49,7 @@ def _feeds(session: ort.InferenceSession, n: int = 7) -> dict[str, np.ndarray]:
 
 
 def _outputs(blob: bytes) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    session = open_session(blob)
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, _feeds(session)), strict=True))
 
