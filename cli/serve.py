@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from typing import Any
 
 import click
 
@@ -14,6 +16,30 @@ from .options import models_option, provider_option, require, strict_option, thr
 logger = logging.getLogger(__name__)
 
 _PORT = click.IntRange(1, 65535)
+_UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
+#: gRPC takes messages of at most 2 GiB - 1 bytes; below 64 KiB not even one image fits.
+_BODY_RANGE = (64 << 10, (2 << 30) - 1)
+
+
+class ByteSize(click.ParamType):
+    """A size in bytes: 20000000, 512KiB, 32MiB, 1GiB (K, M, G are binary too)."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", str(value))
+        unit = match.group(2).lower() if match else ""
+        if match is None or unit not in _UNITS:
+            self.fail(f"{value!r} is not a size: a number of bytes, or with KiB, MiB or GiB (e.g. 32MiB)", param, ctx)
+        size = int(match.group(1)) * _UNITS[unit]
+        low, high = _BODY_RANGE
+        if not low <= size <= high:
+            self.fail(
+                f"{value} is {size:,} bytes; it must be between {low:,} (64KiB) and {high:,} (2GiB - 1)", param, ctx
+            )
+        return size
 
 
 @click.command()
@@ -41,6 +67,13 @@ _PORT = click.IntRange(1, 65535)
     show_default=True,
     help="Most rows (digits or codes) one request may hold.",
 )
+@click.option(
+    "--max-body",
+    type=ByteSize(),
+    default=None,
+    help="Largest request in bytes, REST body (413 beyond it) or gRPC message (RESOURCE_EXHAUSTED), e.g. 32MiB "
+    "[default: enough for --max-batch images as JSON, 19.4 MiB at 1,024].",
+)
 def serve(
     models: tuple[str, ...],
     variant: str,
@@ -53,6 +86,7 @@ def serve(
     metrics_port: int | None,
     replicas: int,
     max_batch: int,
+    max_body: int | None,
 ) -> None:
     """Serve models over the Open Inference Protocol (KServe v2 REST and gRPC), as Triton does.
 
@@ -80,4 +114,4 @@ def serve(
         "Ctrl-C stops",
         err=True,
     )
-    run(served, ServerOptions(host, port, grpc_port, metrics_port, replicas, max_batch))
+    run(served, ServerOptions(host, port, grpc_port, metrics_port, replicas, max_batch, max_body))

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import InputError, ModelError
 from .manifest import Manifest
 
 if TYPE_CHECKING:
     import onnxruntime as ort
+
+#: The largest input magnitude a model must turn into finite outputs. Codes and noise lie within
+#: a few units of 0 and pixels in [0, 1]; beyond this, float32 overflow inside a sound model is
+#: the input's doing, while NaN or infinity from inputs within it means the model is broken.
+ORDINARY = 1e4
+#: Up to this many values, a float64 sum tests finiteness faster than np.isfinite.
+_SMALL = 4096
 
 
 def check_signatures(model_dir: Path, manifest: Manifest, sessions: dict[str, ort.InferenceSession]) -> None:
@@ -86,7 +94,41 @@ def run_checked(
                 f"the {role} returned {name!r} of shape {list(shape or [])} for a batch of "
                 f"{len(next(iter(feeds.values())))}, expected {list(want)} (the ONNX contract)"
             )
+    for name, array in zip(outputs, found):
+        if not _all_finite(array):
+            raise _non_finite(role, name, array, feeds)
     return found
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    if array.size <= _SMALL:
+        # A float64 sum of float32 values cannot overflow: it is finite exactly when they all are.
+        with np.errstate(invalid="ignore"):  # inf - inf is NaN, which is what this looks for
+            return math.isfinite(float(array.sum(dtype=np.float64)))
+    return bool(np.isfinite(array).all())
+
+
+def _non_finite(role: str, name: str, array: np.ndarray, feeds: Mapping[str, Any]) -> InputError | ModelError:
+    """Return the error for NaN or infinity in an output: the input's fault if every bad row's input is extreme."""
+    n = len(array)
+    bad = ~np.isfinite(array.reshape(n, -1)).all(axis=1)
+    largest = np.zeros(n)
+    for value in feeds.values():
+        value = np.asarray(value)
+        if value.dtype.kind == "f" and value.size and len(value) == n:
+            # np.maximum keeps NaN, so a row with a NaN input never counts as ordinary.
+            largest = np.maximum(largest, np.abs(value.reshape(n, -1)).max(axis=1))
+    ordinary = bad & (largest <= ORDINARY)
+    if ordinary.any():
+        return ModelError(
+            f"the {role} returned NaN or infinite {name} for ordinary inputs (row {int(np.argmax(ordinary))} "
+            f"of {n}, no value beyond {ORDINARY:g} in size); the model file is broken"
+        )
+    return InputError(
+        f"the {role} returned NaN or infinite {name} for {int(bad.sum())} of {n} row(s) whose inputs are NaN, "
+        f"infinite or beyond {ORDINARY:g} in size: too large for float32 arithmetic "
+        "(a trained model's codes and noise lie within a few units of 0)"
+    )
 
 
 def trial_run(model_dir: Path, manifest: Manifest, sessions: dict[str, ort.InferenceSession]) -> None:

@@ -14,9 +14,15 @@ from typing import Any
 
 from digitvae.runtime.errors import DigitVAEError, InputError
 
+from .limits import BodyLimit, default_max_body, grpc_options
 from .specs import ROLES, Shape, metadata_inputs, output_specs, served_name
+from .tensors import attach_raw
 
 logger = logging.getLogger(__name__)
+
+#: Seconds the requests in flight get to finish after SIGINT or SIGTERM; then they are cancelled
+#: (the client sees its connection close) and the workers stop.
+GRACE = 5
 
 #: The MLServer runtime class of each role, by import path (inference workers import them).
 IMPLEMENTATIONS = {
@@ -41,7 +47,7 @@ class ServedModel:
 
 @dataclass(frozen=True)
 class ServerOptions:
-    """Where and how to serve: addresses, inference workers, the largest batch."""
+    """Where and how to serve: addresses, inference workers, the largest batch and request."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -49,6 +55,8 @@ class ServerOptions:
     metrics_port: int | None = None
     replicas: int = 0
     max_batch: int = 1024
+    #: The largest request body (REST) or message (gRPC) in bytes; None: enough for max_batch images.
+    max_body: int | None = None
 
 
 def model_settings(model: ServedModel, max_batch: int) -> list[dict[str, Any]]:
@@ -101,16 +109,24 @@ async def _run(models: Sequence[ServedModel], options: ServerOptions, workdir: s
     from .models import quiet_client_errors
 
     _quiet_uvicorn()
+    _raw_contents_as_bytes()
     server = MLServer(settings)
     quiet_client_errors()  # after MLServer sets its loggers up
-    stopped_by: list[int] = []
+    _cap_requests(server, options.max_body or default_max_body(options.max_batch))
+    stopped_by: list[tuple[int, asyncio.Future[None]]] = []
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         # Replaces MLServer's own handlers, to know that a signal (not a failure) stopped it.
         loop.add_signal_handler(sig, _stopper(server, sig, stopped_by))
     listing = [ModelSettings.model_validate(s) for m in models for s in model_settings(m, options.max_batch)]
     await server.start(listing)
-    return stopped_by[0] if stopped_by else None
+    if not stopped_by:
+        return None
+    sig, stopping = stopped_by[0]
+    # start() returns once REST and gRPC have stopped; the workers stop after them, and the
+    # process must not exit before: a worker left running keeps a reader thread waiting on it.
+    await stopping
+    return sig
 
 
 def _quiet_uvicorn() -> None:
@@ -151,10 +167,101 @@ def _check_free(host: str, port: int) -> None:
             raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def _stopper(server: Any, sig: int, stopped_by: list[int]) -> Any:
+def _raw_contents_as_bytes() -> None:
+    """Have MLServer's gRPC servicer hand raw_input_contents to the models as bytes, unread.
+
+    MLServer unpacks them into Python lists with `struct` before any model sees the request,
+    trusting the request's datatype and shape: contents of the wrong length, an unknown
+    datatype or a negative dimension then fail inside it (INTERNAL, with a traceback), and a
+    huge claimed shape sizes its work. Attached as bytes, they are decoded by `read_tensor`
+    after the shape is checked, as REST's values are, and every such request is INVALID_ARGUMENT.
+    """
+    from mlserver.errors import InferenceError
+    from mlserver.grpc import servicers
+    from mlserver.grpc.converters import (
+        InferInputTensorConverter,
+        InferRequestedOutputTensorConverter,
+        ModelInferRequestConverter,
+        ParametersConverter,
+    )
+    from mlserver.types import InferenceRequest
+
+    class RawAsBytes(ModelInferRequestConverter):  # type: ignore[misc]
+        @classmethod
+        def to_types(cls, pb_object: Any) -> InferenceRequest:
+            request = InferenceRequest.model_construct(
+                id=pb_object.id,
+                parameters=ParametersConverter.to_types(pb_object.parameters),
+                inputs=[InferInputTensorConverter.to_types(i) for i in pb_object.inputs],
+            )
+            if pb_object.outputs:
+                request.outputs = [InferRequestedOutputTensorConverter.to_types(o) for o in pb_object.outputs]
+            try:
+                attach_raw(request.inputs, pb_object.raw_input_contents)
+            except InputError as exc:
+                raise InferenceError(str(exc)) from None
+            return request
+
+    servicers.ModelInferRequestConverter = RawAsBytes
+
+
+def _cap_requests(server: Any, max_body: int) -> None:
+    """Refuse REST bodies (413) and gRPC messages (RESOURCE_EXHAUSTED) larger than max_body bytes."""
+    server._rest_server._app.add_middleware(BodyLimit, limit=max_body)
+    grpc_server = server._grpc_server
+    options = grpc_server._get_options
+    grpc_server._get_options = lambda: grpc_options(options(), max_body)
+
+
+def _stopper(server: Any, sig: int, stopped_by: list[tuple[int, asyncio.Future[None]]]) -> Any:
     def stop() -> None:
         if not stopped_by:
-            stopped_by.append(sig)
-            asyncio.ensure_future(server.stop(sig=sig))
+            stopped_by.append((sig, asyncio.ensure_future(_stop(server, sig))))
 
     return stop
+
+
+async def _stop(server: Any, sig: int) -> None:
+    """Stop MLServer front to back: no request may reach a worker that has stopped.
+
+    MLServer's own `stop` closes the inference workers first, while the REST and gRPC servers
+    still take requests: a new request then finds no worker (`KeyError: <pid>`, a 500), one in
+    flight waits forever for an answer from a stopped worker, and uvicorn, which waits for
+    requests in flight with no time limit, never exits. Here REST and gRPC stop taking requests
+    first (new connections are refused, idle ones closed), those in flight get GRACE seconds to
+    finish before they are cancelled, and only then do the workers and the metrics server stop.
+    """
+    rest, grpc_server = server._rest_server, server._grpc_server
+    while not (hasattr(rest, "_server") and hasattr(grpc_server, "_server")):
+        await asyncio.sleep(0.05)  # a signal during start-up: the servers are being made
+    rest._server.config.timeout_graceful_shutdown = GRACE
+    rest._server.handle_exit(sig=sig, frame=None)
+    await asyncio.gather(grpc_server._server.stop(grace=GRACE), _drained(rest._server, GRACE + 1))
+    if server._inference_pool_registry is not None:
+        await _stop_workers(server._inference_pool_registry)
+        await server._inference_pool_registry.close()
+    if server._metrics_server is not None:
+        await server._metrics_server.stop(sig)
+
+
+async def _stop_workers(registry: Any) -> None:
+    """Ask every inference worker to stop, then wait for them together (MLServer waits for one at a time).
+
+    Waiting happens in threads: MLServer's own `close` joins each worker inside the event loop,
+    up to parallel_workers_timeout (5 s) apiece, and kills those still running; here they have
+    all had that time at once, so its joins return at once.
+    """
+    # As MLServer's close does first: its SIGCHLD handler would reap the workers, or restart them.
+    signal.signal(signal.SIGCHLD, registry._original_sigchld_handler)
+    workers = [w for pool in (registry._default_pool, *registry._pools.values()) for w in pool._workers.values()]
+    for worker in workers:
+        await worker.stop()
+    await asyncio.gather(*(asyncio.to_thread(worker.join, GRACE) for worker in workers))
+
+
+async def _drained(uvicorn_server: Any, timeout: float) -> None:
+    """Wait until a stopping uvicorn server has no connection or request left (it cancels them after GRACE)."""
+    state = uvicorn_server.server_state
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (state.connections or state.tasks) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)

@@ -1,8 +1,10 @@
-"""Open Inference Protocol (KServe v2) tensors in JSON: read inputs into numpy and write outputs back.
+"""Open Inference Protocol (KServe v2) tensors: read inputs into numpy and write outputs back.
 
-Only what the served models declare is accepted: the named inputs with their datatype, a shape
-whose fixed dimensions match, and exactly as many values as the shape holds. Everything else is
-an InputError that names the tensor and says what is allowed; the model turns it into a 400.
+Both protocols' inputs are read here: REST's JSON values, and gRPC's typed contents or raw bytes
+(`raw_input_contents`). Only what the served models declare is accepted: the named inputs with
+their datatype, a shape whose fixed dimensions match, and exactly as many values (or bytes) as the
+shape holds. Everything else is an InputError that names the tensor and says what is allowed; the
+model turns it into a 400 (gRPC: INVALID_ARGUMENT).
 """
 
 from __future__ import annotations
@@ -87,7 +89,11 @@ def _describe(specs: Sequence[TensorSpec]) -> str:
 
 
 def read_tensor(tensor: Any, spec: TensorSpec, max_rows: int) -> np.ndarray:
-    """Return one v2 JSON input as a numpy array of its declared type, after checking it."""
+    """Return one input (v2 JSON values, or gRPC raw contents as bytes) as a numpy array of its declared type.
+
+    Datatype and shape are checked first, so the values are only read once their count is known
+    to be within `max_rows` rows: nothing is allocated from a size the request merely claims.
+    """
     datatype = getattr(tensor.datatype, "value", tensor.datatype)
     if datatype != spec.datatype:
         raise InputError(f"input {spec.name!r} must have datatype {spec.datatype}, got {datatype}")
@@ -101,8 +107,12 @@ def read_tensor(tensor: Any, spec: TensorSpec, max_rows: int) -> np.ndarray:
         raise InputError(
             f"input {spec.name!r} holds {shape[0]:,} rows; one request takes at most {max_rows:,} (--max-batch)"
         )
+    if shape[0] == 0:
+        raise InputError(f"input {spec.name!r} is an empty batch {list(shape)}; pass at least one row")
     data = getattr(tensor.data, "root", tensor.data)
-    expected = math.prod(shape)
+    expected = math.prod(shape)  # at most max_rows x 784: only the first dimension is free
+    if isinstance(data, bytes):
+        return _from_raw(data, spec, shape)
     try:
         array = np.asarray(data)
     except (ValueError, TypeError):
@@ -116,9 +126,41 @@ def read_tensor(tensor: Any, spec: TensorSpec, max_rows: int) -> np.ndarray:
         out = np.ascontiguousarray(array, dtype=DTYPES[spec.datatype]).reshape(shape)
     if spec.datatype == "INT64" and not np.array_equal(out, array.reshape(shape)):
         raise InputError(f"input {spec.name!r}: values do not fit in INT64")
+    return _finite(out, spec)
+
+
+def _from_raw(raw: bytes, spec: TensorSpec, shape: tuple[int, ...]) -> np.ndarray:
+    """Return gRPC raw contents (little-endian, as the protocol sends them) as an array of the declared shape."""
+    dtype = np.dtype(DTYPES[spec.datatype]).newbyteorder("<")
+    size = math.prod(shape) * dtype.itemsize
+    if len(raw) != size:
+        raise InputError(
+            f"input {spec.name!r}: shape {list(shape)} needs {size:,} bytes of raw {spec.datatype} contents "
+            f"({dtype.itemsize} per value), got {len(raw):,}"
+        )
+    out = np.frombuffer(raw, dtype).astype(DTYPES[spec.datatype]).reshape(shape)
+    return _finite(out, spec)
+
+
+def _finite(out: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if spec.datatype == "FP32" and not np.isfinite(out).all():
         raise InputError(f"input {spec.name!r}: values must be finite FP32 numbers")
     return out
+
+
+def attach_raw(inputs: Sequence[Any], raw: Sequence[bytes]) -> None:
+    """Give each input of a gRPC request its raw_input_contents entry, as bytes for read_tensor to decode."""
+    if not raw:
+        return
+    if len(raw) != len(inputs):
+        raise InputError(
+            f"the request has {len(inputs)} input(s) and {len(raw)} raw_input_contents entries; "
+            "send one entry per input, in the order of the inputs"
+        )
+    for tensor, contents in zip(inputs, raw):
+        if getattr(tensor.data, "root", tensor.data):
+            raise InputError(f"input {tensor.name!r} has both typed contents and raw_input_contents; send one of them")
+        tensor.data = bytes(contents)
 
 
 def _kind(array: np.ndarray) -> str:
