@@ -290,8 +290,8 @@ def _describe_prior(prior: Any) -> str:
 
 def main() -> None:
     """Run the command line."""
-    handle_sigterm()
     try:
+        handle_sigterm()  # inside: a signal the moment the handler is set is reported like any other
         cli(prog_name="digitvae")
     except (KeyboardInterrupt, Terminated) as exc:  # between two of click's steps, outside the command's handling
         fail_stopped(exc)

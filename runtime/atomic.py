@@ -60,7 +60,8 @@ def signals_held() -> Iterator[None]:
     previous: dict[int, Any] = {}
     try:
         for signum in _HELD_SIGNALS:
-            previous[signum] = signal.signal(signum, hold)
+            if signal.getsignal(signum) is not None:  # None: a handler set outside Python, not restorable
+                previous[signum] = signal.signal(signum, hold)
         yield
     finally:
         for signum, handler in previous.items():
