@@ -12,8 +12,11 @@ spread over the command's run. Each run must end in one of two states, reported 
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,8 +247,6 @@ def test_a_signal_at_the_rename_of_a_file_writes_it_and_says_so(
 
 
 def test_signals_are_acted_on_after_a_held_block() -> None:
-    import os
-
     from digitvae.runtime.atomic import signals_held
 
     # A test run in the background starts with SIGINT ignored: give it Python's usual handler.
@@ -276,3 +277,42 @@ def test_a_file_write_records_what_it_wrote_and_what_it_left(tmp_path: Path) -> 
     assert outcomes[kept] is False and kept.read_text() == "old"
     assert outcomes[written] is True and written.read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt", "written.txt"]
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "line"), [(signal.SIGTERM, 143, "error: terminated"), (signal.SIGINT, 130, "error: interrupted")]
+)
+def test_an_error_a_signal_turned_into_is_reported_as_the_signal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], signum: int, code: int, line: str
+) -> None:
+    from digitvae.cli import console
+    from digitvae.runtime import atomic
+
+    # An extension module whose import a signal broke says `ImportError: initialization failed`.
+    monkeypatch.setattr(console, "_received", [signum])
+    monkeypatch.setattr(console, "ignore_signals", lambda: None)  # leave pytest's own handlers alone
+    monkeypatch.setattr(atomic, "_outcomes", {Path("kept.png"): False})
+    with pytest.raises(SystemExit) as ended, console.handled_errors():
+        raise ImportError("initialization failed")
+    assert ended.value.code == code
+    assert capsys.readouterr().err == f"{line}; kept.png not written (left as it was)\n"
+
+
+def test_leftovers_of_a_running_writer_are_left_alone_and_a_dead_ones_tidied(tmp_path: Path) -> None:
+    from digitvae.runtime.atomic import recover_leftovers
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    dead, alive = ended.pid, os.getpid()
+    for pid in (dead, alive):
+        (tmp_path / f".m.old.{pid}.abcd_123" / "previous").mkdir(parents=True)
+        (tmp_path / f".m.old.{pid}.abcd_123" / "previous" / "model.json").write_text(str(pid))
+        (tmp_path / f".m.{pid}.xyz_7890").mkdir()
+    (tmp_path / ".other.old.1.abcd_123").mkdir()  # another folder's: not ours to touch
+
+    removed = recover_leftovers(tmp_path / "m")
+    assert sorted(p.name for p in removed) == [f".m.{dead}.xyz_7890", f".m.old.{dead}.abcd_123"]
+    assert (tmp_path / "m" / "model.json").read_text() == str(dead)  # put back where m was missing
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".other.old.1.abcd_123", "m", f".m.old.{alive}.abcd_123", f".m.{alive}.xyz_7890"]
+    )
