@@ -46,7 +46,7 @@ def bench(
 
 
 @click.command("variants")
-@click.argument("model_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--valid",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),

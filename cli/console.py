@@ -29,13 +29,65 @@ class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that every temporary file is cleaned up on the way out."""
 
 
+#: The signals this process has been sent (SIGINT, SIGTERM), in order, once handle_sigterm is called.
+_received: list[int] = []
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
+    _received.append(signum)
     raise Terminated
 
 
+def _on_sigint(signum: int, frame: Any) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
 def handle_sigterm() -> None:
-    """Turn SIGTERM into Terminated: without a handler it ends the process at once, leaving temporary files."""
+    """Turn SIGTERM into Terminated: without a handler it ends the process at once, leaving temporary files.
+
+    SIGINT still raises KeyboardInterrupt; both are noted, so that a library that turns either
+    into an error of its own (an extension module's import fails) is still reported as a signal.
+    """
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+def ignore_signals() -> None:
+    """Ignore SIGINT and SIGTERM from now on: the command has cleaned up and is saying how it ended."""
+    # A second signal would otherwise break off the report, or Python's exit, with a traceback.
+    for name in ("SIGINT", "SIGTERM"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def stopped(what: str) -> str:
+    """Return the error line's text for a command stopped by a signal: what it wrote, and what it left as it was."""
+    from digitvae.runtime.atomic import write_outcomes
+
+    outcomes = write_outcomes()
+    written = [str(path) for path, done in outcomes.items() if done]
+    kept = [str(path) for path, done in outcomes.items() if not done]
+    if written:
+        what += f" after writing {', '.join(written)} (complete, in place)"
+    if kept:
+        what += f"; {', '.join(kept)} not written (left as it was)"
+    return what
+
+
+def fail_stopped(exc: BaseException) -> NoReturn:
+    """Report a command stopped by SIGINT (exit status 130) or SIGTERM (143) in one line, and exit."""
+    ignore_signals()
+    if isinstance(exc, KeyboardInterrupt):
+        fail(stopped("interrupted"), code=130)
+    fail(stopped("terminated"), code=143)
+
+
+def _fail_if_signalled() -> None:
+    """Report the first signal received, if any, in place of the error it turned into on its way out."""
+    if _received:
+        fail_stopped(KeyboardInterrupt() if _received[0] == signal.SIGINT else Terminated())
 
 
 #: A group run without a command shows its help (click 8.2 and later raise this for it).
@@ -65,14 +117,15 @@ def handled_errors(verbose: bool = False) -> Iterator[None]:
     except (click.ClickException, click.exceptions.Exit, click.Abort):
         raise
     except DigitVAEError as exc:
+        _fail_if_signalled()
         fail(str(exc))
-    except KeyboardInterrupt:
-        fail("interrupted", code=130)
-    except Terminated:
-        fail("terminated", code=143)
+    except (KeyboardInterrupt, Terminated) as exc:
+        fail_stopped(exc)
     except MemoryError:
+        _fail_if_signalled()
         fail("out of memory; ask for fewer digits at once")
     except Exception as exc:
+        _fail_if_signalled()
         if os.environ.get("DIGITVAE_DEBUG"):
             raise
         fail(f"unexpected {type(exc).__name__}: {exc} (set DIGITVAE_DEBUG=1 for a traceback)")

@@ -12,7 +12,15 @@ import click
 from digitvae.runtime._version import __version__
 from digitvae.runtime.errors import DigitVAEError, InputError
 
-from .console import VERBOSE_FLAGS, handle_sigterm, handled_errors, setup_logging
+from .console import (
+    VERBOSE_FLAGS,
+    Terminated,
+    fail_stopped,
+    handle_sigterm,
+    handled_errors,
+    ignore_signals,
+    setup_logging,
+)
 from .options import (
     ModelSpec,
     cols_option,
@@ -285,5 +293,11 @@ def _describe_prior(prior: Any) -> str:
 
 def main() -> None:
     """Run the command line."""
-    handle_sigterm()
-    cli(prog_name="digitvae")
+    try:
+        handle_sigterm()  # inside: a signal the moment the handler is set is reported like any other
+        cli(prog_name="digitvae")
+    except (KeyboardInterrupt, Terminated) as exc:  # between two of click's steps, outside the command's handling
+        fail_stopped(exc)
+    finally:
+        # The command has finished and said how: a signal now would only garble its exit.
+        ignore_signals()

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from digitvae.runtime.atomic import swapped_in
-from digitvae.runtime.errors import OutputError
-from digitvae.runtime.manifest import MANIFEST_NAME, Manifest, model_folder_lock, read_manifest, verified_bytes
+from digitvae.runtime.errors import DigitVAEError, ModelError, OutputError
+from digitvae.runtime.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    check_manifest_text,
+    model_folder_lock,
+    read_manifest,
+    verified_bytes,
+)
 
 from .opset import lowest_bytes
 
@@ -43,16 +50,25 @@ def stamped_files(files: Mapping[str, bytes], manifest: Manifest) -> tuple[dict[
     return stamped, replace(manifest, variants=variants)
 
 
-def write_model_folder(out_dir: Path, files: dict[str, bytes], manifest: Manifest, *, force: bool) -> None:
+def write_model_folder(
+    out_dir: Path,
+    files: dict[str, bytes],
+    manifest: Manifest,
+    *,
+    force: bool,
+    measure: Callable[[Path], Mapping[str, Any]] | None = None,
+) -> Manifest:
     """Write the model's files (name -> bytes) into a temporary sibling folder, then swap it into place.
 
-    Every ONNX file goes out stamped with the lowest IR version and opsets it needs.
+    Every ONNX file goes out stamped with the lowest IR version and opsets it needs. The new
+    folder is loaded as a reader would (`check_loadable`) before anything is replaced. `measure`,
+    if given, is called on the new folder, once it loads, for figures to merge into its metrics
+    (one level deep), so that the folder and its figures are replaced in one step. Returns the
+    manifest written.
     """
     files, manifest = stamped_files(files, manifest)
-    parent = out_dir.resolve().parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
+        out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out_dir}: cannot create the model folder: {exc.strerror}") from None
 
@@ -63,11 +79,41 @@ def write_model_folder(out_dir: Path, files: dict[str, bytes], manifest: Manifes
             raise OutputError(f"{existing} already exists and is not empty; pass --force to replace it")
         return True
 
-    with swapped_in(staging, out_dir, move_aside, lambda exc: f"{out_dir}: cannot write the model: {exc.strerror}"):
+    with swapped_in(out_dir, move_aside, lambda exc: f"{out_dir}: cannot write the model: {exc.strerror}") as staging:
         for filename, blob in files.items():
             (staging / filename).write_bytes(blob)
-        (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        text = manifest.to_json()
+        check_manifest_text(text, out_dir, target=out_dir)
+        (staging / MANIFEST_NAME).write_text(text, encoding="utf-8")
         os.chmod(staging, 0o755)
+        check_loadable(staging, out_dir)
+        if measure is not None:
+            metrics = dict(manifest.metrics)
+            for key, value in measure(staging).items():
+                merged = isinstance(metrics.get(key), Mapping) and isinstance(value, Mapping)
+                metrics[key] = {**metrics[key], **value} if merged else value
+            manifest = replace(manifest, metrics=metrics)
+            text = manifest.to_json()
+            check_manifest_text(text, out_dir, target=out_dir)
+            (staging / MANIFEST_NAME).write_text(text, encoding="utf-8")
+    return manifest
+
+
+def check_loadable(folder: Path, out_dir: Path) -> None:
+    """Load every variant of a new model folder as DigitVAE.load does; raise ModelError if one would not load.
+
+    This holds every writer to the rules of the readers: `folder` is the new folder, not yet in
+    `out_dir`'s place, so a folder that no reader could open is never put there.
+    """
+    from digitvae.runtime.model import DigitVAE
+
+    try:
+        manifest = read_manifest(folder)
+        for variant in manifest.variants:
+            DigitVAE.load(folder, variant=variant, threads=1)
+    except DigitVAEError as exc:
+        reason = str(exc).replace(str(folder), str(out_dir))
+        raise ModelError(f"{out_dir} not written: the new model folder would not load: {reason}") from None
 
 
 def restamp_folder(model_dir: Path) -> dict[str, str]:

@@ -20,12 +20,13 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from digitvae.runtime.errors import InputError, MissingDependencyError
+from digitvae.runtime.errors import InputError, MissingDependencyError, ModelError
 from digitvae.runtime.extras import install_command
 from digitvae.runtime.manifest import (
     MANIFEST_NAME,
     Manifest,
     ModelFile,
+    check_prior_classes,
     model_folder_lock,
     read_manifest,
     sha256_file,
@@ -187,7 +188,19 @@ def fit_prior(vae: Any, images: np.ndarray, labels: np.ndarray | None, config: P
         raise InputError(f"model {vae.name!r} is conditional: fitting its prior needs the digits' labels")
     if labels is not None:
         labels = np.asarray(labels, np.int64)
-        counts = np.bincount(labels, minlength=int(labels.max()) + 1)
+        labelled = int(labels.max()) + 1
+        if vae.num_classes and labelled != vae.num_classes:
+            raise InputError(f"labels hold {labelled} classes; model {vae.name!r} has {vae.num_classes}")
+        try:
+            # The rule model.json's readers hold a prior to: checked before the fit, not after it.
+            check_prior_classes(labelled, 0)
+        except ModelError as exc:
+            held = "only class 0" if labelled == 1 else f"classes 0-{labelled - 1}"
+            raise InputError(
+                f"the labels hold {held}, and a prior fit per class cannot be read back ({exc}); "
+                "fit with --no-labels for one mixture of all digits"
+            ) from None
+        counts = np.bincount(labels, minlength=labelled)
         if counts.min() < MIN_CLASS_DIGITS:
             few = [c for c, count in enumerate(counts) if count < MIN_CLASS_DIGITS]
             raise InputError(

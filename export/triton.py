@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,11 +281,6 @@ def export_triton(
 
 def _write_folder(out_dir: Path, files: Mapping[str, bytes], folders: Sequence[str], *, force: bool) -> None:
     """Write folders and files (relative path -> bytes) into a temporary sibling folder, then swap it into place."""
-    parent = out_dir.absolute().parent
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
-    except OSError as exc:
-        raise OutputError(f"cannot write {out_dir}: {exc.strerror or exc} (in {parent})") from None
 
     def move_aside(existing: Path) -> bool:
         if not (existing.exists() or existing.is_symlink()):
@@ -297,7 +291,10 @@ def _write_folder(out_dir: Path, files: Mapping[str, bytes], folders: Sequence[s
             raise OutputError(f"{existing} exists and is not a folder; --force replaces only a folder")
         return True
 
-    with swapped_in(staging, out_dir, move_aside, lambda exc: f"cannot write {out_dir}: {exc.strerror or exc}"):
+    failed = f"cannot write {out_dir}"
+    with swapped_in(
+        out_dir, move_aside, lambda exc: f"{failed}: {exc.strerror or exc} (in {out_dir.absolute().parent})"
+    ) as staging:
         for relative in folders:
             (staging / relative).mkdir(parents=True, exist_ok=True)
         for relative, blob in files.items():
@@ -306,3 +303,30 @@ def _write_folder(out_dir: Path, files: Mapping[str, bytes], folders: Sequence[s
             path.write_bytes(blob)
         for folder in (staging, *{(staging / r).parent for r in files}, *(staging / f for f in folders)):
             os.chmod(folder, 0o755)  # mkdtemp makes 0o700; a server in a container may run as another user
+        check_repository(staging, out_dir)
+
+
+def check_repository(repo: Path, out_dir: Path) -> None:
+    """Read a new repository back as Triton would; raise OutputError if a model in it would not load.
+
+    Triton wants each model folder's config.pbtxt to parse as a ModelConfig naming that folder,
+    a version folder, and for an onnxruntime model its model.onnx there.
+    """
+    from google.protobuf import text_format
+
+    pb = config_module()
+    for folder in sorted(p for p in repo.iterdir() if p.is_dir()):
+        where = f"{out_dir / folder.name / CONFIG_NAME}"
+        try:
+            config = text_format.Parse((folder / CONFIG_NAME).read_text(encoding="utf-8"), pb.ModelConfig())
+        except (OSError, UnicodeDecodeError, text_format.ParseError) as exc:
+            raise OutputError(f"{out_dir} not written: {where} would not load: {exc}") from None
+        if config.name != folder.name:
+            raise OutputError(f"{out_dir} not written: {where} names model {config.name!r}, not its folder's name")
+        if not (folder / VERSION).is_dir():
+            raise OutputError(f"{out_dir} not written: {out_dir / folder.name} has no version folder {VERSION}/")
+        if config.platform != "ensemble" and not (folder / VERSION / ONNX_NAME).is_file():
+            raise OutputError(f"{out_dir} not written: {out_dir / folder.name / VERSION} has no {ONNX_NAME}")
+        missing = sorted({s.model_name for s in config.ensemble_scheduling.step} - {p.name for p in repo.iterdir()})
+        if missing:
+            raise OutputError(f"{out_dir} not written: {where} runs models the repository lacks: {', '.join(missing)}")

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import math
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -105,17 +105,19 @@ def add_variants(model_dir: Path, *, valid: Path | None = None, k: int = 100, li
     """Add or refresh the int8 and fp16 variants of a model folder in place, atomically.
 
     With `valid` (an IDX image file), also record each variant's importance-weighted -log p(x)
-    with k samples on those digits (the first `limit`) next to fp32's.
+    with k samples on those digits (the first `limit`) next to fp32's: measured on the new
+    folder before it replaces the old one, so the variants and their figures arrive together.
     """
     model_dir = Path(model_dir)
-    with model_folder_lock(model_dir):
-        manifest = _rewrite_variants(model_dir)
+    measure = None
     if valid is not None:
-        manifest = record_iw_nll(model_dir, Path(valid), k=k, limit=limit)
-    return manifest
+        images = Path(valid)
+        measure = lambda folder: {"likelihood": likelihood_figures(folder, images, k=k, limit=limit)}  # noqa: E731
+    with model_folder_lock(model_dir):
+        return _rewrite_variants(model_dir, measure)
 
 
-def _rewrite_variants(model_dir: Path) -> Manifest:
+def _rewrite_variants(model_dir: Path, measure: Callable[[Path], Mapping[str, Any]] | None) -> Manifest:
     manifest = read_manifest(model_dir)
     fp32 = {role: verified_bytes(model_dir, f) for role, f in manifest.files("fp32").items()}
     bundle = build_variants(fp32, manifest)
@@ -131,12 +133,17 @@ def _rewrite_variants(model_dir: Path) -> Manifest:
         shared = shared_prior_files(fp32["prior"], fp32["prior_density"])
         files.update(shared.files)
         manifest = with_prior(manifest, shared, prior)
-    write_model_folder(model_dir, files, manifest, force=True)
-    return manifest
+    return write_model_folder(model_dir, files, manifest, force=True, measure=measure)
 
 
 def record_iw_nll(model_dir: Path, valid: Path, *, k: int = 100, limit: int | None = None) -> Manifest:
     """Measure every variant's -ELBO and IW-NLL on an IDX image file; store them in metrics.likelihood."""
+    figures = likelihood_figures(Path(model_dir), Path(valid), k=k, limit=limit)
+    return update_metrics(model_dir, {"likelihood": figures}, merge="likelihood")
+
+
+def likelihood_figures(model_dir: Path, valid: Path, *, k: int = 100, limit: int | None = None) -> dict[str, Any]:
+    """Return every variant's -ELBO and IW-NLL on an IDX image file (the first `limit` digits), by variant."""
     from digitvae.runtime.idx import labels_beside, read_mnist_images, read_mnist_labels
     from digitvae.runtime.model import DigitVAE
 
@@ -160,7 +167,7 @@ def record_iw_nll(model_dir: Path, valid: Path, *, k: int = 100, limit: int | No
             "iw_nll": float(vae.iw_nll(images, k, labels).mean()),
         }
         logger.info("%s: IW-NLL %.3f nats on %s", variant, figures[variant]["iw_nll"], valid.name)
-    return update_metrics(model_dir, {"likelihood": figures}, merge="likelihood")
+    return figures
 
 
 def quantize_int8(blob: bytes) -> bytes:

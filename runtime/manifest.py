@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, IntegrityError, ModelError, ModelNotFoundError, OutputError
+from .errors import DigitVAEError, InputError, IntegrityError, ModelError, ModelNotFoundError, OutputError
 
 logger = logging.getLogger(__name__)
 
@@ -228,12 +228,16 @@ def _parse_prior(value: Any, num_classes: int, source: str) -> dict[str, Any] | 
     kind = _expect(value, "kind", str, where)
     if kind not in PRIOR_KINDS:
         raise ModelError(f"{where}: kind {kind!r} is not supported; this digitvae reads {', '.join(PRIOR_KINDS)}")
-    classes = _expect(value, "classes", int, where)
+    check_prior_classes(_expect(value, "classes", int, where), num_classes, where)
+    return dict(value)
+
+
+def check_prior_classes(classes: int, num_classes: int, where: str = f"{MANIFEST_NAME}: prior") -> None:
+    """Raise ModelError unless a prior of `classes` classes is one a model of `num_classes` may have."""
     if classes != 0 and not 2 <= classes <= 1000:
         raise ModelError(f"{where}: classes must be 0 (none) or between 2 and 1000, got {classes}")
     if num_classes and classes != num_classes:
         raise ModelError(f"{where}: a conditional model's prior must have its {num_classes} classes, got {classes}")
-    return dict(value)
 
 
 def read_manifest(model_dir: Path) -> Manifest:
@@ -267,6 +271,10 @@ def _read_json(model_dir: Path) -> Any:
     except _DuplicateKey as exc:
         # Parsers disagree on which of two values wins; a manifest that says two things says neither.
         raise ModelError(f"{path}: key {exc.args[0]!r} appears twice in one object") from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"it holds {name}, which is no JSON number (a figure that could not be measured?)")
 
 
 class _DuplicateKey(Exception):
@@ -395,10 +403,39 @@ def update_metrics(model_dir: Path, entries: Mapping[str, Any], merge: str | Non
                 metrics[key].update(value)
             else:
                 metrics[key] = value
+        try:
+            text = json.dumps(data, indent=2) + "\n"
+        except (TypeError, ValueError) as exc:  # a figure that JSON cannot hold
+            raise ModelError(f"{path} not written: its metrics cannot be written as JSON ({exc})") from None
+        check_manifest_text(text, model_dir)
         with atomic_write(path, "w") as fh:
-            fh.write(json.dumps(data, indent=2) + "\n")
+            fh.write(text)
     logger.info("wrote metrics %s to %s", ", ".join(entries), path)
     return read_manifest(model_dir)
+
+
+def check_manifest_text(text: str, model_dir: Path, *, target: Path | None = None) -> Manifest:
+    """Read a model.json about to be written into model_dir by the readers' rules; raise ModelError if one would refuse it.
+
+    The error says that `target` (model_dir/model.json unless given) was not written, and why.
+
+    The rules are those of `read_manifest`, of the readers of the figures that commands read
+    back (`metrics.score`: score, OutlierDetector; `metrics.latent_plane`: manifold), and of
+    strict JSON: NaN and Infinity, which Python reads, stop the browser's `response.json()`.
+    """
+    from .latent import manifold_codes
+    from .scoring import Calibration
+
+    path = model_dir / MANIFEST_NAME
+    try:
+        manifest = parse_manifest(json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_not_json), str(path))
+        if isinstance(manifest.metrics.get("score"), Mapping):
+            Calibration.from_metrics(manifest.metrics)
+        if manifest.metrics.get("latent_plane") is not None:
+            manifold_codes(manifest.latent_dim, 2, manifest.metrics["latent_plane"])
+    except (DigitVAEError, ValueError, _DuplicateKey) as exc:
+        raise ModelError(f"{target or path} not written: the new {MANIFEST_NAME} would not load: {exc}") from None
+    return manifest
 
 
 @contextlib.contextmanager
@@ -407,7 +444,11 @@ def model_folder_lock(model_dir: Path) -> Iterator[None]:
 
     The lock is taken on the folder's parent directory, which outlives the folder being
     replaced by a rename, and leaves no file behind. Without fcntl (Windows) it does nothing.
+    Once it is held, what a writer killed outright left beside the folder is tidied (and a
+    folder it had moved aside put back) before the folder is read: see atomic.recover_leftovers.
     """
+    from .atomic import recover_leftovers
+
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
@@ -420,6 +461,7 @@ def model_folder_lock(model_dir: Path) -> Iterator[None]:
         raise OutputError(f"cannot lock {parent} to update {model_dir}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        recover_leftovers(model_dir)
         yield
     finally:
         os.close(fd)

@@ -1,0 +1,153 @@
+"""Run `digitvae` in a child process and stop it with a signal: at a given moment, or at a step of a folder swap."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Run before the command in the child: `STEP` (a test's choice) sends the child `SIGNAL` at one
+#: step of runtime.atomic's folder swap, through stand-ins for the os and shutil it calls.
+_AT_STEP = """
+import os, shutil, signal, sys
+from digitvae.runtime import atomic
+from digitvae.export import folder, triton
+
+step, sig = sys.argv.pop(1), getattr(signal, sys.argv.pop(1))
+replaced = []
+
+def hit():
+    os.kill(os.getpid(), sig)
+
+class Stand:
+    def __init__(self, module, **names):
+        self.module = module
+        self.__dict__.update(names)
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+def replace(src, dst):
+    replaced.append(dst)
+    if step == f"replace{len(replaced)}":
+        hit()
+    result = os.replace(src, dst)
+    if step == f"after-replace{len(replaced)}":
+        hit()
+    return result
+
+def rmtree(path, *args, **kwargs):
+    if step == "remove-old" and ".old." in os.path.basename(str(path)):
+        hit()
+    return shutil.rmtree(path, *args, **kwargs)
+
+def checked(real):
+    def check(*args, **kwargs):
+        if step == "check":
+            hit()
+        return real(*args, **kwargs)
+    return check
+
+atomic.os = Stand(os, replace=replace)
+atomic.shutil = Stand(shutil, rmtree=rmtree)
+folder.check_loadable = checked(folder.check_loadable)
+triton.check_repository = checked(triton.check_repository)
+from digitvae.cli.main import main
+sys.argv[0] = "digitvae"
+main()
+"""
+
+#: Steps of a swap where a signal can be sent: in the body, while the new folder is checked; as the
+#: old folder is moved aside; as the new one is renamed into place; while the old one is removed.
+STEPS = ("check", "replace1", "replace2", "after-replace2", "remove-old")
+
+
+def command() -> list[str]:
+    """Return the installed `digitvae` script, or the same entry point through this interpreter."""
+    script = Path(sys.executable).with_name("digitvae")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "from digitvae.cli.main import main; main()"]
+
+
+def at_step_command(step: str, signum: int) -> list[str]:
+    """Return a command line that runs `digitvae` and sends itself `signum` at `step` of a folder swap."""
+    return [sys.executable, "-c", _AT_STEP, step, signal.Signals(signum).name]
+
+
+def child_env() -> dict[str, str]:
+    """Return the environment of a child: no debug tracebacks, one thread per pool on a shared machine."""
+    env = {k: v for k, v in os.environ.items() if k != "DIGITVAE_DEBUG"}
+    return {**env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def handles_sigterm(pid: int) -> bool:
+    """Return whether process pid has a SIGTERM handler (Linux: its SigCgt mask): the command has begun."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            caught = next(line.split()[1] for line in fh if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a child ended: its exit status, output, and how long it ran after it began the command."""
+
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def run(args: list[str], cwd: Path, *, signum: int | None = None, after: float = 0.0, timeout: float = 120) -> Ended:
+    """Run a command; with signum, send it that signal `after` seconds once it has begun (its SIGTERM handler is set)."""
+    # Files, not pipes: a pipe nobody reads until the end could fill up and block the child.
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=err,
+            text=True,
+            env=child_env(),
+            cwd=cwd,
+            # A test run in the background ignores SIGINT, and children inherit that.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while not handles_sigterm(proc.pid) and proc.poll() is None:
+                assert time.monotonic() < deadline, "the command never began"
+                time.sleep(0.002)
+            began = time.monotonic()
+            if signum is not None:
+                while proc.poll() is None and time.monotonic() - began < after:
+                    time.sleep(0.001)
+                if proc.poll() is None:
+                    proc.send_signal(signum)
+            code = proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        seconds = time.monotonic() - began
+        out.seek(0)
+        err.seek(0)
+        return Ended(code, out.read(), err.read(), seconds)
+    finally:
+        out.close()
+        err.close()
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Return every file below a folder (relative path -> sha256), hidden ones included."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
