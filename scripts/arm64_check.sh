@@ -139,8 +139,10 @@ mkdir "$root/wheels"
 mount --bind "$cache/wheels-arm64-$suite" "$root/wheels" && mounts+=("$root/wheels")
 
 in_root() {  # in_root COMMAND...: run in the rootfs, in a PID namespace of its own
+  # Waited for in the background, so that INT or TERM run the traps at once rather than after it.
   unshare --pid --fork --kill-child chroot "$root" env -i HOME=/root LC_ALL=C.UTF-8 QEMU_CPU="$cpu" \
-    PATH=/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin "${root_env[@]}" "$@"
+    PATH=/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin "${root_env[@]}" "$@" &
+  wait "$!"
 }
 [ "$(in_root uname -m)" = aarch64 ] || { echo "arm64 check: the rootfs does not run as aarch64" >&2; exit 1; }
 
