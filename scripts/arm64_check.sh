@@ -28,15 +28,14 @@ case $cpu in
   *) echo "arm64 check: ARM64_QEMU_CPU=$cpu is not supported; use cortex-a72 or cortex-a76" >&2; exit 1 ;;
 esac
 
-apt_updated=""
-need() {  # need COMMAND PACKAGE: install PACKAGE unless COMMAND is there
-  command -v "$1" >/dev/null && return
-  if [ -z "$apt_updated" ]; then apt-get update -q; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2"
-}
-need mmdebstrap mmdebstrap
-need qemu-aarch64-static qemu-user-static
-need update-binfmts binfmt-support
+missing=()
+command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
+command -v update-binfmts >/dev/null || missing+=(binfmt-support)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
 # Containers often come without binfmt_misc mounted; the aarch64 handler (flag F: qemu is opened
 # when registered) then runs arm64 programs in any chroot.
 [ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
