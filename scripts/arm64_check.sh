@@ -7,9 +7,9 @@
 #
 #     bash scripts/arm64_check.sh [HOST_VENV]     # default .venv: its digitvae is the reference
 #
-# ARM64_QEMU_CPU picks the emulated core (cortex-a72, as in a Raspberry Pi 4, or cortex-a76, as in
-# a Raspberry Pi 5 or an RK3588). The rootfs tarball and the aarch64 wheels pip fetched are kept under
-# ${XDG_CACHE_HOME:-$HOME/.cache}/digitvae-ci/; without them the step builds everything afresh.
+# ARM64_QEMU_CPU picks the emulated core (cortex-a72, as in a Raspberry Pi 4, or cortex-a76, as
+# in a Raspberry Pi 5 or an RK3588). The rootfs tarball and the aarch64 wheels pip fetched are
+# kept under ${XDG_CACHE_HOME:-$HOME/.cache}/digitvae-ci/; without them it all starts afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 host_venv=${1:-.venv}
