@@ -16,7 +16,6 @@ import importlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,16 +195,11 @@ def export_ort(model: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
             check_self_contained(blob, model_dir / entry.path)
             sources[entry.path] = (entry.sha256, blob)
 
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{where.name}.", dir=where.parent))
-    except OSError as exc:
-        raise OutputError(f"cannot write {out_dir}: {exc.strerror or exc} (in {where.parent})") from None
-
     def failed(exc: OSError) -> str:
-        return f"cannot write {out_dir}: {exc.strerror or exc}"
+        return f"cannot write {out_dir}: {exc.strerror or exc} (in {where.parent})"
 
     files: list[OrtFile] = []
-    with swapped_in(staging, where, lambda existing: _check_target(existing, force), failed):
+    with swapped_in(where, lambda existing: _check_target(existing, force), failed) as staging:
         written: dict[str, tuple[str, int, str]] = {}
         for path, (_, blob) in sources.items():
             target = staging / ort_name(path)
