@@ -53,11 +53,11 @@ class Plugin:
     @property
     def install(self) -> str:
         """Return the pip command that installs the package."""
-        return (
-            f"pip install 'digitvae[{self.extra}]'"
-            if self.extra
-            else f"install the package that provides {self.module}"
-        )
+        if self.extra:
+            from .extras import install_command
+
+            return install_command(self.extra)
+        return f"install the package that provides {self.module}"
 
 
 def _openvino_f32(device: str) -> dict[str, str]:

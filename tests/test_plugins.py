@@ -171,13 +171,13 @@ def test_plugin_package_absent(
 ) -> None:
     monkeypatch.setattr(plugins, "has_plugin_api", lambda: True)
     monkeypatch.setitem(sys.modules, "onnxruntime_ep_openvino", None)  # import fails as if not installed
-    with pytest.raises(ProviderError, match=r"not installed: pip install 'digitvae\[openvino\]'"):
+    with pytest.raises(ProviderError, match=r"not installed: pip install .*\[openvino\]"):
         DigitVAE.load(providers="openvino", strict=True)
     with caplog.at_level(logging.WARNING, logger="digitvae"):
         assert DigitVAE.load(providers=["openvino", "cpu"]).providers == ["CPUExecutionProvider"]
-    assert any("digitvae[openvino]" in r.getMessage() for r in caplog.records)
+    assert any("[openvino]" in r.getMessage() for r in caplog.records)
     result = invoke("generate", "-n", 2, "-o", tmp_path / "x.npy", "--provider", "openvino", "--strict")
-    assert_clean_failure(result, "pip install 'digitvae[openvino]'")
+    assert_clean_failure(result, "[openvino]")
     assert not (tmp_path / "x.npy").exists()
 
 
