@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -99,10 +98,9 @@ def run_checked(
 
 
 def _all_finite(array: np.ndarray) -> bool:
-    # NaN and infinity carry through a sum, so a finite sum means finite values: at batch 1 the
-    # plain float32 sum costs less than isfinite (and than any errstate around it). A sum that is
-    # not finite may be an overflow of finite values; isfinite then decides.
-    return math.isfinite(float(array.sum())) or bool(np.isfinite(array).all())
+    # isfinite, not a sum: a sum of huge or opposite infinite values warns (RuntimeWarning) on
+    # exactly the inputs this is meant to report in one line; at batch 1 it costs 1.5-2.5 us.
+    return bool(np.isfinite(array).all())
 
 
 def _non_finite(role: str, name: str, array: np.ndarray, feeds: Mapping[str, Any]) -> InputError | ModelError:
