@@ -1,8 +1,10 @@
-"""The cap on a request's size (--max-body): REST bodies, gzip-compressed ones once inflated, and gRPC messages.
+"""What the server admits: a request's size (--max-body), its content type, and one-line refusals.
 
 A body over the cap is refused with 413 before it is read: at once when its Content-Length says
 so, else (chunked) as soon as what arrived passes the cap. So a request costs the server at most
-the cap in body bytes, however large the client claims or sends it to be.
+the cap in body bytes, however large the client claims or sends it to be. The same cap holds for
+REST bodies once gzip is inflated and for gRPC messages. A REST body sent without a JSON content
+type (curl's `-d` says application/x-www-form-urlencoded) is read as JSON; any other type is 415.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ OVERHEAD = 1 << 20
 ROW_VALUES = 28 * 28
 #: gRPC's own ceiling for a message length (a signed 32-bit int).
 GRPC_MAX = 2**31 - 1
+#: Content types read as JSON: none given, or what `curl -d` sends when none is named.
+JSON_BY_DEFAULT = (b"", b"application/x-www-form-urlencoded")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -52,6 +56,14 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         headers = {k.lower(): v for k, v in scope["headers"]}
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope.get("method") == "POST" and not kind.endswith(b"json"):
+            if kind not in JSON_BY_DEFAULT:
+                await self._refuse(send, 415)
+                return
+            # Forgotten headers are common (curl -d): read the body as the JSON the protocol takes.
+            rest = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+            scope = {**scope, "headers": [*rest, (b"content-type", b"application/json")]}
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             await self._refuse(send, 413 if length.isdigit() else 400)
@@ -88,6 +100,8 @@ class BodyLimit:
     async def _refuse(self, send: Send, status: int, how: str = "") -> None:
         if status == 413:
             error = f"the request body is larger{how} than the server takes: at most {self.limit:,} bytes (--max-body)"
+        elif status == 415:
+            error = "the request body must be JSON: send it with the header Content-Type: application/json"
         else:
             error = "the request body is malformed (a bad Content-Length, or gzip that does not decompress)"
         payload = json.dumps({"error": error}).encode()
@@ -128,3 +142,21 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replayed
+
+
+def validation_message(errors: list[dict[str, Any]]) -> str:
+    """Return one line for what the request parser found wrong: the first place, and how many more."""
+    if not errors:
+        return "malformed request"
+    first = errors[0]
+    loc = [part for part in first.get("loc", ()) if part != "body"]
+    if first.get("type") == "json_invalid":
+        where = f"the JSON body, at character {loc[-1]}" if loc else "the JSON body"
+    else:
+        where = ".".join(str(part) for part in loc) or "the body"
+    detail = str(first.get("msg", "invalid")).splitlines()[0]
+    reason = (first.get("ctx") or {}).get("error")
+    if reason:
+        detail = f"{detail} ({str(reason).splitlines()[0]})"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"malformed request: {where}: {detail}{more}"

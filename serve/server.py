@@ -14,7 +14,7 @@ from typing import Any
 
 from digitvae.runtime.errors import DigitVAEError, InputError
 
-from .limits import BodyLimit, default_max_body, grpc_options
+from .limits import BodyLimit, default_max_body, grpc_options, validation_message
 from .specs import ROLES, Shape, metadata_inputs, output_specs, served_name
 from .tensors import attach_raw
 
@@ -206,8 +206,21 @@ def _raw_contents_as_bytes() -> None:
 
 
 def _cap_requests(server: Any, max_body: int) -> None:
-    """Refuse REST bodies (413) and gRPC messages (RESOURCE_EXHAUSTED) larger than max_body bytes."""
-    server._rest_server._app.add_middleware(BodyLimit, limit=max_body)
+    """Refuse REST bodies (413) and gRPC messages (RESOURCE_EXHAUSTED) larger than max_body bytes.
+
+    Also answer what MLServer's request parser refuses with 400 and one line: FastAPI's own 422
+    echoes the whole request back, however large.
+    """
+    from fastapi.exceptions import RequestValidationError
+    from starlette.responses import JSONResponse
+
+    async def refused(request: Any, exc: Exception) -> JSONResponse:
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        return JSONResponse({"error": validation_message(list(errors))}, status_code=400)
+
+    app = server._rest_server._app
+    app.add_exception_handler(RequestValidationError, refused)
+    app.add_middleware(BodyLimit, limit=max_body)
     grpc_server = server._grpc_server
     options = grpc_server._get_options
     grpc_server._get_options = lambda: grpc_options(options(), max_body)

@@ -76,6 +76,50 @@ def test_malformed_json_tensors_are_the_clients_error(server: Server, case: str)
     assert isinstance(message, str) and "\n" not in message and "Traceback" not in message, reply
 
 
+# What MLServer's request parser refuses: 400 and one line (FastAPI's own 422 echoed the request back).
+_PARSER = {
+    "unknown datatype": (b'{"inputs": [{"name": "n", "datatype": "FP99", "shape": [1], "data": [1]}]}', "datatype"),
+    "no inputs": (b"{}", "inputs: Field required"),
+    "bad JSON": (b'{"inputs": [nope', "the JSON body, at character"),
+    "a bare NaN": (b'{"inputs": [{"name": "n", "datatype": "INT64", "shape": [1], "data": [NaN]}]}', "malformed"),
+    "inputs not a list": (b'{"inputs": 3}', "inputs"),
+}
+
+
+@pytest.mark.parametrize("case", list(_PARSER))
+def test_what_the_request_parser_refuses_is_400_in_one_line(server: Server, case: str) -> None:
+    body, fragment = _PARSER[case]
+    status, reply = server.post("/v2/models/mnist-vae-generate/infer", body)
+    assert status == 400, (status, reply)
+    message = reply.get("error") if isinstance(reply, dict) else None
+    assert isinstance(message, str) and message.startswith("malformed request") and fragment in message, reply
+    assert "\n" not in message and len(message) < 500 and "nope" not in message
+
+
+def _post_as(server: Server, content_type: str | None) -> tuple[int, Any]:
+    body = json.dumps({"inputs": [tensor("n", [2]), tensor("seed", [0])], "outputs": [{"name": "z"}]}).encode()
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    request = urllib.request.Request(
+        server.url + "/v2/models/mnist-vae-generate/infer", data=body, method="POST", headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_json_without_its_content_type_is_read_as_json_and_other_types_are_415(server: Server) -> None:
+    """curl -d sends application/x-www-form-urlencoded unless told otherwise; a JSON body is what it means."""
+    status, expected = _post_as(server, "application/json")
+    assert status == 200
+    for forgotten in (None, "application/x-www-form-urlencoded"):
+        status, reply = _post_as(server, forgotten)
+        assert status == 200 and reply["outputs"] == expected["outputs"], reply
+    status, reply = _post_as(server, "text/plain")
+    assert status == 415 and "Content-Type: application/json" in reply["error"], reply
+
+
 def _raw_http(server: Server, head: bytes, body: Iterable[bytes] = ()) -> tuple[int | None, bytes, int]:
     """Send a request head, then body pieces until the server stops reading; return status, reply, bytes sent."""
     port = int(server.url.rsplit(":", 1)[1])
