@@ -141,7 +141,7 @@ def _bound_lines(report: dict[str, Any]) -> list[str]:
             f"of {bound['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s = {bound['digits_per_s']:,.0f} digits/s; "
             f"{bound['task'].replace('_', ' batch ')} reaches {fraction:.2f} of it"
         )
-        if fraction > 1:
+        if round(fraction, 2) > 1:  # as printed: "reaches 1.00" comes without the note
             why = (
                 "a --quick run's small GEMM makes it lower still)" if report.get("quick") else "do not read it as one)"
             )

@@ -17,7 +17,10 @@ from pathlib import Path
 _AT_STEP = """
 import os, shutil, signal, sys
 from digitvae.runtime import atomic
-from digitvae.export import folder, triton
+try:  # the folder writers need onnx; a file write (generate, evaluate --write) does not
+    from digitvae.export import folder, triton
+except ImportError:
+    folder = triton = None
 
 step, sig = sys.argv.pop(1), getattr(signal, sys.argv.pop(1))
 replaced = []
@@ -55,8 +58,9 @@ def checked(real):
 
 atomic.os = Stand(os, replace=replace)
 atomic.shutil = Stand(shutil, rmtree=rmtree)
-folder.check_loadable = checked(folder.check_loadable)
-triton.check_repository = checked(triton.check_repository)
+if folder is not None:
+    folder.check_loadable = checked(folder.check_loadable)
+    triton.check_repository = checked(triton.check_repository)
 from digitvae.cli.main import main
 sys.argv[0] = "digitvae"
 main()

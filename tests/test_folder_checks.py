@@ -65,6 +65,7 @@ def test_a_prior_the_reader_would_refuse_is_never_written(
 
 
 def test_a_model_folder_whose_files_do_not_match_its_manifest_is_never_written(model: Path) -> None:
+    pytest.importorskip("onnx")  # the model-folder writer stamps opsets with onnx
     from digitvae.export.folder import folder_files, write_model_folder
 
     manifest = read_manifest(model)
@@ -84,6 +85,7 @@ def test_a_model_folder_whose_files_do_not_match_its_manifest_is_never_written(m
 
 
 def test_a_manifest_of_non_json_numbers_is_never_written(model: Path) -> None:
+    pytest.importorskip("onnx")  # the model-folder writer stamps opsets with onnx
     from digitvae.export.folder import folder_files, write_model_folder
 
     manifest = read_manifest(model)
