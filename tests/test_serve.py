@@ -136,9 +136,9 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def start_server(tmp: Path, *args: str) -> Server:
-    """Start `digitvae serve` on free loopback ports and wait until every model is ready."""
-    http, grpc = free_ports(2)
+def start_server(tmp: Path, *args: str, ports: tuple[int, int] | None = None) -> Server:
+    """Start `digitvae serve` on free loopback ports (or the HTTP and gRPC `ports` given) and wait until every model is ready."""
+    http, grpc = ports or free_ports(2)
     log = tmp / f"serve-{http}.log"
     env = {k: v for k, v in os.environ.items() if k != "DIGITVAE_DEBUG" and not k.startswith("MLSERVER")}
     env["TMPDIR"] = str(tmp)  # its working folder goes here, where the tests can see it removed
