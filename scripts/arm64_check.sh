@@ -5,14 +5,14 @@
 # calls on both sides, and every output compared: the largest absolute difference must be at
 # most 1e-5. Run as root from anywhere:
 #
-#     bash scripts/arm64_check.sh [HOST_VENV]     # default .venv: its digitvae is the reference
+#     bash scripts/arm64_check.sh [HOST_VENV]     # default .ci/venv: its digitvae is the reference
 #
 # ARM64_QEMU_CPU picks the emulated core (cortex-a72, as in a Raspberry Pi 4, or cortex-a76, as
 # in a Raspberry Pi 5 or an RK3588). The rootfs tarball and the aarch64 wheels pip fetched are
 # kept under ${XDG_CACHE_HOME:-$HOME/.cache}/digitvae-ci/; without them it all starts afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-host_venv=${1:-.venv}
+host_venv=${1:-.ci/venv}
 cpu=${ARM64_QEMU_CPU:-cortex-a72}
 suite=bookworm
 mirror=${ARM64_DEBIAN_MIRROR:-http://deb.debian.org/debian}
