@@ -17,6 +17,7 @@ from typing import BinaryIO, cast
 import numpy as np
 
 from .atomic import atomic_write
+from .datadir import download_hint
 from .errors import DataFormatError, InputError
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def _open_binary(path: str | os.PathLike[str], where: str) -> BinaryIO:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError as exc:
-        raise DataFormatError(f"{where}: no such file") from exc
+        raise DataFormatError(f"{where}: no such file{download_hint(path)}") from exc
     except OSError as exc:
         raise DataFormatError(f"{where}: cannot open file: {exc.strerror or exc}") from exc
     if not stat.S_ISREG(os.fstat(fd).st_mode):

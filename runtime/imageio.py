@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write
+from .datadir import download_hint
 from .errors import DataFormatError, InputError, OutputError
 from .inputs import IMAGE_SIDE, as_images
 
@@ -124,7 +125,7 @@ def read_digit_files(
     for raw in paths:
         path = Path(raw)
         if not path.is_file():
-            raise DataFormatError(f"{path}: no such file")
+            raise DataFormatError(f"{path}: no such file{download_hint(path)}")
         if prepare:
             from .pictures import read_prepared
 
