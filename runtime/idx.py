@@ -47,6 +47,8 @@ _CODE_TO_DTYPE: dict[int, np.dtype] = {
 }
 _ALLOWED_CODES = ", ".join(f"0x{code:02X} ({dt.name})" for code, dt in _CODE_TO_DTYPE.items())
 _MAGIC_FORM = "00 00 <dtype code> <ndim>"
+#: What an IDX reader accepts, in words, for the error on any other file.
+_ACCEPTED = "give IDX files, optionally gzip-compressed (.gz), such as MNIST's idx3-ubyte images and idx1-ubyte labels"
 
 
 def _hex(data: bytes | bytearray) -> str:
@@ -108,7 +110,7 @@ def _parse_header(stream: BinaryIO, where: str) -> tuple[np.dtype, tuple[int, ..
         )
     if magic[0] != 0 or magic[1] != 0:
         raise DataFormatError(
-            f"{where}: bad magic bytes {_hex(magic)}; expected {_MAGIC_FORM} "
+            f"{where}: not an IDX file ({_ACCEPTED}): bad magic bytes {_hex(magic)}; expected {_MAGIC_FORM} "
             f"with a dtype code among {_ALLOWED_CODES} and ndim 1..{_MAX_NDIM}"
         )
     code, ndim = magic[2], magic[3]

@@ -10,6 +10,8 @@ from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, copy_shipped_model, invoke, ok, write_png
 from PIL import Image
 
+from digitvae.runtime.errors import DataFormatError
+
 DOWNLOAD = "digitvae data download"
 
 
@@ -134,3 +136,20 @@ def test_inverted_mnist_is_warned_of_once_for_many_files(tmp_path: Path, digits:
     result = ok(invoke("evaluate", *paths))
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "2 more files" in warnings[0], result.stderr
+
+
+def test_prior_fit_on_a_png_names_the_accepted_formats(tmp_path: Path, digits: np.ndarray) -> None:
+    model = copy_shipped_model(tmp_path / "model")
+    three = write_png(digits[0], tmp_path / "three.png")
+    result = invoke("prior", "fit", model, "--data", three, "--no-labels")
+    if "not installed" in result.stderr:
+        pytest.skip("prior fit needs the prior extra")
+    line = assert_clean_failure(result, "not an IDX file")
+    assert "IDX files, optionally gzip-compressed (.gz)" in line
+
+
+def test_the_idx_reader_names_the_accepted_formats(tmp_path: Path, digits: np.ndarray) -> None:
+    from digitvae.runtime.idx import read_mnist_images
+
+    with pytest.raises(DataFormatError, match=r"not an IDX file \(give IDX files, optionally gzip-compressed"):
+        read_mnist_images(write_png(digits[0], tmp_path / "three.png"))
