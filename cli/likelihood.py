@@ -288,7 +288,7 @@ def calibrate(
     k = k or DEFAULT_K
     vae = load_model(str(model_dir), provider, strict, threads=threads)
     if reference is not None and no_reference:
-        raise InputError("--reference and --no-reference exclude each other")
+        raise click.UsageError("--reference and --no-reference exclude each other")
     kept = ((vae.manifest.metrics.get("score") or {}).get("reference") or {}).get("model")
     if reference is None and not no_reference and kept:
         reference = str(kept)
