@@ -56,7 +56,11 @@ variant_option = click.option(
     help="Model variant: fp32, int8, fp16 (those the model ships).",
 )
 scale_option = click.option(
-    "--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="Enlarge PNG output."
+    "--scale",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="Enlarge PNG output (2: each pixel a 2x2 square).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 threads_option = click.option(

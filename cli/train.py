@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     "--preset",
     default="iwae-mix",
     show_default=True,
-    help="Named model and training configuration: iwae-mix, iwae-aug, geron, cvae, vae-2d (see README).",
+    help="Named model and training configuration: iwae-mix, iwae-aug, geron, cvae, vae-2d (see docs/training.md).",
 )
 @click.option(
     "--data",

@@ -153,3 +153,16 @@ def test_the_idx_reader_names_the_accepted_formats(tmp_path: Path, digits: np.nd
 
     with pytest.raises(DataFormatError, match=r"not an IDX file \(give IDX files, optionally gzip-compressed"):
         read_mnist_images(write_png(digits[0], tmp_path / "three.png"))
+
+
+def test_train_help_points_to_the_presets_in_docs() -> None:
+    text = " ".join(ok(invoke("train", "--help")).stdout.split())
+    assert "(see docs/training.md)" in text and "README" not in text
+    assert "## Presets" in (Path(__file__).parents[1] / "docs" / "training.md").read_text(encoding="utf-8")
+
+
+def test_a_grid_too_large_at_the_default_scale_is_refused_before_any_work(tmp_path: Path) -> None:
+    # 30,000 digits in 10 columns: 596 x 179,996 pixels at scale 2, more than a PNG may have.
+    line = assert_clean_failure(invoke("generate", "-n", 30_000, "-o", tmp_path / "x.png"), "at scale 2")
+    assert "a smaller scale" in line
+    assert list(tmp_path.iterdir()) == []
