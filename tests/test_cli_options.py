@@ -275,3 +275,11 @@ def test_a_bad_option_value_is_a_usage_error(path: tuple[str, ...], option: str,
 def test_options_that_exclude_each_other_are_a_usage_error(args: list[object]) -> None:
     result = invoke(*args)
     assert result.exit_code == 2 and "exclude each other" in assert_clean_failure(result)
+
+
+@pytest.mark.parametrize("n", [0, -5, 10**18])
+def test_generate_n_out_of_range_is_a_usage_error_that_writes_nothing(tmp_path: Path, n: int) -> None:
+    result = invoke("generate", "-n", n, "-o", tmp_path / "x.png")
+    assert result.exit_code == 2
+    assert f"{n} is not in the range 1<=x<=1000000" in assert_clean_failure(result)
+    assert list(tmp_path.iterdir()) == []
