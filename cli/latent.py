@@ -9,7 +9,15 @@ import numpy as np
 
 from digitvae.runtime.errors import InputError
 
-from .options import ModelSpec, model_options, prepare_option, read_labelled, read_one_digit, scale_option
+from .options import (
+    ModelSpec,
+    model_options,
+    prepare_option,
+    read_labelled,
+    read_one_digit,
+    scale_option,
+    warn_if_inverted,
+)
 
 if TYPE_CHECKING:
     from digitvae.runtime.model import DigitVAE
@@ -81,7 +89,9 @@ def interpolate(
 
     output_kind(output)
     vae = spec.load()
-    pair = np.stack([read_one_digit(start, prepare), read_one_digit(end, prepare)])
+    pair = np.stack([read_one_digit(start, prepare, warn=False), read_one_digit(end, prepare, warn=False)])
+    if not prepare:
+        warn_if_inverted([start, end], [pair[:1], pair[1:]])
     labels = _labels(vae, digit, 2)
     means, _ = vae.encode(pair, labels)
     modes = MODES if mode == "both" else (mode,)

@@ -26,6 +26,7 @@ from .options import (
     progress_bar,
     provider_list,
     provider_option,
+    read_digit_batches,
     read_labelled,
     read_labels,
     standard_prior_option,
@@ -61,9 +62,7 @@ def _scoring_options(command: Any) -> Any:
 
 def _named_digits(paths: tuple[str, ...], limit: int | None, prepare: bool) -> tuple[np.ndarray, list[str]]:
     """Read digits once, naming each: the file's name for a single image, NAME:INDEX within a set."""
-    from digitvae.runtime.imageio import read_digit_files
-
-    batches = read_digit_files(paths, prepare, limit)
+    batches = read_digit_batches(paths, prepare, limit)
     if not batches:
         raise InputError("no input files given")
     names = []
@@ -289,7 +288,7 @@ def calibrate(
     k = k or DEFAULT_K
     vae = load_model(str(model_dir), provider, strict, threads=threads)
     if reference is not None and no_reference:
-        raise InputError("--reference and --no-reference exclude each other")
+        raise click.UsageError("--reference and --no-reference exclude each other")
     kept = ((vae.manifest.metrics.get("score") or {}).get("reference") or {}).get("model")
     if reference is None and not no_reference and kept:
         reference = str(kept)

@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 from digitvae.runtime._version import __version__
-from digitvae.runtime.errors import DigitVAEError, InputError
+from digitvae.runtime.errors import DigitVAEError
+from digitvae.runtime.inputs import MAX_COUNT
 
 from .console import (
     VERBOSE_FLAGS,
@@ -97,7 +98,7 @@ def cli(verbose: int) -> None:
 
 
 @cli.command()
-@click.option("-n", "count", type=int, default=60, show_default=True, help="How many digits.")
+@click.option("-n", "count", type=click.IntRange(1, MAX_COUNT), default=60, show_default=True, help="How many digits.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="OUT.png (grid) or OUT.npy.")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed for reproducible digits.")
 @click.option(
@@ -137,7 +138,7 @@ def generate(
         check_grid_size(count, cols or default_cols(count), scale, output)
     if each_digit:
         if digit is not None:
-            raise InputError("--digit and --each-digit exclude each other")
+            raise click.UsageError("--digit and --each-digit exclude each other")
         import numpy as np
 
         digit = np.arange(count) % 10

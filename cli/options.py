@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -14,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 
-from digitvae.runtime.errors import DataFormatError, InputError, MissingDependencyError
+from digitvae.runtime.errors import DataFormatError, InputError, MissingDependencyError, PictureError
 from digitvae.runtime.manifest import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from digitvae.runtime.model import DigitVAE
+
+logger = logging.getLogger(__name__)
 
 model_option = click.option(
     "--model",
@@ -53,7 +56,11 @@ variant_option = click.option(
     help="Model variant: fp32, int8, fp16 (those the model ships).",
 )
 scale_option = click.option(
-    "--scale", type=click.IntRange(1, 16), default=1, show_default=True, help="Enlarge PNG output."
+    "--scale",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="Enlarge PNG output (2: each pixel a 2x2 square).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 threads_option = click.option(
@@ -150,12 +157,57 @@ prepare_option = click.option(
 )
 
 
+#: What a picture given without --prepare is told.
+PREPARE_HINT = "add --prepare to make a picture of a digit (PNG or JPEG, any size) MNIST-style first"
+
+
+def read_digit_batches(
+    paths: Sequence[str], prepare: bool = False, limit: int | None = None, warn: bool = True
+) -> list[np.ndarray]:
+    """Read each digit file as its own batch (read_digit_files); a picture read without --prepare is told of it.
+
+    A refused picture's error names --prepare; 28x28 digits that look like dark ink on light
+    paper are read, with one warning (unless `warn` is False: see warn_if_inverted).
+    """
+    from digitvae.runtime.imageio import read_digit_files
+
+    try:
+        batches = read_digit_files(paths, prepare, limit)
+    except PictureError as exc:
+        raise PictureError(exc.reason, PREPARE_HINT) from None
+    if warn and not prepare:
+        warn_if_inverted(paths, batches)
+    return batches
+
+
+def warn_if_inverted(names: Sequence[str], batches: Sequence[np.ndarray]) -> None:
+    """Log one warning naming the batches that look like dark ink on light paper, if any do."""
+    from digitvae.runtime.imageio import looks_inverted
+
+    inverted = list(dict.fromkeys(str(name) for name, batch in zip(names, batches) if looks_inverted(batch)))
+    if inverted:
+        more = f" and {len(inverted) - 1} more files" if len(inverted) > 1 else ""
+        logger.warning(
+            "%s%s: dark ink on light paper, it seems, but MNIST digits are light ink on black; %s",
+            inverted[0],
+            more,
+            PREPARE_HINT,
+        )
+
+
+def read_digits(paths: Sequence[str], limit: int | None = None, prepare: bool = False, warn: bool = True) -> np.ndarray:
+    """Read digits as one float32 [N,28,28] batch (runtime's read_digits, with read_digit_batches' guidance)."""
+    batches = read_digit_batches(paths, prepare, limit, warn)
+    if not batches:
+        raise InputError("no input files given")
+    digits = np.concatenate(batches).astype(np.float32, copy=False)
+    return digits[:limit] if limit is not None else digits
+
+
 def read_labelled(
     paths: Sequence[str], limit: int | None, labels_file: str | None, prepare: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read digits, with labels from --labels or an IDX labels file beside a single IDX input."""
-    from digitvae.runtime.imageio import read_digits
-
     digits = read_digits(paths, limit, prepare)
     return digits, read_labels(paths, len(digits), labels_file)
 
@@ -176,20 +228,18 @@ def read_labels(paths: Sequence[str], count: int, labels_file: str | None) -> np
 _INDEXED = re.compile(r"^(?P<path>.+):(?P<index>\d+)$")
 
 
-def read_one_digit(spec: str, prepare: bool = False) -> np.ndarray:
+def read_one_digit(spec: str, prepare: bool = False, warn: bool = True) -> np.ndarray:
     """Read one digit from "FILE.png", or "FILE:INDEX" for an IDX or .npy file; float32 [28,28]."""
-    from digitvae.runtime.imageio import read_digits
-
     match = _INDEXED.match(spec)
     if match and not Path(spec).is_file():
         path, index = match["path"], int(match["index"])
-        digits = read_digits([path], prepare=prepare)
+        digits = read_digits([path], prepare=prepare, warn=warn)
         if index >= len(digits):
             raise InputError(
                 f"{spec}: index {index} is out of range; {path} holds {len(digits)} digits (0-{len(digits) - 1})"
             )
         return digits[index]
-    digits = read_digits([spec], prepare=prepare)
+    digits = read_digits([spec], prepare=prepare, warn=warn)
     if len(digits) != 1:
         raise InputError(f"{spec}: holds {len(digits)} digits; pick one as {spec}:INDEX")
     return digits[0]

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from digitvae.runtime.errors import InputError
-
 from .options import provider_list, provider_option, require, threads_option
 
 
@@ -76,7 +74,7 @@ def fit(
     from digitvae.runtime.idx import labels_beside
 
     if labels is not None and no_labels:
-        raise InputError("--labels and --no-labels exclude each other")
+        raise click.UsageError("--labels and --no-labels exclude each other")
     if not no_labels and labels is None:
         labels = labels_beside(images)
     config = PriorConfig(components=components, samples=samples, spread=spread, covariance=covariance, seed=seed)

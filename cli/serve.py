@@ -108,10 +108,11 @@ def serve(
         served.append(ServedModel(vae.name, {**load, "model": str(vae.model_dir)}, shape_of(vae)))
     if replicas:
         load_shared.cache_clear()  # the workers load their own copies
-    click.echo(
+    announcement = (
         f"serving {', '.join(f'{m.name}-{{encoder,decoder,generate}}' for m in served)} "
         f"on http://{host}:{port}/v2 (gRPC {grpc_port}, {replicas} worker{'s' if replicas != 1 else ''}); "
-        "Ctrl-C stops",
-        err=True,
+        "Ctrl-C stops"
     )
-    run(served, ServerOptions(host, port, grpc_port, metrics_port, replicas, max_batch, max_body))
+    options = ServerOptions(host, port, grpc_port, metrics_port, replicas, max_batch, max_body)
+    # Announced once the ports are known to be free: a taken port is the only line printed.
+    run(served, options, checked=lambda: click.echo(announcement, err=True))

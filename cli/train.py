@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     "--preset",
     default="iwae-mix",
     show_default=True,
-    help="Named model and training configuration: iwae-mix, iwae-aug, geron, cvae, vae-2d (see README).",
+    help="Named model and training configuration: iwae-mix, iwae-aug, geron, cvae, vae-2d (see docs/training.md).",
 )
 @click.option(
     "--data",
@@ -274,7 +274,7 @@ def export_cmd(
     from digitvae.export.onnx import EXPORT_STEPS, TOLERANCE, export_checkpoint
 
     if no_prior and prior_data is not None:
-        raise InputError("--prior-data and --no-prior exclude each other")
+        raise click.UsageError("--prior-data and --no-prior exclude each other")
     steps = EXPORT_STEPS if not no_prior else EXPORT_STEPS[:-1]
     with progress_bar(len(steps), "exporting") as tick:
         result = export_checkpoint(

@@ -20,6 +20,7 @@ from .errors import (
     ModelError,
     ModelNotFoundError,
     OutputError,
+    PictureError,
     ProviderError,
 )
 from .manifest import Manifest, list_shipped_models
@@ -44,6 +45,7 @@ __all__ = [
     "ModelNotFoundError",
     "OutlierDetector",
     "OutputError",
+    "PictureError",
     "ProviderError",
     "__version__",
     "list_shipped_models",

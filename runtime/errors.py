@@ -15,6 +15,15 @@ class DataFormatError(DigitVAEError):
     """A data file (IDX, PNG, npy) is malformed, truncated or of the wrong kind."""
 
 
+class PictureError(DataFormatError):
+    """A file holds a picture of a digit, not an MNIST-style digit: it needs preparing first."""
+
+    def __init__(self, reason: str, hint: str = "pass prepare=True to make a picture of a digit MNIST-style first"):
+        super().__init__(f"{reason}; {hint}")
+        #: What was wrong, without the hint on what to do (a caller may give its own).
+        self.reason = reason
+
+
 class ModelError(DigitVAEError):
     """A model directory, manifest or ONNX file is missing, malformed or inconsistent."""
 

@@ -17,6 +17,7 @@ from typing import BinaryIO, cast
 import numpy as np
 
 from .atomic import atomic_write
+from .datadir import download_hint
 from .errors import DataFormatError, InputError
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ _CODE_TO_DTYPE: dict[int, np.dtype] = {
 }
 _ALLOWED_CODES = ", ".join(f"0x{code:02X} ({dt.name})" for code, dt in _CODE_TO_DTYPE.items())
 _MAGIC_FORM = "00 00 <dtype code> <ndim>"
+#: What an IDX reader accepts, in words, for the error on any other file.
+_ACCEPTED = "give IDX files, optionally gzip-compressed (.gz), such as MNIST's idx3-ubyte images and idx1-ubyte labels"
 
 
 def _hex(data: bytes | bytearray) -> str:
@@ -86,7 +89,7 @@ def _open_binary(path: str | os.PathLike[str], where: str) -> BinaryIO:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError as exc:
-        raise DataFormatError(f"{where}: no such file") from exc
+        raise DataFormatError(f"{where}: no such file{download_hint(path)}") from exc
     except OSError as exc:
         raise DataFormatError(f"{where}: cannot open file: {exc.strerror or exc}") from exc
     if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -107,7 +110,7 @@ def _parse_header(stream: BinaryIO, where: str) -> tuple[np.dtype, tuple[int, ..
         )
     if magic[0] != 0 or magic[1] != 0:
         raise DataFormatError(
-            f"{where}: bad magic bytes {_hex(magic)}; expected {_MAGIC_FORM} "
+            f"{where}: not an IDX file ({_ACCEPTED}): bad magic bytes {_hex(magic)}; expected {_MAGIC_FORM} "
             f"with a dtype code among {_ALLOWED_CODES} and ndim 1..{_MAX_NDIM}"
         )
     code, ndim = magic[2], magic[3]

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write
-from .errors import DataFormatError, InputError, OutputError
+from .datadir import download_hint
+from .errors import DataFormatError, InputError, OutputError, PictureError
 from .inputs import IMAGE_SIDE, as_images
 
 OUTPUT_KINDS = (".png", ".npy")
@@ -63,9 +64,9 @@ def read_png(path: Path) -> np.ndarray:
 
     with open_image(path, "a huge image; digit PNGs must be 28x28 pixels") as image:
         if image.format != "PNG":
-            raise DataFormatError(f"{path}: not a PNG file (found {image.format})")
+            raise PictureError(f"{path}: not a PNG file (found {image.format})")
         if image.size != (IMAGE_SIDE, IMAGE_SIDE):
-            raise DataFormatError(f"{path}: digit PNGs must be 28x28 pixels, got {image.size[0]}x{image.size[1]}")
+            raise PictureError(f"{path}: digit PNGs must be 28x28 pixels, got {image.size[0]}x{image.size[1]}")
         if image.mode not in ("L", "P", "RGB", "RGBA", "LA", "1"):
             raise DataFormatError(
                 f"{path}: PNG mode {image.mode} is not supported; use 8-bit greyscale (L), palette or RGB"
@@ -83,7 +84,11 @@ def read_npy(path: Path) -> np.ndarray:
     try:
         return as_images(array).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
     except InputError as exc:
-        raise DataFormatError(f"{path}: {exc}") from None
+        # One picture: grey [H,W] (not [N,784]) or colour [H,W,3|4].
+        picture = (array.ndim == 2 and array.shape[1] != IMAGE_SIDE * IMAGE_SIDE) or (
+            array.ndim == 3 and array.shape[2] in (3, 4)
+        )
+        raise (PictureError if picture else DataFormatError)(f"{path}: {exc}") from None
 
 
 def _check_npy_header(path: Path) -> None:
@@ -124,7 +129,7 @@ def read_digit_files(
     for raw in paths:
         path = Path(raw)
         if not path.is_file():
-            raise DataFormatError(f"{path}: no such file")
+            raise DataFormatError(f"{path}: no such file{download_hint(path)}")
         if prepare:
             from .pictures import read_prepared
 
@@ -139,8 +144,22 @@ def read_digit_files(
         elif looks_like_idx(path):
             batches.append(read_mnist_images(path).astype(np.float32) / 255.0)
         else:
-            raise DataFormatError(f"{path}: not a digit file; give PNG (28x28), .npy or IDX (idx3-ubyte[.gz]) files")
+            error = PictureError if suffix in (".jpg", ".jpeg") else DataFormatError
+            raise error(f"{path}: not a digit file; give PNG (28x28), .npy or IDX (idx3-ubyte[.gz]) files")
     return batches
+
+
+def looks_inverted(digits: np.ndarray) -> bool:
+    """Tell whether float digits [N,28,28] look like dark ink on light paper (MNIST is light ink on black).
+
+    Their border (the outer two pixels, blank in MNIST) is mostly bright, or so is their mean pixel.
+    """
+    if not len(digits):
+        return False
+    ring = np.ones((IMAGE_SIDE, IMAGE_SIDE), bool)
+    ring[2:-2, 2:-2] = False
+    border = digits[:, ring]
+    return bool(np.mean(border > 0.5) > 0.5 or np.mean(digits) > 0.5)
 
 
 #: Largest PNG written, in pixels: what Pillow still opens without a decompression-bomb warning.

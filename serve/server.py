@@ -8,7 +8,7 @@ import logging
 import signal
 import socket
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,14 +74,20 @@ def model_settings(model: ServedModel, max_batch: int) -> list[dict[str, Any]]:
     ]
 
 
-def serve(models: Sequence[ServedModel], options: ServerOptions) -> None:
-    """Serve the models until SIGINT or SIGTERM; raise ServerError if the server stops on its own."""
+def serve(models: Sequence[ServedModel], options: ServerOptions, checked: Callable[[], None] | None = None) -> None:
+    """Serve the models until SIGINT or SIGTERM; raise ServerError if the server stops on its own.
+
+    `checked` is called once the names and ports are checked, before the server starts: the
+    place to announce it, so that a taken port is reported before anything says "serving".
+    """
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise InputError(f"two models share a name ({', '.join(names)}); each is served under its own")
     for port in (options.port, options.grpc_port, options.metrics_port):
         if port is not None:
             _check_free(options.host, port)
+    if checked is not None:
+        checked()
     with tempfile.TemporaryDirectory(prefix="digitvae-serve-") as workdir:
         stopped_by = asyncio.run(_run(models, options, workdir))
     if stopped_by is None:

@@ -20,9 +20,13 @@ STEP = 28 + GAP
 D = read_manifest(shipped_models_dir() / "mnist-vae").latent_dim
 
 
-def grid_size(cols: int, rows: int) -> tuple[int, int]:
-    """Return PIL's (width, height) of a grid of cols x rows digits."""
-    return cols * STEP - GAP, rows * STEP - GAP
+#: The PNG --scale of the commands that write digit grids.
+DEFAULT_SCALE = 2
+
+
+def grid_size(cols: int, rows: int, scale: int = DEFAULT_SCALE) -> tuple[int, int]:
+    """Return PIL's (width, height) of a grid of cols x rows digits, written at `scale` (the default unless told)."""
+    return scale * (cols * STEP - GAP), scale * (rows * STEP - GAP)
 
 
 def invoke(*args: object) -> Result:
@@ -62,11 +66,16 @@ def listing(directory: Path) -> list[str]:
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
 
 
-def read_grid(path: Path) -> np.ndarray:
+def read_grid(path: Path, scale: int = DEFAULT_SCALE) -> np.ndarray:
+    """Read a PNG grid written at `scale` (the default unless told): check it is enlarged so, return it at scale 1."""
     with Image.open(path) as image:
         assert image.format == "PNG"
         assert image.mode == "L"
-        return np.asarray(image).copy()
+        pixels = np.asarray(image).copy()
+    assert pixels.shape[0] % scale == 0 and pixels.shape[1] % scale == 0, pixels.shape
+    small = pixels[::scale, ::scale]
+    np.testing.assert_array_equal(np.repeat(np.repeat(small, scale, axis=0), scale, axis=1), pixels)
+    return small
 
 
 def cell(grid: np.ndarray, row: int, col: int) -> np.ndarray:

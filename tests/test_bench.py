@@ -208,7 +208,7 @@ def test_generate_command_loads_neither_pillow_nor_other_commands(tmp_path: Path
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "heavy: []"
     with Image.open(tmp_path / "x.png") as image:
-        assert image.size == (58, 28)
+        assert image.size == (2 * 58, 2 * 28)  # at the default --scale 2
 
 
 def test_the_outlier_detector_is_imported_on_first_use() -> None:

@@ -43,7 +43,7 @@ def test_generate_png_grid(tmp_path: Path) -> None:
     with Image.open(out) as image:
         assert image.format == "PNG"
         assert image.mode == "L"
-        assert image.size == grid_size(10, 6) == (10 * 30 - 2, 6 * 30 - 2)
+        assert image.size == grid_size(10, 6) == (2 * (10 * 30 - 2), 2 * (6 * 30 - 2))  # --scale 2 by default
     assert listing(tmp_path) == ["x.png"]
 
 
@@ -88,11 +88,15 @@ def test_generate_without_seed_varies(tmp_path: Path) -> None:
 
 
 def test_generate_scale(tmp_path: Path) -> None:
-    ok(invoke("generate", "-n", 60, "--seed", 1, "-o", tmp_path / "one.png"))
-    ok(invoke("generate", "-n", 60, "--seed", 1, "--scale", 2, "-o", tmp_path / "two.png"))
-    one, two = read_grid(tmp_path / "one.png"), read_grid(tmp_path / "two.png")
-    assert two.shape == (2 * one.shape[0], 2 * one.shape[1]) == (2 * 178, 2 * 298)
+    ok(invoke("generate", "-n", 60, "--seed", 1, "--scale", 1, "-o", tmp_path / "one.png"))
+    ok(invoke("generate", "-n", 60, "--seed", 1, "-o", tmp_path / "two.png"))
+    ok(invoke("generate", "-n", 60, "--seed", 1, "--scale", 3, "-o", tmp_path / "three.png"))
+    one, two = read_grid(tmp_path / "one.png", scale=1), read_grid(tmp_path / "two.png", scale=1)
+    three = read_grid(tmp_path / "three.png", scale=1)
+    assert one.shape == (178, 298)
+    assert two.shape == (2 * 178, 2 * 298)  # the default
     np.testing.assert_array_equal(two, np.repeat(np.repeat(one, 2, axis=0), 2, axis=1))
+    np.testing.assert_array_equal(three, np.repeat(np.repeat(one, 3, axis=0), 3, axis=1))
 
 
 @pytest.mark.parametrize(
@@ -115,7 +119,7 @@ def test_generate_cols(tmp_path: Path, n: int, cols: int | None, size: tuple[int
 def test_generate_uppercase_suffix(tmp_path: Path) -> None:
     out = tmp_path / "X.PNG"
     ok(invoke("generate", "-n", 2, "-o", out))
-    assert read_grid(out).shape == (28, 58)
+    assert read_grid(out).shape == (28, 58)  # at scale 1, once read_grid checked the default scale 2
 
 
 def test_generate_unavailable_provider_warns_and_falls_back(tmp_path: Path) -> None:
@@ -194,7 +198,7 @@ def test_reconstruct_idx_with_limit(tmp_path: Path, digits: np.ndarray) -> None:
     assert "wrote 20 reconstructions" in result.stdout
     grid = read_grid(tmp_path / "r.png")
     # 20 digits in 10 columns: 2 rows of digits, each shown as originals above reconstructions = 4 grid rows.
-    assert grid.shape[::-1] == grid_size(10, 4)
+    assert grid.shape[::-1] == grid_size(10, 4, scale=1)  # read_grid checked the default scale 2
     for i in (0, 9, 10, 19):
         row, col = divmod(i, 10)
         np.testing.assert_array_equal(cell(grid, 2 * row, col), digits[i])
@@ -215,7 +219,7 @@ def test_reconstruct_mixed_inputs_and_partial_last_row(tmp_path: Path, digits: n
         )
     )
     grid = read_grid(tmp_path / "r.png")
-    assert grid.shape[::-1] == grid_size(3, 6)  # ceil(7/3) = 3 rows of digits, doubled
+    assert grid.shape[::-1] == grid_size(3, 6, scale=1)  # ceil(7/3) = 3 rows of digits, doubled
     order = [digits[0], *digits[1:5], digits[0], digits[1]]
     for i, original in enumerate(order):
         row, col = divmod(i, 3)
@@ -399,9 +403,16 @@ def _png_input(inp: Path, out: Path) -> Path:
 
 
 ERROR_CASES = [
-    pytest.param(_args("generate", "-n", 0, "-o", _out("x.png"), fragment="between 1 and"), id="gen-n-0"),
-    pytest.param(_args("generate", "-n", -5, "-o", _out("x.png"), fragment="between 1 and"), id="gen-n-negative"),
-    pytest.param(_args("generate", "-n", 2_000_000, "-o", _out("x.npy"), fragment="between 1 and"), id="gen-n-huge"),
+    pytest.param(
+        _args("generate", "-n", 0, "-o", _out("x.png"), fragment="not in the range 1<=x<=1000000"), id="gen-n-0"
+    ),
+    pytest.param(
+        _args("generate", "-n", -5, "-o", _out("x.png"), fragment="not in the range 1<=x<=1000000"), id="gen-n-negative"
+    ),
+    pytest.param(
+        _args("generate", "-n", 2_000_000, "-o", _out("x.npy"), fragment="not in the range 1<=x<=1000000"),
+        id="gen-n-huge",
+    ),
     pytest.param(_args("generate", "-n", 4, "-o", _out("x.jpg"), fragment=".png"), id="gen-jpg"),
     pytest.param(_args("generate", "-n", 4, "-o", _out("x"), fragment=".npy"), id="gen-no-suffix"),
     pytest.param(

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, copy_shipped_model, invoke, ok
 
+from digitvae.cli.main import cli
 from digitvae.runtime import DigitVAE
 
 #: Every command that loads a model takes these.
@@ -199,4 +202,84 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path: Pa
     assert_clean_failure(invoke("generate", "-n", 1_000_000, "-o", too_long), "file name is longer")
     assert_clean_failure(invoke("generate", "-n", 1_000_000, "-o", tmp_path / "no" / "x.npy"), "does not exist")
     assert time.perf_counter() - start < 20  # a million digits were not generated first
+    assert list(tmp_path.iterdir()) == []
+
+
+def _commands(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    """Every command below a group, with the words that name it."""
+    if isinstance(command, click.Group):
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            assert sub is not None
+            yield from _commands(sub, (*path, name))
+    else:
+        yield path, command
+
+
+def _bad_values(param: click.Parameter) -> list[str]:
+    """Values out of a numeric option's static range, or outside its choices."""
+    kind = param.type
+    if isinstance(kind, click.Choice):
+        return ["bogus"]
+    if isinstance(kind, click.types._NumberRangeBase):
+        bad = []
+        if kind.min is not None:
+            bad.append(str(kind.min if kind.min_open else kind.min - 1))
+        if kind.max is not None:
+            bad.append(str(kind.max if kind.max_open else kind.max + 1))
+        return bad + ["many"]
+    if isinstance(kind, (click.types.IntParamType, click.types.FloatParamType)):
+        return ["many"]
+    return []
+
+
+#: Each numeric or choice option of every command, with a value it must refuse.
+BAD_OPTION_VALUES = [
+    pytest.param(path, param.opts[0], value, id=f"{' '.join(path)} {param.opts[0]} {value}")
+    for path, command in _commands(cli)
+    for param in command.params
+    if isinstance(param, click.Option) and param.nargs == 1
+    for value in _bad_values(param)
+]
+
+
+def test_every_unranged_number_option_is_listed() -> None:
+    """A plain int or float option has no static range: each one here must have its reason to be unranged."""
+    plain = [
+        (" ".join(path), param.opts[0])
+        for path, command in _commands(cli)
+        for param in command.params
+        if type(param.type) in (click.types.IntParamType, click.types.FloatParamType)
+    ]
+    assert plain == []
+    assert len(BAD_OPTION_VALUES) > 60
+
+
+@pytest.mark.parametrize(("path", "option", "value"), BAD_OPTION_VALUES)
+def test_a_bad_option_value_is_a_usage_error(path: tuple[str, ...], option: str, value: str) -> None:
+    result = invoke(*path, option, value)
+    assert result.exit_code == 2, result.output
+    line = assert_clean_failure(result)
+    assert option in line and value in line and "--help" in line, line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate", "-n", 3, "--digit", 1, "--each-digit", "-o", "out.png"],
+        ["prior", "fit", ".", "--data", "x", "--labels", "y", "--no-labels"],
+    ],
+    ids=["generate", "prior fit"],
+)
+def test_options_that_exclude_each_other_are_a_usage_error(args: list[object]) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2 and "exclude each other" in assert_clean_failure(result)
+
+
+@pytest.mark.parametrize("n", [0, -5, 10**18])
+def test_generate_n_out_of_range_is_a_usage_error_that_writes_nothing(tmp_path: Path, n: int) -> None:
+    result = invoke("generate", "-n", n, "-o", tmp_path / "x.png")
+    assert result.exit_code == 2
+    assert f"{n} is not in the range 1<=x<=1000000" in assert_clean_failure(result)
     assert list(tmp_path.iterdir()) == []

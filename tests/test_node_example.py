@@ -96,3 +96,17 @@ def test_bad_options_are_one_line_errors(node: str, tmp_path: Path) -> None:
         assert run.returncode != 0
         assert run.stderr.startswith("error: ") and words in run.stderr and run.stderr.count("\n") == 1, run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_errors_name_the_output_not_its_temporary_file(node: str, tmp_path: Path) -> None:
+    folder = tmp_path / "taken.png"
+    folder.mkdir()
+    for out, words in (
+        (tmp_path / "missing" / "x.png", f"folder {tmp_path / 'missing'} does not exist"),
+        (folder, "it is a folder"),
+    ):
+        run = _generate(node, "-n", "2", "-o", str(out))
+        assert run.returncode == 1, run.stderr
+        assert run.stderr == f"error: cannot write {out}: {words}\n", run.stderr
+        assert "partial" not in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.png"] and list(folder.iterdir()) == []

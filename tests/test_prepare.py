@@ -191,7 +191,7 @@ def test_cli_reconstruct_prepare(
     grid = tmp_path / "grid.png"
     ok(invoke("reconstruct", "--prepare", drawn[0][1], drawn[1][1], "-o", grid))
     with Image.open(grid) as image:
-        assert image.size == (58, 58)
+        assert image.size == (2 * 58, 2 * 58)  # two digits over their reconstructions, at the default --scale 2
 
 
 def test_cli_without_prepare_is_unchanged(drawn: list[tuple[int, Path]], tmp_path: Path) -> None:

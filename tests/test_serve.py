@@ -510,13 +510,21 @@ def test_workers_exit_when_the_server_is_killed(tmp_path: Path) -> None:
 
 @needs_serve
 @on_linux
-def test_a_taken_port_is_one_error_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("option", ["--port", "--grpc-port", "--metrics-port"])
+def test_a_taken_port_is_one_error_line_and_nothing_says_serving(option: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        (grpc,) = free_ports(1)
-        _assert_one_error_line(["--port", str(port), "--grpc-port", str(grpc)], f"cannot listen on 127.0.0.1:{port}")
+        free = iter(free_ports(2))
+        ports = {name: str(port) if name == option else str(next(free)) for name in ("--port", "--grpc-port")}
+        if option == "--metrics-port":
+            ports[option] = str(port)
+        args = [word for pair in ports.items() for word in pair]
+        done = _assert_one_error_line(args, f"cannot listen on 127.0.0.1:{port}")
+    assert done.returncode == 1
+    assert "serving" not in done.stderr and "Ctrl-C" not in done.stderr, done.stderr
+    assert done.stdout == ""
 
 
 @needs_serve
@@ -534,7 +542,7 @@ def test_bad_options_are_one_error_line(args: list[str], fragment: str) -> None:
     _assert_one_error_line(args, fragment)
 
 
-def _assert_one_error_line(args: list[str], fragment: str) -> None:
+def _assert_one_error_line(args: list[str], fragment: str) -> subprocess.CompletedProcess[str]:
     """Run `digitvae serve ARGS` in a process of its own; it must fail with one error line naming fragment.
 
     Not in-process: MLServer and tritonclient.grpc register the same protobuf names, so a test
@@ -545,6 +553,7 @@ def _assert_one_error_line(args: list[str], fragment: str) -> None:
     assert "Traceback" not in done.stderr, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and fragment.lower() in errors[0].lower(), done.stderr
+    return done
 
 
 def test_without_the_extra_it_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from digitvae.runtime._version import __version__
+from digitvae.runtime.datadir import default_data_dir
 from digitvae.runtime.errors import DownloadError, OutputError
 
 logger = logging.getLogger(__name__)
@@ -59,17 +60,6 @@ class _RetryableError(Exception):
 
 class _MirrorError(Exception):
     """A failure that another attempt on the same mirror would repeat (404, wrong checksum)."""
-
-
-def default_data_dir() -> Path:
-    """Return $DIGITVAE_DATA, else $XDG_CACHE_HOME/digitvae/mnist (XDG_CACHE_HOME defaults to ~/.cache)."""
-    explicit = os.environ.get("DIGITVAE_DATA")
-    if explicit:
-        return Path(explicit).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME")
-    # The XDG spec says relative values are invalid and must be ignored.
-    base = Path(cache) if cache and os.path.isabs(cache) else Path.home() / ".cache"
-    return base / "digitvae" / "mnist"
 
 
 def md5_file(path: str | os.PathLike[str]) -> str:
@@ -236,19 +226,43 @@ def download_mnist(
     if timeout <= 0 or backoff < 0:
         raise ValueError(f"timeout must be > 0 and backoff >= 0, got timeout={timeout}, backoff={backoff}")
     target = Path(directory)
+    created = _make_folders(target)
+    paths: list[Path] = []
+    try:
+        for remote in files:
+            dest = target / remote.name
+            if dest.is_file():
+                found = md5_file(dest)
+                if found == remote.md5.lower():
+                    logger.info("%s already present and verified; skipping", dest)
+                    paths.append(dest)
+                    continue
+                logger.warning("%s has md5 %s, expected %s; downloading it again", dest, found, remote.md5.lower())
+            paths.append(_download_one(remote, target, mirrors, timeout, retries, backoff, progress))
+    except BaseException:
+        _remove_empty(created)
+        raise
+    return paths
+
+
+def _make_folders(target: Path) -> list[Path]:
+    """Create target and its missing parents; return those created, deepest first."""
+    missing = [folder for folder in (target, *target.parents) if not folder.exists()]
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        _remove_empty(missing)
         raise OutputError(f"cannot create data directory {target}: {exc.strerror or exc}") from exc
-    paths: list[Path] = []
-    for remote in files:
-        dest = target / remote.name
-        if dest.is_file():
-            found = md5_file(dest)
-            if found == remote.md5.lower():
-                logger.info("%s already present and verified; skipping", dest)
-                paths.append(dest)
-                continue
-            logger.warning("%s has md5 %s, expected %s; downloading it again", dest, found, remote.md5.lower())
-        paths.append(_download_one(remote, target, mirrors, timeout, retries, backoff, progress))
-    return paths
+    return missing
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders a failed download created, deepest first, as long as they are empty."""
+    # A folder holding a file already verified is kept: the next run skips that file.
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return

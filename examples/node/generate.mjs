@@ -121,6 +121,22 @@ export function grid(pixels, n, cols, scale) {
   return { width, height, data: out };
 }
 
+/** Say why a file could not be written, naming the output asked for, never the temporary file beside it. */
+function writeFailure(err, partial, output) {
+  const reasons = {
+    ENOENT: `folder ${dirname(resolve(output))} does not exist`,
+    ENOTDIR: "a part of its path is not a folder",
+    EISDIR: "it is a folder",
+    EACCES: "permission denied",
+    EPERM: "operation not permitted",
+    EROFS: "the file system is read-only",
+    ENOSPC: "no space left on the device",
+    EDQUOT: "the disk quota is exceeded",
+    ENAMETOOLONG: "the name is too long",
+  };
+  return reasons[err.code] ?? String(err.message).replaceAll(partial, output);
+}
+
 async function main() {
   const { values } = parseArgs({
     options: {
@@ -148,7 +164,7 @@ async function main() {
     renameSync(partial, values.output);
   } catch (err) {
     rmSync(partial, { force: true });
-    throw new Error(`cannot write ${values.output}: ${err.message}`);
+    throw new Error(`cannot write ${values.output}: ${writeFailure(err, partial, values.output)}`);
   }
   const seconds = ((performance.now() - started) / 1000).toFixed(2);
   console.log(`${values.output}: ${n} digits, ${picture.width}x${picture.height} pixels, in ${seconds} s`);
