@@ -286,9 +286,9 @@ def calibrate(
     from digitvae.runtime.scoring import calibrate as calibrate_scores
 
     k = k or DEFAULT_K
-    vae = load_model(str(model_dir), provider, strict, threads=threads)
-    if reference is not None and no_reference:
+    if reference is not None and no_reference:  # before any model is read
         raise click.UsageError("--reference and --no-reference exclude each other")
+    vae = load_model(str(model_dir), provider, strict, threads=threads)
     kept = ((vae.manifest.metrics.get("score") or {}).get("reference") or {}).get("model")
     if reference is None and not no_reference and kept:
         reference = str(kept)

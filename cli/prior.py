@@ -69,12 +69,13 @@ def fit(
     threads: int | None,
 ) -> None:
     """Fit MODEL_DIR's prior (a Gaussian mixture) to its posterior codes of these digits, in place."""
+    # A usage error is the command line's, whatever is installed: it comes first.
+    if labels is not None and no_labels:
+        raise click.UsageError("--labels and --no-labels exclude each other")
     require("onnx", "sklearn", extra="prior")
     from digitvae.export.prior import PriorConfig, fit_model_prior
     from digitvae.runtime.idx import labels_beside
 
-    if labels is not None and no_labels:
-        raise click.UsageError("--labels and --no-labels exclude each other")
     if not no_labels and labels is None:
         labels = labels_beside(images)
     config = PriorConfig(components=components, samples=samples, spread=spread, covariance=covariance, seed=seed)

@@ -270,11 +270,11 @@ def export_cmd(
     checkpoint: Path, output: Path, name: str | None, force: bool, prior_data: Path | None, no_prior: bool
 ) -> None:
     """Export a checkpoint (or a training folder's best.pt) to ONNX files and model.json, with a fitted prior."""
+    if no_prior and prior_data is not None:  # the command line's error, whatever is installed
+        raise click.UsageError("--prior-data and --no-prior exclude each other")
     require("torch", "onnx", "onnxscript", *(() if no_prior else ("sklearn",)))
     from digitvae.export.onnx import EXPORT_STEPS, TOLERANCE, export_checkpoint
 
-    if no_prior and prior_data is not None:
-        raise click.UsageError("--prior-data and --no-prior exclude each other")
     steps = EXPORT_STEPS if not no_prior else EXPORT_STEPS[:-1]
     with progress_bar(len(steps), "exporting") as tick:
         result = export_checkpoint(
