@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import click
 
@@ -29,7 +30,7 @@ def parity(spec: ModelSpec, count: int, k: int, seed: int, as_json: bool) -> Non
 
     if not spec.provider:
         raise ProviderError("parity compares a provider with the CPU provider: name one with --provider (e.g. cuda)")
-    candidate = ModelSpec(spec.model, spec.variant, spec.provider, True, spec.threads).load()
+    candidate = replace(spec, strict=True).load()
     reference = DigitVAE.load(candidate.model_dir, "cpu", variant=spec.variant, threads=spec.threads)
     found = compare(candidate, reference, count, k, seed)
     if as_json:

@@ -125,16 +125,15 @@ class DigitVAE:
             check_self_contained(data, model_dir / files[role].path)
             # The prior's graphs are small: a thread pool of their own would only spin beside the
             # decoder's and steal its cores (4 ms stalls of batch-1 calls on two cores).
-            opts = session_options(1 if role in _PRIOR_FILES else threads)
+            role_threads = 1 if role in _PRIOR_FILES else threads
             try:
-                sessions[role] = open_session(data, opts, plan)
+                sessions[role] = open_session(data, session_options(role_threads), plan)
             except Exception as exc:  # onnxruntime raises several unrelated types for bad models
-                if not plan.plugins:
-                    raise ModelError(f"{model_dir / files[role].path}: onnxruntime cannot load it: {exc}") from None
                 # A plugin EP that fails to compile the graph, or a broken graph: the CPU provider tells.
-                sessions[role] = _cpu_session(data, session_options(1 if role in _PRIOR_FILES else threads))
-                if sessions[role] is None:
+                fallback = _cpu_session(data, session_options(role_threads)) if plan.plugins else None
+                if fallback is None:
                     raise ModelError(f"{model_dir / files[role].path}: onnxruntime cannot load it: {exc}") from None
+                sessions[role] = fallback
                 message = f"{', '.join(c.ep_name for c in plan.plugins)} cannot run {files[role].path}: {exc}"
                 if strict:
                     raise ProviderError(message) from None
