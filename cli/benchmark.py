@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from digitvae.runtime import providers as eps
-from digitvae.runtime.manifest import DEFAULT_MODEL, verified_bytes
-from digitvae.runtime.model import DigitVAE
-from digitvae.runtime.sessions import open_session
+from digitvae.runtime.folders.locate import DEFAULT_MODEL
+from digitvae.runtime.folders.reading import verified_bytes
+from digitvae.runtime.inference import providers as eps
+from digitvae.runtime.inference.model import DigitVAE
+from digitvae.runtime.inference.sessions import open_session
 
 from .coldstart import BASELINE, cold_start
 

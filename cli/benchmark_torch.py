@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from digitvae.runtime.manifest import verified_bytes
-from digitvae.runtime.model import DigitVAE
+from digitvae.runtime.folders.reading import verified_bytes
+from digitvae.runtime.inference.model import DigitVAE
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ def export_generator(model: str, output: Path, variant: str) -> None:
     require("onnx", extra="prior")
     from digitvae.export.prior import generator_bytes
     from digitvae.runtime.atomic import atomic_write
-    from digitvae.runtime.manifest import resolve_model_dir
+    from digitvae.runtime.folders.locate import resolve_model_dir
 
     if output.suffix != ".onnx":
         raise InputError(f"{output}: the generator is an ONNX file; give a name ending in .onnx")

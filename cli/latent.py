@@ -20,7 +20,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from digitvae.runtime.model import DigitVAE
+    from digitvae.runtime.inference.model import DigitVAE
 
 output_option = click.option(
     "-o",
@@ -35,7 +35,7 @@ digit_option = click.option(
 
 
 def _write(images: np.ndarray, output: str, cols: int, scale: int) -> None:
-    from digitvae.runtime.imageio import output_kind, tile, write_npy, write_png
+    from digitvae.runtime.digits.files import output_kind, tile, write_npy, write_png
 
     if output_kind(output) == ".png":
         write_png(tile(images, cols), output, scale)
@@ -83,9 +83,9 @@ def interpolate(
     A and B are 28x28 PNG files, or FILE:INDEX for a digit of an IDX or .npy file. Each row
     decodes codes between the posterior means of A and B.
     """
-    from digitvae.runtime.imageio import output_kind
-    from digitvae.runtime.latent import MODES
-    from digitvae.runtime.latent import interpolate as path
+    from digitvae.runtime.digits.files import output_kind
+    from digitvae.runtime.inference.latent import MODES
+    from digitvae.runtime.inference.latent import interpolate as path
 
     output_kind(output)
     vae = spec.load()
@@ -131,8 +131,8 @@ def manifold(
     A 2-D latent is walked over prior quantiles; a larger one over the plane of the two
     leading principal directions of encoded validation digits.
     """
-    from digitvae.runtime.imageio import check_grid_size, output_kind
-    from digitvae.runtime.latent import manifold_codes, principal_plane
+    from digitvae.runtime.digits.files import check_grid_size, output_kind
+    from digitvae.runtime.inference.latent import manifold_codes, principal_plane
 
     if output_kind(output) == ".png":
         check_grid_size(size * size, size, scale, output)

@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from digitvae.runtime.errors import InputError
-from digitvae.runtime.manifest import update_metrics
+from digitvae.runtime.folders.writing import update_metrics
 
 from .options import (
     ModelSpec,
@@ -173,7 +173,7 @@ def score(
     as_json: bool,
 ) -> None:
     """Score digits by IW-NLL (nats) and flag those outside the typical ranges of real digits."""
-    from digitvae.runtime.detector import OutlierDetector
+    from digitvae.runtime.outliers.detector import OutlierDetector
 
     detector = OutlierDetector.load(
         spec.model,
@@ -280,10 +280,10 @@ def calibrate(
 ) -> None:
     """Store MODEL_DIR's typical score ranges and latent principal plane, from validation digits (INPUT files)."""
     data_paths = _inputs(inputs, data_paths)
-    from digitvae.runtime.detector import fp32_hashes, reference_entry, score_images
-    from digitvae.runtime.latent import principal_plane
-    from digitvae.runtime.scoring import DEFAULT_K
-    from digitvae.runtime.scoring import calibrate as calibrate_scores
+    from digitvae.runtime.inference.latent import principal_plane
+    from digitvae.runtime.outliers.detector import fp32_hashes, reference_entry, score_images
+    from digitvae.runtime.outliers.scoring import DEFAULT_K
+    from digitvae.runtime.outliers.scoring import calibrate as calibrate_scores
 
     k = k or DEFAULT_K
     if reference is not None and no_reference:  # before any model is read

@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from digitvae.runtime._version import __version__
+from digitvae.runtime.arrays import MAX_COUNT
 from digitvae.runtime.errors import DigitVAEError
-from digitvae.runtime.inputs import MAX_COUNT
 
 from .console import (
     VERBOSE_FLAGS,
@@ -129,8 +129,15 @@ def generate(
 
     Without --seed, a seed is drawn and printed, so any run can be repeated.
     """
-    from digitvae.runtime.imageio import check_grid_size, default_cols, output_kind, tile, write_npy_blocks, write_png
-    from digitvae.runtime.inputs import as_count
+    from digitvae.runtime.arrays import as_count
+    from digitvae.runtime.digits.files import (
+        check_grid_size,
+        default_cols,
+        output_kind,
+        tile,
+        write_npy_blocks,
+        write_png,
+    )
 
     kind = output_kind(output)
     count = as_count(count, "-n")
@@ -180,7 +187,7 @@ def reconstruct(
     size), made MNIST-style first. A PNG output shows each row of originals (as prepared) above
     its reconstructions.
     """
-    from digitvae.runtime.imageio import (
+    from digitvae.runtime.digits.files import (
         check_grid_size,
         default_cols,
         output_kind,
@@ -209,8 +216,8 @@ def reconstruct(
 @json_option
 def info(spec: ModelSpec, as_json: bool) -> None:
     """Show a model's manifest and the execution providers."""
-    from digitvae.runtime.manifest import list_shipped_models
-    from digitvae.runtime.providers import available_providers
+    from digitvae.runtime.folders.locate import list_shipped_models
+    from digitvae.runtime.inference.providers import available_providers
 
     vae = spec.load()
     report = {
@@ -264,7 +271,7 @@ def _score_lines(metrics: Any) -> list[str]:
     """Describe a model's calibrated score ranges, if it has any."""
     if not isinstance(metrics.get("score"), dict):
         return []
-    from digitvae.runtime.scoring import Calibration
+    from digitvae.runtime.outliers.scoring import Calibration
 
     try:
         calibration = Calibration.from_metrics(metrics)

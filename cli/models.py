@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from digitvae.runtime.manifest import list_shipped_models, read_manifest, resolve_model_dir
+from digitvae.runtime.folders.locate import list_shipped_models, resolve_model_dir
+from digitvae.runtime.folders.reading import read_manifest
 
 from .options import json_option
 

@@ -16,10 +16,10 @@ import click
 import numpy as np
 
 from digitvae.runtime.errors import DataFormatError, InputError, MissingDependencyError, PictureError
-from digitvae.runtime.manifest import DEFAULT_MODEL
+from digitvae.runtime.folders.locate import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from digitvae.runtime.model import DigitVAE
+    from digitvae.runtime.inference.model import DigitVAE
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def load_model(
     prior: bool = True,
 ) -> DigitVAE:
     """Load a DigitVAE for a command."""
-    from digitvae.runtime.model import DigitVAE
+    from digitvae.runtime.inference.model import DigitVAE
 
     return DigitVAE.load(
         model, providers=provider_list(provider), strict=strict, variant=variant, threads=threads, prior=prior
@@ -169,7 +169,7 @@ def read_digit_batches(
     A refused picture's error names --prepare; 28x28 digits that look like dark ink on light
     paper are read, with one warning (unless `warn` is False: see warn_if_inverted).
     """
-    from digitvae.runtime.imageio import read_digit_files
+    from digitvae.runtime.digits.files import read_digit_files
 
     try:
         batches = read_digit_files(paths, prepare, limit)
@@ -182,7 +182,7 @@ def read_digit_batches(
 
 def warn_if_inverted(names: Sequence[str], batches: Sequence[np.ndarray]) -> None:
     """Log one warning naming the batches that look like dark ink on light paper, if any do."""
-    from digitvae.runtime.imageio import looks_inverted
+    from digitvae.runtime.digits.files import looks_inverted
 
     inverted = list(dict.fromkeys(str(name) for name, batch in zip(names, batches) if looks_inverted(batch)))
     if inverted:
@@ -214,7 +214,7 @@ def read_labelled(
 
 def read_labels(paths: Sequence[str], count: int, labels_file: str | None) -> np.ndarray | None:
     """Read the first `count` labels from --labels, or from an IDX labels file beside a single IDX input."""
-    from digitvae.runtime.idx import labels_beside, read_mnist_labels
+    from digitvae.runtime.digits.idx import labels_beside, read_mnist_labels
 
     source = Path(labels_file) if labels_file else (labels_beside(Path(paths[0])) if len(paths) == 1 else None)
     if source is None:

@@ -25,8 +25,8 @@ def parity(spec: ModelSpec, count: int, k: int, seed: int, as_json: bool) -> Non
     and 1e-3 nats. The provider must really run the sessions (as with --strict); the exit
     status is 1 when any output differs by more.
     """
-    from digitvae.runtime.model import DigitVAE
-    from digitvae.runtime.parity import compare
+    from digitvae.runtime.inference.model import DigitVAE
+    from digitvae.runtime.inference.parity import compare
 
     if not spec.provider:
         raise ProviderError("parity compares a provider with the CPU provider: name one with --provider (e.g. cuda)")

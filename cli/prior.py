@@ -74,7 +74,7 @@ def fit(
         raise click.UsageError("--labels and --no-labels exclude each other")
     require("onnx", "sklearn", extra="prior")
     from digitvae.export.prior import PriorConfig, fit_model_prior
-    from digitvae.runtime.idx import labels_beside
+    from digitvae.runtime.digits.idx import labels_beside
 
     if not no_labels and labels is None:
         labels = labels_beside(images)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from digitvae.runtime.errors import CheckpointError, DataFormatError
-from digitvae.runtime.manifest import DEFAULT_MODEL, sha256_file
+from digitvae.runtime.folders.locate import DEFAULT_MODEL
+from digitvae.runtime.folders.reading import sha256_file
 
 from .options import (
     load_model,

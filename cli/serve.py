@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from digitvae.runtime.errors import InputError
-from digitvae.runtime.manifest import DEFAULT_MODEL
+from digitvae.runtime.folders.locate import DEFAULT_MODEL
 
 from .options import models_option, provider_option, require, strict_option, threads_option, variant_option
 

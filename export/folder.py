@@ -11,14 +11,9 @@ from typing import Any
 
 from digitvae.runtime.atomic import swapped_in
 from digitvae.runtime.errors import DigitVAEError, ModelError, OutputError
-from digitvae.runtime.manifest import (
-    MANIFEST_NAME,
-    Manifest,
-    check_manifest_text,
-    model_folder_lock,
-    read_manifest,
-    verified_bytes,
-)
+from digitvae.runtime.folders.manifest import MANIFEST_NAME, Manifest
+from digitvae.runtime.folders.reading import read_manifest, verified_bytes
+from digitvae.runtime.folders.writing import check_manifest_text, model_folder_lock
 
 from .opset import lowest_bytes
 
@@ -105,7 +100,7 @@ def check_loadable(folder: Path, out_dir: Path) -> None:
     This holds every writer to the rules of the readers: `folder` is the new folder, not yet in
     `out_dir`'s place, so a folder that no reader could open is never put there.
     """
-    from digitvae.runtime.model import DigitVAE
+    from digitvae.runtime.inference.model import DigitVAE
 
     try:
         manifest = read_manifest(folder)

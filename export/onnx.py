@@ -16,9 +16,10 @@ import onnx
 import torch
 
 from digitvae.runtime._version import __version__
+from digitvae.runtime.digits.idx import labels_beside
 from digitvae.runtime.errors import ExportError, OutputError
-from digitvae.runtime.idx import labels_beside
-from digitvae.runtime.manifest import Manifest, ModelFile, sha256_file
+from digitvae.runtime.folders.manifest import Manifest, ModelFile
+from digitvae.runtime.folders.reading import sha256_file
 from digitvae.train.checkpoint import Checkpoint, load_checkpoint
 from digitvae.train.config import to_dict
 from digitvae.train.loop import BEST

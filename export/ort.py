@@ -24,8 +24,9 @@ from typing import Any
 
 from digitvae.runtime.atomic import swapped_in
 from digitvae.runtime.errors import MissingDependencyError, ModelError, OutputError
-from digitvae.runtime.manifest import read_manifest, resolve_model_dir, sha256_file, verified_bytes
-from digitvae.runtime.onnxscan import check_self_contained
+from digitvae.runtime.folders.locate import resolve_model_dir
+from digitvae.runtime.folders.onnxscan import check_self_contained
+from digitvae.runtime.folders.reading import read_manifest, sha256_file, verified_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def convert(blob: bytes, target: Path, source: Path) -> None:
     """Optimize one ONNX model held in blob and save it as an ORT format file at target."""
     import onnxruntime as ort
 
-    from digitvae.runtime.sessions import session_options
+    from digitvae.runtime.inference.sessions import session_options
 
     options = session_options(1)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

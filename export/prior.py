@@ -22,16 +22,9 @@ from onnx import helper
 
 from digitvae.runtime.errors import InputError, MissingDependencyError, ModelError
 from digitvae.runtime.extras import install_command
-from digitvae.runtime.manifest import (
-    MANIFEST_NAME,
-    Manifest,
-    ModelFile,
-    check_prior_classes,
-    model_folder_lock,
-    read_manifest,
-    sha256_file,
-    verified_bytes,
-)
+from digitvae.runtime.folders.manifest import MANIFEST_NAME, Manifest, ModelFile, check_prior_classes
+from digitvae.runtime.folders.reading import read_manifest, sha256_file, verified_bytes
+from digitvae.runtime.folders.writing import model_folder_lock
 
 from .folder import folder_files, write_model_folder
 from .opset import BUILD_OPSET, stamp_lowest
@@ -242,8 +235,8 @@ def _fit_model_prior(
     providers: Any,
     threads: int | None,
 ) -> Manifest:
-    from digitvae.runtime.idx import read_mnist_images, read_mnist_labels
-    from digitvae.runtime.model import DigitVAE
+    from digitvae.runtime.digits.idx import read_mnist_images, read_mnist_labels
+    from digitvae.runtime.inference.model import DigitVAE
 
     manifest = read_manifest(model_dir)
     images = read_mnist_images(images_path)

@@ -20,11 +20,13 @@ from types import ModuleType
 from typing import Any
 
 from digitvae.runtime.atomic import swapped_in
-from digitvae.runtime.contract import check_signatures, trial_run
 from digitvae.runtime.errors import InputError, MissingDependencyError, ModelError, OutputError
 from digitvae.runtime.extras import install_command
-from digitvae.runtime.manifest import ROLES, read_manifest, resolve_model_dir, verified_bytes
-from digitvae.runtime.onnxscan import check_self_contained
+from digitvae.runtime.folders.locate import resolve_model_dir
+from digitvae.runtime.folders.manifest import ROLES
+from digitvae.runtime.folders.onnxscan import check_self_contained
+from digitvae.runtime.folders.reading import read_manifest, verified_bytes
+from digitvae.runtime.inference.contract import check_signatures, trial_run
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ def config_module() -> Any:
 
 def plan_models(model: str | os.PathLike[str], variant: str = "fp32") -> list[RepoModel]:
     """Return the repository models for one model folder, its ONNX files read and checked against model.json."""
-    from digitvae.runtime.sessions import open_session, session_options
+    from digitvae.runtime.inference.sessions import open_session, session_options
 
     model_dir = resolve_model_dir(model)
     manifest = read_manifest(model_dir)

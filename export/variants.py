@@ -27,16 +27,10 @@ import onnx
 from onnx import TensorProto, shape_inference
 
 from digitvae.runtime.errors import ExportError, InputError
-from digitvae.runtime.manifest import (
-    ROLES,
-    Manifest,
-    ModelFile,
-    model_folder_lock,
-    read_manifest,
-    update_metrics,
-    verified_bytes,
-)
-from digitvae.runtime.sessions import open_session, session_options
+from digitvae.runtime.folders.manifest import ROLES, Manifest, ModelFile
+from digitvae.runtime.folders.reading import read_manifest, verified_bytes
+from digitvae.runtime.folders.writing import model_folder_lock, update_metrics
+from digitvae.runtime.inference.sessions import open_session, session_options
 
 from .folder import folder_files, variant_file, write_model_folder
 from .opset import stamp_lowest
@@ -144,8 +138,8 @@ def record_iw_nll(model_dir: Path, valid: Path, *, k: int = 100, limit: int | No
 
 def likelihood_figures(model_dir: Path, valid: Path, *, k: int = 100, limit: int | None = None) -> dict[str, Any]:
     """Return every variant's -ELBO and IW-NLL on an IDX image file (the first `limit` digits), by variant."""
-    from digitvae.runtime.idx import labels_beside, read_mnist_images, read_mnist_labels
-    from digitvae.runtime.model import DigitVAE
+    from digitvae.runtime.digits.idx import labels_beside, read_mnist_images, read_mnist_labels
+    from digitvae.runtime.inference.model import DigitVAE
 
     images = read_mnist_images(valid)[:limit]
     labels = None

@@ -8,6 +8,7 @@
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .digits.prepare import prepare_digit
 from .errors import (
     CheckpointError,
     DataFormatError,
@@ -23,12 +24,13 @@ from .errors import (
     PictureError,
     ProviderError,
 )
-from .manifest import Manifest, list_shipped_models
-from .model import DigitVAE
-from .prepare import prepare_digit
+from .folders.locate import list_shipped_models
+from .folders.manifest import Manifest
+from .inference.model import DigitVAE
+from .options import LoadOptions
 
 if TYPE_CHECKING:
-    from .detector import OutlierDetector
+    from .outliers.detector import OutlierDetector
 
 __all__ = [
     "CheckpointError",
@@ -39,6 +41,7 @@ __all__ = [
     "ExportError",
     "InputError",
     "IntegrityError",
+    "LoadOptions",
     "Manifest",
     "MissingDependencyError",
     "ModelError",
@@ -56,7 +59,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Generating digits needs no outlier scoring: import it on first use to keep start-up short.
     if name == "OutlierDetector":
-        from .detector import OutlierDetector
+        from .outliers.detector import OutlierDetector
 
         return OutlierDetector
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

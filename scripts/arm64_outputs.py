@@ -35,8 +35,8 @@ def picture(path: Path) -> None:
 def api(out: Path, picture_path: Path) -> None:
     """Write the API's outputs as .npy files in `out`."""
     from digitvae.runtime import DigitVAE, prepare_digit
-    from digitvae.runtime.idx import read_mnist_images
-    from digitvae.runtime.pictures import read_picture
+    from digitvae.runtime.digits.idx import read_mnist_images
+    from digitvae.runtime.digits.pictures import read_picture
 
     vae = DigitVAE.load()
     images = read_mnist_images(DIGITS)[:16]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from digitvae.runtime.idx import read_mnist_images, read_mnist_labels
+from digitvae.runtime.digits.idx import read_mnist_images, read_mnist_labels
 
 HIDDEN = 192
 EPOCHS = 40

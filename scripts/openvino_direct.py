@@ -19,7 +19,7 @@ import numpy as np
 import openvino
 
 from digitvae.runtime import DigitVAE
-from digitvae.runtime.idx import read_mnist_images
+from digitvae.runtime.digits.idx import read_mnist_images
 
 DIGITS = Path(__file__).resolve().parent.parent / "tests" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
 

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from digitvae.runtime import OutlierDetector
-from digitvae.runtime.idx import read_mnist_images
-from digitvae.runtime.imageio import tile, write_png
+from digitvae.runtime.digits.files import tile, write_png
+from digitvae.runtime.digits.idx import read_mnist_images
 
 
 def letters(chars: str = string.ascii_letters, stroke: int = 1) -> np.ndarray:

@@ -25,8 +25,9 @@ import onnxruntime as ort
 from digitvae.export.folder import folder_files, restamp_folder
 from digitvae.export.opset import lowest_bytes
 from digitvae.export.variants import TOLERANCES, differences
-from digitvae.runtime.manifest import read_manifest, update_metrics
-from digitvae.runtime.sessions import open_session
+from digitvae.runtime.folders.reading import read_manifest
+from digitvae.runtime.folders.writing import update_metrics
+from digitvae.runtime.inference.sessions import open_session
 
 logger = logging.getLogger("restamp")
 

@@ -234,7 +234,8 @@ def main() -> None:
     parser.add_argument("--serve-args", default="", help="More `digitvae serve` options, e.g. '--threads 1'.")
     parser.add_argument("--json", help="Also write the figures to this JSON file.")
     args = parser.parse_args()
-    from digitvae.runtime.manifest import read_manifest, resolve_model_dir
+    from digitvae.runtime.folders.locate import resolve_model_dir
+    from digitvae.runtime.folders.reading import read_manifest
 
     latent_dim = read_manifest(resolve_model_dir(args.model)).latent_dim
     concurrency = [int(c) for c in args.concurrency.split(",")]

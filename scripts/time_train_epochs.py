@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitvae.runtime.idx import labels_beside, read_idx, write_idx
+from digitvae.runtime.digits.idx import labels_beside, read_idx, write_idx
 
 
 def tile(images: Path, times: int, folder: Path) -> Path:

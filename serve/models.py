@@ -21,7 +21,7 @@ from mlserver.errors import InferenceError, MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 
 from digitvae.runtime.errors import DigitVAEError, InputError
-from digitvae.runtime.model import DigitVAE
+from digitvae.runtime.inference.model import DigitVAE
 
 from .specs import Shape, input_forms
 from .tensors import output, read_inputs, requested

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from digitvae.runtime import DigitVAE
-from digitvae.runtime.idx import read_mnist_images
+from digitvae.runtime.digits.idx import read_mnist_images
 
 DATA = Path(__file__).parent / "data" / "mnist"
 TRAIN_IMAGES = DATA / "train-images-idx3-ubyte.gz"

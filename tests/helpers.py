@@ -12,7 +12,8 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from digitvae.cli.main import cli
-from digitvae.runtime.manifest import read_manifest, shipped_models_dir
+from digitvae.runtime.folders.locate import shipped_models_dir
+from digitvae.runtime.folders.reading import read_manifest
 
 GAP = 2
 STEP = 28 + GAP

@@ -22,8 +22,8 @@ from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, invoke, ok
 
 from digitvae.runtime import DigitVAE, InputError, ModelError, OutlierDetector, OutputError
-from digitvae.runtime.imageio import write_npy, write_png
-from digitvae.runtime.manifest import shipped_models_dir
+from digitvae.runtime.digits.files import write_npy, write_png
+from digitvae.runtime.folders.locate import shipped_models_dir
 
 
 class _Sliced:
@@ -401,7 +401,7 @@ def test_a_png_grid_too_large_to_view_is_refused_before_any_work(tmp_path: Path,
 
 
 def test_a_png_grid_within_the_limit_is_written(tmp_path: Path) -> None:
-    from digitvae.runtime.imageio import MAX_PNG_PIXELS, check_grid_size
+    from digitvae.runtime.digits.files import MAX_PNG_PIXELS, check_grid_size
 
     check_grid_size(100_000, 10, 1, "x.png")  # 298 x 299,998 pixels: just within
     with pytest.raises(OutputError, match="a PNG may have"):

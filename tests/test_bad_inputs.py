@@ -38,9 +38,10 @@ from digitvae.runtime import (
     OutputError,
     ProviderError,
 )
-from digitvae.runtime.idx import read_mnist_images
-from digitvae.runtime.imageio import output_kind, read_digits, write_npy, write_png
-from digitvae.runtime.manifest import read_manifest, shipped_models_dir
+from digitvae.runtime.digits.files import output_kind, read_digits, write_npy, write_png
+from digitvae.runtime.digits.idx import read_mnist_images
+from digitvae.runtime.folders.locate import shipped_models_dir
+from digitvae.runtime.folders.reading import read_manifest
 from digitvae.train import download
 from digitvae.train.download import RemoteFile, download_mnist
 

@@ -26,9 +26,9 @@ from PIL import Image
 from digitvae.cli.benchmark import QUICK, BenchConfig, run_bench
 from digitvae.cli.coldstart import cold_start
 from digitvae.runtime import DigitVAE
-from digitvae.runtime.imageio import encode_png
-from digitvae.runtime.manifest import shipped_models_dir
-from digitvae.runtime.sessions import SmallBatchRunner, session_options
+from digitvae.runtime.digits.files import encode_png
+from digitvae.runtime.folders.locate import shipped_models_dir
+from digitvae.runtime.inference.sessions import SmallBatchRunner, session_options
 
 QUICK_CONFIG = dataclasses.replace(BenchConfig(cold_runs=0, torch=False), **{**QUICK, "cold_runs": 0})
 
@@ -200,7 +200,7 @@ def test_generate_command_loads_neither_pillow_nor_other_commands(tmp_path: Path
                  or m.startswith(("digitvae.train", "digitvae.export", "digitvae.cli.likelihood",
                                   "digitvae.cli.latent", "digitvae.cli.bench", "digitvae.cli.benchmark",
                                   "digitvae.cli.train", "digitvae.cli.prior", "digitvae.cli.quality",
-                                  "digitvae.runtime.detector", "digitvae.runtime.scoring"))]
+                                  "digitvae.runtime.outliers.detector", "digitvae.runtime.outliers.scoring"))]
         print("heavy:", sorted(heavy))
         """
     )
@@ -213,7 +213,7 @@ def test_generate_command_loads_neither_pillow_nor_other_commands(tmp_path: Path
 
 def test_the_outlier_detector_is_imported_on_first_use() -> None:
     import digitvae.runtime as runtime
-    from digitvae.runtime.detector import OutlierDetector
+    from digitvae.runtime.outliers.detector import OutlierDetector
 
     assert runtime.OutlierDetector is OutlierDetector and "OutlierDetector" in runtime.__all__
     with pytest.raises(AttributeError, match="no attribute 'Detector'"):

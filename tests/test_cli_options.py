@@ -42,8 +42,8 @@ def test_evaluate_reads_its_digits_as_arguments_and_with_data(tmp_path: Path) ->
 
 
 def test_model_options_reach_the_model(tmp_path: Path, digits: np.ndarray) -> None:
-    from digitvae.runtime.latent import MODES
-    from digitvae.runtime.latent import interpolate as path
+    from digitvae.runtime.inference.latent import MODES
+    from digitvae.runtime.inference.latent import interpolate as path
 
     for variant in ("fp32", "int8"):
         ok(
@@ -95,7 +95,7 @@ def test_models_lists_shipped_and_given_models(tmp_path: Path) -> None:
     import json
     import shutil
 
-    from digitvae.runtime.manifest import shipped_models_dir
+    from digitvae.runtime.folders.locate import shipped_models_dir
 
     shutil.copytree(shipped_models_dir() / "mnist-vae-2d", tmp_path / "mine")
     rows = json.loads(ok(invoke("models", tmp_path / "mine", "--json")).stdout)
@@ -160,7 +160,7 @@ def test_score_takes_k_where_the_ranges_allow_it(tmp_path: Path) -> None:
 
 
 def _valid(n: int) -> np.ndarray:
-    from digitvae.runtime.idx import read_mnist_images
+    from digitvae.runtime.digits.idx import read_mnist_images
 
     return read_mnist_images(VALID_IMAGES)[:n]
 

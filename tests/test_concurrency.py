@@ -16,7 +16,8 @@ import pytest
 from conftest import TRAIN_IMAGES, VALID_IMAGES
 
 from digitvae.runtime import DigitVAE
-from digitvae.runtime.manifest import model_folder_lock, shipped_models_dir
+from digitvae.runtime.folders.locate import shipped_models_dir
+from digitvae.runtime.folders.writing import model_folder_lock
 
 THREADS = 8
 CALLS = 1000

@@ -110,7 +110,7 @@ def _first_297(folder: Path) -> list[str]:
     In batches of 74 that is four full batches (37 digits a rank) and a last one of a single
     digit: one rank gets it, the other an empty share.
     """
-    from digitvae.runtime.idx import read_idx, write_idx
+    from digitvae.runtime.digits.idx import read_idx, write_idx
 
     folder.mkdir()
     labels = TRAIN_IMAGES.with_name("train-labels-idx1-ubyte.gz")

@@ -20,10 +20,12 @@ from onnxruntime.tools.reduced_build_config_parser import parse_config
 
 import digitvae.export.ort as ort_export
 from digitvae.export.ort import CONFIG_NAME, MANIFEST_NAME, export_ort, read_required_operators
+from digitvae.runtime.digits.idx import read_mnist_labels
 from digitvae.runtime.errors import IntegrityError, MissingDependencyError, ModelError, OutputError
-from digitvae.runtime.idx import read_mnist_labels
-from digitvae.runtime.manifest import PRIOR_ROLES, list_shipped_models, read_manifest, shipped_models_dir
-from digitvae.runtime.sessions import session_options
+from digitvae.runtime.folders.locate import list_shipped_models, shipped_models_dir
+from digitvae.runtime.folders.manifest import PRIOR_ROLES
+from digitvae.runtime.folders.reading import read_manifest
+from digitvae.runtime.inference.sessions import session_options
 
 SHIPPED = list_shipped_models()
 HAVE_ONNX = importlib.util.find_spec("onnx") is not None

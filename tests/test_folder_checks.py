@@ -15,7 +15,9 @@ from helpers import assert_clean_failure, invoke
 from signals import snapshot
 
 from digitvae.runtime.errors import ModelError, OutputError
-from digitvae.runtime.manifest import read_manifest, shipped_models_dir, update_metrics
+from digitvae.runtime.folders.locate import shipped_models_dir
+from digitvae.runtime.folders.reading import read_manifest
+from digitvae.runtime.folders.writing import update_metrics
 
 
 @pytest.fixture

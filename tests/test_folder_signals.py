@@ -25,7 +25,7 @@ import pytest
 from conftest import TRAIN_IMAGES, VALID_IMAGES
 from signals import STEPS, Ended, at_step_command, command, run, snapshot
 
-from digitvae.runtime.manifest import shipped_models_dir
+from digitvae.runtime.folders.locate import shipped_models_dir
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/status").is_file(), reason="needs Linux's /proc to see when a command has begun"

@@ -149,7 +149,7 @@ def test_prior_fit_on_a_png_names_the_accepted_formats(tmp_path: Path, digits: n
 
 
 def test_the_idx_reader_names_the_accepted_formats(tmp_path: Path, digits: np.ndarray) -> None:
-    from digitvae.runtime.idx import read_mnist_images
+    from digitvae.runtime.digits.idx import read_mnist_images
 
     with pytest.raises(DataFormatError, match=r"not an IDX file \(give IDX files, optionally gzip-compressed"):
         read_mnist_images(write_png(digits[0], tmp_path / "three.png"))

@@ -95,7 +95,7 @@ _MEASURE = textwrap.dedent(
     """
     import resource, sys, time, tracemalloc
     import numpy as np
-    from digitvae.runtime.pictures import read_prepared
+    from digitvae.runtime.digits.pictures import read_prepared
     from digitvae.runtime import prepare_digit
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
     what = sys.argv[1]

@@ -1,4 +1,4 @@
-"""Tests for digitvae.runtime.idx and digitvae.runtime.atomic."""
+"""Tests for digitvae.runtime.digits.idx and digitvae.runtime.atomic."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from digitvae.runtime.atomic import atomic_write
-from digitvae.runtime.errors import DataFormatError, InputError, OutputError
-from digitvae.runtime.idx import (
+from digitvae.runtime.digits.idx import (
     looks_like_idx,
     read_idx,
     read_mnist_images,
@@ -20,6 +19,7 @@ from digitvae.runtime.idx import (
     read_mnist_pair,
     write_idx,
 )
+from digitvae.runtime.errors import DataFormatError, InputError, OutputError
 
 DTYPES = ["uint8", "int8", ">i2", "<i2", ">i4", "<i4", ">f4", "<f4", ">f8", "<f8"]
 

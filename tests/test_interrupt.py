@@ -121,7 +121,7 @@ def _interrupt_after_writing_half(real_size: int) -> object:
 
 
 def test_interrupted_npy_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from digitvae.runtime.imageio import write_npy
+    from digitvae.runtime.digits.files import write_npy
 
     out = tmp_path / "digits.npy"
     write_npy(np.zeros((2, 28, 28), np.float32), out)

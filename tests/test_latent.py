@@ -10,7 +10,7 @@ from conftest import VALID_IMAGES
 from helpers import GAP, STEP, assert_clean_failure, invoke, listing, ok, read_grid, write_png
 
 from digitvae.runtime import DigitVAE, InputError
-from digitvae.runtime.latent import interpolate, lerp, manifold_codes, normal_grid, principal_plane, slerp
+from digitvae.runtime.inference.latent import interpolate, lerp, manifold_codes, normal_grid, principal_plane, slerp
 
 
 def test_lerp_and_slerp_keep_their_ends() -> None:

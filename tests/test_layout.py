@@ -12,9 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"runtime": "runtime", "train": "train", "export": "export", "cli": "cli", "serve": "serve"}
 
 
+def _package(path: Path) -> str:
+    """Return the import name of the package a file of ours lies in (runtime/folders/x.py -> digitvae.runtime.folders)."""
+    return ".".join(("digitvae", *path.parent.relative_to(ROOT).parts))
+
+
 def _module_name(path: Path) -> str:
-    package = path.parent.name
-    return f"digitvae.{package}" if path.stem == "__init__" else f"digitvae.{package}.{path.stem}"
+    return _package(path) if path.stem == "__init__" else f"{_package(path)}.{path.stem}"
+
+
+def _files(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).rglob("*.py"))
 
 
 def _imports(path: Path) -> set[str]:
@@ -23,7 +31,7 @@ def _imports(path: Path) -> set[str]:
     A string literal that names one of our modules (a lazily imported command, say) counts too.
     """
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = f"digitvae.{path.parent.name}"
+    package = _package(path)
     found: set[str] = set()
     for node in _executed(tree):
         if isinstance(node, ast.Import):
@@ -31,7 +39,8 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = f"{package}.{base}" if base else package
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
             # `from . import x` imports the sibling module x, not the package's __init__ again.
             if node.module or not node.level:
                 found.add(base)
@@ -57,12 +66,12 @@ def _executed(tree: ast.AST) -> list[ast.AST]:
 
 
 def _graph() -> dict[str, set[str]]:
-    files = {_module_name(p): p for folder in PACKAGES.values() for p in (ROOT / folder).glob("*.py")}
+    files = {_module_name(p): p for folder in PACKAGES.values() for p in _files(folder)}
     return {name: {m for m in _imports(path) if m in files and m != name} for name, path in files.items()}
 
 
 def test_the_runtime_imports_no_other_layer_nor_click_torch_onnx() -> None:
-    for path in (ROOT / "runtime").glob("*.py"):
+    for path in _files("runtime"):
         for module in _imports(path):
             top = module.split(".")[0]
             assert top not in ("click", "torch", "onnx", "onnxscript", "sklearn"), f"{path.name} imports {module}"
@@ -80,7 +89,7 @@ def test_the_runtime_imports_no_other_layer_nor_click_torch_onnx() -> None:
     ],
 )
 def test_train_and_export_do_not_import_the_cli(layer: str, forbidden: tuple[str, ...]) -> None:
-    for path in (ROOT / layer).glob("*.py"):
+    for path in _files(layer):
         if path.name == "__main__.py":
             continue  # a command-line entry point (below), not a library module
         for module in _imports(path):
@@ -132,3 +141,22 @@ def test_readme_stays_short_and_links_only_documents_that_exist() -> None:
     assert len(readme.splitlines()) <= 200, "README.md is over 200 lines: move detail to docs/"
     for target in re.findall(r"\]\(([^)#:]+)\)", readme):
         assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
+
+
+def test_runtime_modules_stay_short() -> None:
+    """One concern per module: none of the runtime's is over 350 lines."""
+    long = {str(p.relative_to(ROOT)): n for p in _files("runtime") if (n := len(p.read_text().splitlines())) > 350}
+    assert long == {}
+
+
+def test_each_runtime_subpackage_says_what_it_holds_and_is_packaged() -> None:
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    folders = [p for p in (ROOT / "runtime").iterdir() if p.is_dir() and p.name != "__pycache__"]
+    assert {p.name for p in folders} == {"inference", "folders", "digits", "outliers"}
+    for folder in folders:
+        init = folder / "__init__.py"
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and len(doc.splitlines()) == 1, f"{init.relative_to(ROOT)} needs a one-line docstring"
+        assert f"digitvae.runtime.{folder.name}" in packages

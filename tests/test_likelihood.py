@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from digitvae.runtime import DigitVAE, InputError
-from digitvae.runtime import likelihood as lk
+from digitvae.runtime.inference import likelihood as lk
 
 
 def test_bernoulli_log_prob_matches_the_textbook_formula() -> None:

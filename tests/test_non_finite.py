@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from digitvae.runtime import DigitVAE, InputError, ModelError
-from digitvae.runtime.contract import ORDINARY, run_checked
+from digitvae.runtime.inference.contract import ORDINARY, run_checked
 
 MODELS = ("mnist-vae", "mnist-cvae")
 HUGE = 3e38  # finite in float32, and overflows any layer

@@ -11,8 +11,9 @@ import pytest
 from conftest import VALID_IMAGES
 
 from digitvae.runtime import DigitVAE, InputError
-from digitvae.runtime.idx import read_mnist_labels
-from digitvae.runtime.manifest import list_shipped_models, read_manifest, shipped_models_dir, verified_bytes
+from digitvae.runtime.digits.idx import read_mnist_labels
+from digitvae.runtime.folders.locate import list_shipped_models, shipped_models_dir
+from digitvae.runtime.folders.reading import read_manifest, verified_bytes
 
 needs_onnx = pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="needs the [prior] extra (onnx)")
 #: onnxruntime 1.15-1.17 read IR version 9 at most.

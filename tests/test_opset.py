@@ -14,7 +14,8 @@ import pytest
 from conftest import needs_torch
 
 from digitvae.runtime import DigitVAE, ExportError
-from digitvae.runtime.manifest import read_manifest, shipped_models_dir
+from digitvae.runtime.folders.locate import shipped_models_dir
+from digitvae.runtime.folders.reading import read_manifest
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="needs the [prior] extra (onnx)")
 

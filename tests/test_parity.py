@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from digitvae.cli.main import cli
 from digitvae.runtime import DigitVAE
-from digitvae.runtime.parity import IMAGE_TOLERANCE, compare
+from digitvae.runtime.inference.parity import IMAGE_TOLERANCE, compare
 
 
 @pytest.mark.parametrize("model", ["mnist-vae", "mnist-cvae"])

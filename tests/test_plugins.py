@@ -22,10 +22,11 @@ import pytest
 from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, invoke, ok
 
-from digitvae.runtime import DigitVAE, ProviderError, plugins
-from digitvae.runtime import providers as eps
-from digitvae.runtime.idx import read_mnist_images
-from digitvae.runtime.sessions import active_providers, open_session
+from digitvae.runtime import DigitVAE, ProviderError
+from digitvae.runtime.digits.idx import read_mnist_images
+from digitvae.runtime.inference import plugins
+from digitvae.runtime.inference import providers as eps
+from digitvae.runtime.inference.sessions import active_providers, open_session
 
 OPENVINO = "OpenVINOExecutionProvider"
 HAVE_OPENVINO = importlib.util.find_spec("onnxruntime_ep_openvino") is not None

@@ -13,8 +13,8 @@ from helpers import assert_clean_failure, copy_shipped_model, invoke, ok
 from PIL import Image
 
 from digitvae.runtime import DigitVAE, InputError, prepare_digit
-from digitvae.runtime.idx import read_mnist_images, read_mnist_labels
-from digitvae.runtime.prepare import to_grey
+from digitvae.runtime.digits.idx import read_mnist_images, read_mnist_labels
+from digitvae.runtime.digits.prepare import to_grey
 
 #: Drawings in the shared set: every digit, every style of tests/drawings.py, PNG and JPEG.
 COUNT = 60
@@ -259,7 +259,7 @@ def test_cli_prepare_turns_photos_upright(tmp_path: Path) -> None:
     photo = tmp_path / "photo.jpg"
     upright.transpose(Image.Transpose.ROTATE_90).save(photo, format="JPEG", quality=95, exif=exif)
     ok(invoke("reconstruct", "--prepare", photo, "-o", tmp_path / "p.npy"))
-    from digitvae.runtime.pictures import read_picture
+    from digitvae.runtime.digits.pictures import read_picture
 
     assert read_picture(photo).shape[:2] == (360, 480)
     expected = prepare_digit(decode(encode(upright, Style(jpeg=95))))

@@ -13,7 +13,7 @@ from conftest import VALID_IMAGES
 from drawings import Style, decode, draw, encode, gallery
 
 from digitvae.runtime import prepare_digit
-from digitvae.runtime.idx import read_mnist_images
+from digitvae.runtime.digits.idx import read_mnist_images
 
 MODULE = Path(__file__).parents[1] / "web" / "src" / "prepare.js"
 NODE = shutil.which("node")

@@ -15,7 +15,8 @@ from conftest import TRAIN_IMAGES, needs_torch
 
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.errors import InputError, IntegrityError, ModelError
-from digitvae.runtime.manifest import PRIOR_ROLES, shipped_models_dir
+from digitvae.runtime.folders.locate import shipped_models_dir
+from digitvae.runtime.folders.manifest import PRIOR_ROLES
 
 HAVE_FIT = all(importlib.util.find_spec(m) is not None for m in ("onnx", "sklearn"))
 needs_fit = pytest.mark.skipif(not HAVE_FIT, reason="needs the [prior] extra (onnx, scikit-learn)")
@@ -219,7 +220,7 @@ def test_standard_prior_is_available_and_changes_the_likelihood(vae: DigitVAE, d
 
 
 def test_iw_nll_uses_the_prior_density(vae: DigitVAE, digits: np.ndarray) -> None:
-    from digitvae.runtime import likelihood as lk
+    from digitvae.runtime.inference import likelihood as lk
 
     x = digits[:6]
     mean, logvar = vae.encode(x)
@@ -323,7 +324,7 @@ def test_fit_writes_the_prior_atomically_and_records_its_data(tiny_model: Path, 
 @needs_torch
 def test_export_fits_a_per_class_prior_whose_likelihood_agrees_with_torch(tiny_run: Path, tiny_model: Path) -> None:
     from digitvae.export.prior import PriorConfig, fit_prior
-    from digitvae.runtime.idx import read_mnist_images, read_mnist_labels
+    from digitvae.runtime.digits.idx import read_mnist_images, read_mnist_labels
     from digitvae.train.checkpoint import load_checkpoint
     from digitvae.train.likelihood import iw_nll
     from digitvae.train.model import VAE
@@ -440,10 +441,10 @@ def test_a_class_without_digits_is_refused(vae: DigitVAE, digits: np.ndarray) ->
 
 
 def test_unseeded_small_batches_decode_codes_drawn_a_block_ahead() -> None:
-    from digitvae.runtime.prior import ANY_CLASS, BlockPool
+    from digitvae.runtime.inference.prior import ANY_CLASS, BlockPool
 
     vae = DigitVAE.load()
-    vae._rng = np.random.default_rng(42)  # the generator an unseeded call would seed from the OS
+    vae._draws.rng = np.random.default_rng(42)  # the generator an unseeded call would seed from the OS
     firsts = [vae.generate(1), vae.generate(2), vae.generate(1, digit=7)]
     rng = np.random.default_rng(42)
     noise, uniform = vae.prior.draw(rng, BlockPool.BLOCK)
@@ -462,7 +463,7 @@ def test_unseeded_small_batches_decode_codes_drawn_a_block_ahead() -> None:
 @needs_torch
 def test_rewriting_a_model_folder_keeps_fields_it_does_not_model(tiny_model: Path, tmp_path: Path) -> None:
     from digitvae.export.prior import PriorConfig, fit_model_prior
-    from digitvae.runtime.manifest import update_metrics
+    from digitvae.runtime.folders.writing import update_metrics
 
     model = tmp_path / "m"
     shutil.copytree(tiny_model, model)

@@ -18,12 +18,12 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 from test_bad_inputs import png_bytes
 
+from digitvae.runtime.arrays import MAX_COUNT, as_count, as_images, as_labels, as_latents
+from digitvae.runtime.digits.files import read_digits, read_npy, read_png
+from digitvae.runtime.digits.idx import looks_like_idx, read_idx, read_mnist_images, write_idx
 from digitvae.runtime.errors import DataFormatError, InputError, ModelError
-from digitvae.runtime.idx import looks_like_idx, read_idx, read_mnist_images, write_idx
-from digitvae.runtime.imageio import read_digits, read_npy, read_png
-from digitvae.runtime.inputs import MAX_COUNT, as_count, as_images, as_labels, as_latents
-from digitvae.runtime.manifest import shipped_models_dir
-from digitvae.runtime.onnxscan import check_self_contained
+from digitvae.runtime.folders.locate import shipped_models_dir
+from digitvae.runtime.folders.onnxscan import check_self_contained
 
 # Modest example counts keep the whole file to a few seconds; the strategies aim at the edges.
 FAST = settings(

@@ -17,9 +17,10 @@ from conftest import DATA, TRAIN_IMAGES, VALID_IMAGES, needs_torch
 
 from digitvae.cli.quality import quality
 from digitvae.runtime import CheckpointError, DataFormatError, DigitVAE, InputError
-from digitvae.runtime.idx import read_mnist_labels
-from digitvae.runtime.manifest import sha256_file, shipped_models_dir
-from digitvae.runtime.prior import Prior
+from digitvae.runtime.digits.idx import read_mnist_labels
+from digitvae.runtime.folders.locate import shipped_models_dir
+from digitvae.runtime.folders.reading import sha256_file
+from digitvae.runtime.inference.prior import Prior
 from digitvae.train.quality import FeatureStats, feature_stats, frechet_distance, sqrt_psd, write_sample_quality
 
 KEYS = {"model", "prior", "n", "seed", "fid", "mean_confidence", "class_balance", "class_balance_entropy"}
@@ -96,7 +97,7 @@ def test_write_sample_quality_keeps_the_rest_of_the_manifest(tmp_path: Path) -> 
 
 @pytest.fixture(scope="module")
 def fixture_digits() -> dict[str, np.ndarray]:
-    from digitvae.runtime.idx import read_mnist_images
+    from digitvae.runtime.digits.idx import read_mnist_images
 
     return {
         "train": read_mnist_images(TRAIN_IMAGES),

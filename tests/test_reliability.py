@@ -77,13 +77,13 @@ def test_concurrent_writers_of_model_json_lose_nothing(tmp_path) -> None:  # typ
     import subprocess
     import sys
 
-    from digitvae.runtime.manifest import shipped_models_dir
+    from digitvae.runtime.folders.locate import shipped_models_dir
 
     model = tmp_path / "m"
     shutil.copytree(shipped_models_dir() / "mnist-vae-2d", model)
     code = (
         "import sys\n"
-        "from digitvae.runtime.manifest import update_metrics\n"
+        "from digitvae.runtime.folders.writing import update_metrics\n"
         "for i in range(25):\n"
         "    update_metrics(sys.argv[1], {'likelihood': {f'{sys.argv[2]}-{i}': {'iw_nll': i}}}, merge='likelihood')\n"
     )
@@ -99,7 +99,7 @@ def test_concurrent_writers_of_model_json_lose_nothing(tmp_path) -> None:  # typ
 def _model_copy(tmp_path):  # type: ignore[no-untyped-def]
     import shutil
 
-    from digitvae.runtime.manifest import shipped_models_dir
+    from digitvae.runtime.folders.locate import shipped_models_dir
 
     model = tmp_path / "m"
     shutil.copytree(shipped_models_dir() / "mnist-vae-2d", model)
@@ -137,7 +137,7 @@ def test_links_to_devices_or_out_of_the_folder_are_refused(tmp_path) -> None:  #
 
 def test_an_oversized_model_json_is_refused_before_it_is_parsed(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from digitvae.runtime import ModelError
-    from digitvae.runtime.manifest import MAX_MANIFEST_BYTES
+    from digitvae.runtime.folders.reading import MAX_MANIFEST_BYTES
 
     model = _model_copy(tmp_path)
     (model / "model.json").write_text("[" + "{}," * (MAX_MANIFEST_BYTES // 3) + "{}]")
@@ -150,7 +150,7 @@ def test_a_labels_fifo_is_refused_not_waited_on(tmp_path) -> None:  # type: igno
     import os
 
     from digitvae.runtime import DataFormatError
-    from digitvae.runtime.idx import read_mnist_labels
+    from digitvae.runtime.digits.idx import read_mnist_labels
 
     os.mkfifo(tmp_path / "labels-idx1-ubyte")
     with pytest.raises(DataFormatError, match="not a regular file"):
@@ -161,7 +161,7 @@ def test_a_full_disk_is_an_output_error_and_keeps_the_old_file(tmp_path, monkeyp
     import errno
 
     from digitvae.runtime import OutputError, atomic
-    from digitvae.runtime.imageio import write_npy
+    from digitvae.runtime.digits.files import write_npy
 
     target = tmp_path / "digits.npy"
     target.write_bytes(b"old")
@@ -237,7 +237,7 @@ def test_info_and_manifold_survive_metrics_of_the_wrong_types(tmp_path) -> None:
 
     from helpers import assert_clean_failure, invoke, ok
 
-    from digitvae.runtime.manifest import shipped_models_dir
+    from digitvae.runtime.folders.locate import shipped_models_dir
 
     model = tmp_path / "m"
     shutil.copytree(shipped_models_dir() / "mnist-vae", model)

@@ -12,7 +12,8 @@ import onnxruntime as ort
 import pytest
 
 from digitvae.runtime import DigitVAE, InputError, IntegrityError, ModelError, ModelNotFoundError, ProviderError
-from digitvae.runtime.manifest import list_shipped_models, read_manifest, shipped_models_dir
+from digitvae.runtime.folders.locate import list_shipped_models, shipped_models_dir
+from digitvae.runtime.folders.reading import read_manifest
 
 #: Latent size of the shipped default model.
 D = read_manifest(shipped_models_dir() / "mnist-vae").latent_dim
@@ -228,7 +229,7 @@ def test_provider_that_fails_to_start_is_detected(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """onnxruntime drops a provider that cannot start without raising: we must notice."""
-    from digitvae.runtime import providers
+    from digitvae.runtime.inference import providers
 
     # Pretend CUDA is available so it is handed to onnxruntime, which will then not activate it.
     real = providers.available_providers

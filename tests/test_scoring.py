@@ -12,8 +12,8 @@ from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, copy_shipped_model, invoke, listing, ok
 
 from digitvae.runtime import DigitVAE, InputError, ModelError, OutlierDetector
-from digitvae.runtime.manifest import shipped_models_dir
-from digitvae.runtime.scoring import Calibration, calibrate, code_length
+from digitvae.runtime.folders.locate import shipped_models_dir
+from digitvae.runtime.outliers.scoring import Calibration, calibrate, code_length
 
 
 def test_one_check_takes_the_central_quantiles_of_validation_scores() -> None:

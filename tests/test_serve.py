@@ -25,8 +25,8 @@ from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, free_ports, invoke
 
 from digitvae.runtime import DigitVAE
-from digitvae.runtime.idx import read_mnist_labels
-from digitvae.runtime.manifest import shipped_models_dir
+from digitvae.runtime.digits.idx import read_mnist_labels
+from digitvae.runtime.folders.locate import shipped_models_dir
 
 HAVE_MLSERVER = importlib.util.find_spec("mlserver") is not None
 needs_serve = pytest.mark.skipif(not HAVE_MLSERVER, reason="needs the [serve] extra (MLServer)")

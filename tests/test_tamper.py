@@ -16,8 +16,8 @@ import pytest
 from helpers import assert_clean_failure, invoke, listing
 
 from digitvae.runtime import DigitVAE, IntegrityError, ModelError
-from digitvae.runtime.manifest import shipped_models_dir
-from digitvae.runtime.onnxscan import check_self_contained
+from digitvae.runtime.folders.locate import shipped_models_dir
+from digitvae.runtime.folders.onnxscan import check_self_contained
 
 needs_onnx = pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="needs the [train] extra (onnx)")
 

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 
 
 def _digits(n: int = 64) -> torch.Tensor:
-    from digitvae.runtime.idx import read_mnist_images
+    from digitvae.runtime.digits.idx import read_mnist_images
 
     return torch.from_numpy(read_mnist_images(TRAIN_IMAGES)[:n].reshape(n, -1).astype(np.float32) / 255)
 

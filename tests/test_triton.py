@@ -20,7 +20,8 @@ from helpers import assert_clean_failure, invoke, listing, ok
 from digitvae.export.triton import Serving, export_triton
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.errors import IntegrityError, MissingDependencyError, OutputError
-from digitvae.runtime.manifest import list_shipped_models, read_manifest, shipped_models_dir
+from digitvae.runtime.folders.locate import list_shipped_models, shipped_models_dir
+from digitvae.runtime.folders.reading import read_manifest
 
 # Triton's own ModelConfig protobuf: the [triton] extra (a runtime-only install has none).
 pb: Any = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs the [triton] extra (tritonclient)")

@@ -14,7 +14,8 @@ from conftest import HAVE_TORCH, VALID_IMAGES, needs_torch
 from helpers import assert_clean_failure, invoke, ok
 
 from digitvae.runtime import DigitVAE, ExportError, IntegrityError, ModelError
-from digitvae.runtime.manifest import read_manifest, shipped_models_dir
+from digitvae.runtime.folders.locate import shipped_models_dir
+from digitvae.runtime.folders.reading import read_manifest
 
 pytestmark = needs_torch  # making variants needs onnx (the [train] extra); loading them does not
 

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from digitvae.runtime import DigitVAE, OutlierDetector
-from digitvae.runtime.idx import read_mnist_images
-from digitvae.runtime.prepare import prepare_digit
+from digitvae.runtime.digits.idx import read_mnist_images
+from digitvae.runtime.digits.prepare import prepare_digit
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"

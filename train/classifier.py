@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from digitvae.runtime._version import __version__
+from digitvae.runtime.arrays import as_images
 from digitvae.runtime.atomic import atomic_write
 from digitvae.runtime.errors import CheckpointError, InputError
-from digitvae.runtime.inputs import as_images
 
 from .checkpoint import read_state
 from .config import DIGIT_CLASSES, from_dict, to_dict, with_overrides

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from digitvae.runtime.digits.idx import labels_beside, read_mnist_images, read_mnist_pair
 from digitvae.runtime.errors import DataFormatError
-from digitvae.runtime.idx import labels_beside, read_mnist_images, read_mnist_pair
-from digitvae.runtime.manifest import sha256_file
+from digitvae.runtime.folders.reading import sha256_file
 
 logger = logging.getLogger(__name__)
 

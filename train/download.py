@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from digitvae.runtime._version import __version__
-from digitvae.runtime.datadir import default_data_dir
+from digitvae.runtime.digits.datadir import default_data_dir
 from digitvae.runtime.errors import DownloadError, OutputError
 
 logger = logging.getLogger(__name__)

@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from digitvae.runtime.arrays import as_images
 from digitvae.runtime.errors import InputError
-from digitvae.runtime.inputs import as_images
-from digitvae.runtime.manifest import update_metrics
+from digitvae.runtime.folders.writing import update_metrics
 
 from .config import DIGIT_CLASSES
 
 if TYPE_CHECKING:
-    from digitvae.runtime.model import DigitVAE
+    from digitvae.runtime.inference.model import DigitVAE
 
     from .classifier import DigitClassifier
 

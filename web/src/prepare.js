@@ -1,6 +1,6 @@
 // Turn a picture of a handwritten digit into a 28x28 MNIST-style digit (light ink on black, 0-1).
 //
-// The same algorithm as digitvae.runtime.prepare (Python), step for step and operation for
+// The same algorithm as digitvae.runtime.digits.prepare (Python), step for step and operation for
 // operation, so both give the same 28x28 array within float rounding:
 //   1. grey: ITU-R 601-2 luma (299/587/114 per mille); RGBA composited over white;
 //   2. polarity: inverted when the median is above the middle of the range (dark ink on paper);

@@ -16,9 +16,9 @@ from typing import BinaryIO, cast
 
 import numpy as np
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
+from ..errors import DataFormatError, InputError
 from .datadir import download_hint
-from .errors import DataFormatError, InputError
 
 logger = logging.getLogger(__name__)
 

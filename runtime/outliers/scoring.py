@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, ModelError
+from ..errors import InputError, ModelError
 
 CHECKS = ("nll", "complexity", "ratio")
 FALSE_ALARM = 0.01

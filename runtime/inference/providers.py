@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from ..errors import ProviderError
 from . import plugins
-from .errors import ProviderError
 
 logger = logging.getLogger(__name__)
 

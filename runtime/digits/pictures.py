@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataFormatError, InputError
+from ..errors import DataFormatError, InputError
 from .prepare import prepare_digit
 
 logger = logging.getLogger(__name__)

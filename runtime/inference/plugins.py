@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import ProviderError
+from ..errors import ProviderError
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -54,7 +54,7 @@ class Plugin:
     def install(self) -> str:
         """Return the pip command that installs the package."""
         if self.extra:
-            from .extras import install_command
+            from ..extras import install_command
 
             return install_command(self.extra)
         return f"install the package that provides {self.module}"

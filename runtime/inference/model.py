@@ -3,52 +3,37 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from . import likelihood as lk
-from . import providers as eps
-from .contract import check_signatures, run_checked, trial_run
-from .errors import InputError, ModelError, ProviderError
-from .inputs import IMAGE_SIDE, as_count, as_images, as_labels, as_latents, as_seed
-from .manifest import DEFAULT_MODEL, ROLES, Manifest, read_manifest, resolve_model_dir, verified_bytes
-from .onnxscan import check_self_contained
-from .prior import ANY_CLASS, BlockPool, LearnedPrior, Prior, code_pool, draw_pool
-from .sessions import SMALL_BATCH, SmallBatchRunner, active_providers, open_session, session_options
+from ..arrays import IMAGE_SIDE, as_count, as_images, as_labels, as_latents, as_seed
+from ..errors import InputError
+from ..folders.locate import DEFAULT_MODEL, resolve_model_dir
+from ..folders.manifest import ROLES, Manifest
+from ..folders.reading import read_manifest
+from ..options import LoadOptions, as_provider_specs
+from . import likelihood
+from .contract import run_checked
+from .likelihood import CHUNK, Progress
+from .loading import open_checked
+from .prior import LearnedPrior, Prior, UnseededDraws, any_class_rows
+from .providers import ProviderSpec, check_active, normalize, plan
+from .sessions import SMALL_BATCH, SmallBatchRunner, active_providers
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
 logger = logging.getLogger(__name__)
 
-#: Rows per onnxruntime call: bounds the session's working memory for very large batches.
-CHUNK = 4096
 _ENCODED = ["mean", "logvar"]
 _DECODED = ["logits", "image"]
-#: Most intra-op threads accepted: far beyond any machine, and within what onnxruntime takes.
-MAX_THREADS = 1024
-#: A callback told how many digits are done, for long likelihood computations.
-Progress = Callable[[int], None] | None
 #: The learned prior's files the runtime loads; small graphs, run on one thread (see load).
 _PRIOR_FILES = ("prior", "prior_density")
-#: The prior's `label` for small unseeded-class batches, made once (read-only).
-_ANY_CLASS = {n: np.full(n, ANY_CLASS, np.int64) for n in range(1, 17)}
-for _array in _ANY_CLASS.values():
-    _array.flags.writeable = False
-
-
-def _cpu_session(data: bytes, opts: ort.SessionOptions) -> ort.InferenceSession | None:
-    """Return a CPU session on a graph, or None when onnxruntime cannot load it at all."""
-    try:
-        return open_session(data, opts)
-    except Exception:
-        return None
 
 
 class DigitVAE:
@@ -74,9 +59,7 @@ class DigitVAE:
         # Small batches skip InferenceSession.run's per-call conversions (CPU only).
         self._small = {"encoder": SmallBatchRunner(encoder), "decoder": SmallBatchRunner(decoder)}
         # Unseeded draws come from blocks made ahead from one generator seeded by the OS.
-        self._rng: np.random.Generator | None = None
-        self._draw_pool: BlockPool | None = None
-        self._code_pools: dict[int, BlockPool] = {}
+        self._draws = UnseededDraws(self.prior)
         enc_active = active_providers(encoder)
         #: The providers that really run both halves, in order of preference.
         self.providers: list[str] = [p for p in active_providers(decoder) if p in enc_active]
@@ -85,7 +68,7 @@ class DigitVAE:
     def load(
         cls,
         model: str | os.PathLike[str] = DEFAULT_MODEL,
-        providers: eps.ProviderSpec | Sequence[eps.ProviderSpec] | None = None,
+        providers: ProviderSpec | Sequence[ProviderSpec] | None = None,
         strict: bool = False,
         *,
         variant: str = "fp32",
@@ -100,53 +83,32 @@ class DigitVAE:
         or a ProviderError when `strict`.
         `prior=False` ignores a learned prior and uses N(0, I), for comparison.
         """
-        requested = eps.normalize(providers)
-        plan = eps.plan(requested, strict=strict)
-        if threads is not None and (
-            isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 0 <= threads <= MAX_THREADS
-        ):
-            raise InputError(
-                f"threads must be an integer from 0 (onnxruntime's default) to {MAX_THREADS}, got {threads!r}"
-            )
-        threads = None if threads is None else int(threads)
-        if not isinstance(variant, str):
-            raise InputError(f"variant must be a name such as 'fp32', 'int8' or 'fp16', got {type(variant).__name__}")
-        model_dir = resolve_model_dir(model)
+        name = os.fspath(model) if isinstance(model, os.PathLike) else model
+        return cls.from_options(LoadOptions(name, variant, as_provider_specs(providers), strict, threads, prior))
+
+    @classmethod
+    def from_options(cls, options: LoadOptions) -> DigitVAE:
+        """Load the model that `options` name, as they say (see LoadOptions), and start its sessions."""
+        strict, threads = options.strict, options.threads
+        chosen = plan(normalize(options.provider_request()), strict=strict)
+        model_dir = resolve_model_dir(options.model)
         manifest = read_manifest(model_dir)
-        files = manifest.files(variant)
-        learned = bool(manifest.prior) and prior
+        files = manifest.files(options.variant)
+        learned = bool(manifest.prior) and options.prior
         # generator.onnx (sampler and decoder in one graph) is for apps; here the pool below makes
         # small batches as cheap, and leaving it out saves a third copy of the decoder's weights.
         files = {role: files[role] for role in (*ROLES, *(_PRIOR_FILES if learned else ()))}
-        sessions = {}
-        for role in files:
-            # Hash and load the same bytes, so the file cannot change between check and use.
-            data = verified_bytes(model_dir, files[role])
-            check_self_contained(data, model_dir / files[role].path)
-            # The prior's graphs are small: a thread pool of their own would only spin beside the
-            # decoder's and steal its cores (4 ms stalls of batch-1 calls on two cores).
-            role_threads = 1 if role in _PRIOR_FILES else threads
-            try:
-                sessions[role] = open_session(data, session_options(role_threads), plan)
-            except Exception as exc:  # onnxruntime raises several unrelated types for bad models
-                # A plugin EP that fails to compile the graph, or a broken graph: the CPU provider tells.
-                fallback = _cpu_session(data, session_options(role_threads)) if plan.plugins else None
-                if fallback is None:
-                    raise ModelError(f"{model_dir / files[role].path}: onnxruntime cannot load it: {exc}") from None
-                sessions[role] = fallback
-                message = f"{', '.join(c.ep_name for c in plan.plugins)} cannot run {files[role].path}: {exc}"
-                if strict:
-                    raise ProviderError(message) from None
-                logger.warning("%s; running it on CPUExecutionProvider", message)
-        check_signatures(model_dir, manifest, sessions)
-        trial_run(model_dir, manifest, sessions)
+        # The prior's graphs are small: a thread pool of their own would only spin beside the
+        # decoder's and steal its cores (4 ms stalls of batch-1 calls on two cores).
+        role_threads = {role: 1 if role in _PRIOR_FILES else threads for role in files}
+        sessions, _ = open_checked(model_dir, manifest, files, role_threads, chosen, strict=strict)
         learned_prior = None
         if learned:
             learned_prior = LearnedPrior(
                 manifest.latent_dim, dict(manifest.prior or {}), sessions["prior"], sessions["prior_density"]
             )
         vae = cls(manifest, model_dir, sessions["encoder"], sessions["decoder"], learned_prior)
-        eps.check_active(plan.started, vae.providers, strict=strict)
+        check_active(chosen.started, vae.providers, strict=strict)
         logger.info("loaded %s from %s on %s", manifest.name, model_dir, ", ".join(vae.providers))
         return vae
 
@@ -187,7 +149,7 @@ class DigitVAE:
         if pooled and isinstance(self.prior, LearnedPrior):
             # Unseeded codes of one class (or any) are sampled a block ahead: a small batch costs a decode.
             _, label = self._classes(n, digit)
-            return self._decode(self._code_pool(int(label[0])).take(n)[0], None)
+            return self._decode(self._draws.codes(int(label[0]), n), None)
         out = np.empty((n, IMAGE_SIDE, IMAGE_SIDE), np.float32)
         start = 0
         for block in self.iter_generate(n, seed, digit):
@@ -240,29 +202,13 @@ class DigitVAE:
             )
         if digit is not None and self.prior.num_classes:
             return digit, self.prior.class_rows(digit, n)
-        label = _ANY_CLASS.get(n)
-        return digit, np.full(n, ANY_CLASS, np.int64) if label is None else label
+        return digit, any_class_rows(n)
 
     def _noise(self, n: int, seed: int | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Return the prior's random inputs for n draws: from `seed`, or the next rows of a block."""
         if as_seed(seed) is not None:
             return self.prior.draw(np.random.default_rng(seed), n)
-        if self._draw_pool is None:
-            self._draw_pool = draw_pool(self.prior, self._os_rng())
-        noise, uniform = self._draw_pool.take(n)
-        return noise, uniform
-
-    def _code_pool(self, label: int) -> BlockPool:
-        pool = self._code_pools.get(label)
-        if pool is None:
-            pool = self._code_pools[label] = code_pool(self.prior, self._os_rng(), label)
-        return pool
-
-    def _os_rng(self) -> np.random.Generator:
-        # Seeding a generator from the OS costs as much as decoding one digit: do it once.
-        if self._rng is None:
-            self._rng = np.random.default_rng()
-        return self._rng
+        return self._draws.inputs(n)
 
     def decode(self, z: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> np.ndarray:
         """Decode latent codes [N, D] into digits, float32 [N, 28, 28] in [0, 1]."""
@@ -300,7 +246,7 @@ class DigitVAE:
         y = self._labels(labels, len(x))
         means, logvars = [], []
         for i in range(0, len(x), CHUNK):
-            mean, logvar = self._run_encoder(x[i : i + CHUNK], _rows(y, i))
+            mean, logvar = self.encoder_chunk(x[i : i + CHUNK], _rows(y, i))
             means.append(mean)
             logvars.append(logvar)
         if len(means) == 1:
@@ -329,26 +275,9 @@ class DigitVAE:
         for N(0, I) and estimated from the same draws for a learned prior. Higher is more likely.
         `progress`, if given, is called with the number of digits done after each batch.
         """
-        n_samples = as_count(samples, "samples")
-        out, total = [], None
-        for log_px, mean, logvar, noise, z, y, last in self._posterior_samples(
-            images, labels, n_samples, seed, progress
-        ):
-            if isinstance(self.prior, LearnedPrior):
-                # No closed form against a mixture: the KL term is estimated from the same draws.
-                log_ratio = self.prior.log_prob(z, y) - lk.gaussian_log_prob_of_noise(noise, logvar[:, None, :])
-                part = (log_px + log_ratio).sum(axis=1)
-                total = part if total is None else total + part
-                if last:
-                    out.append(total / n_samples)
-                    total = None
-            else:
-                part = log_px.sum(axis=1)
-                total = part if total is None else total + part
-                if last:
-                    out.append(total / n_samples - lk.kl_to_standard_normal(mean, logvar))
-                    total = None
-        return np.concatenate(out)
+        samples = as_count(samples, "samples")
+        x = as_images(images)
+        return likelihood.elbo(self, x, self._labels(labels, len(x)), samples, seed, progress)
 
     def iw_nll(
         self,
@@ -366,64 +295,8 @@ class DigitVAE:
         called with the number of digits done after each batch.
         """
         k = as_count(k, "k")
-        out = []
-        top: np.ndarray | None = None
-        scaled = np.zeros(0)
-        for log_px, _, logvar, noise, z, y, last in self._posterior_samples(images, labels, k, seed, progress):
-            log_w = log_px + self.prior.log_prob(z, y) - lk.gaussian_log_prob_of_noise(noise, logvar[:, None, :])
-            # A log-sum-exp over the k samples, kept up to date chunk by chunk.
-            chunk_top = log_w.max(axis=1)
-            if top is None:
-                top, scaled = chunk_top, np.exp(log_w - chunk_top[:, None]).sum(axis=1)
-            else:
-                new_top = np.maximum(top, chunk_top)
-                scaled = scaled * np.exp(top - new_top) + np.exp(log_w - new_top[:, None]).sum(axis=1)
-                top = new_top
-            if last:
-                out.append(-(top + np.log(scaled) - math.log(k)))
-                top = None
-        return np.concatenate(out)
-
-    def _posterior_samples(
-        self, images: Any, labels: Any, samples: int, seed: int | None, progress: Progress = None
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, bool]]:
-        """Yield (log p(x|z) [m, s], mean, logvar, eps, z [m, s, D], labels, last) for posterior samples.
-
-        At most CHUNK samples go through the decoder at once: several digits with all their
-        samples, or one digit's samples CHUNK at a time (`last` marks a digit block's final
-        chunk). The noise is drawn digit by digit in order, so the values do not depend on the
-        chunking, and memory does not grow with the number of digits or of samples.
-        """
         x = as_images(images)
-        y = self._labels(labels, len(x))
-        rng = np.random.default_rng(as_seed(seed))
-        rows = max(1, CHUNK // samples)
-        per = min(samples, CHUNK)
-        for i in range(0, len(x), rows):
-            xb, yb = x[i : i + rows], _rows(y, i, rows)
-            mean, logvar = self._run_encoder(xb, yb)
-            sigma = np.exp(0.5 * logvar)[:, None, :]
-            for j in range(0, samples, per):
-                eps = rng.standard_normal((len(xb), min(per, samples - j), self.latent_dim), dtype=np.float32)
-                z = mean[:, None, :] + sigma * eps
-                yield self._log_px_given_z(xb, yb, z), mean, logvar, eps, z, yb, j + per >= samples
-            if progress is not None:
-                progress(i + len(xb))
-
-    def _log_px_given_z(self, x: np.ndarray, labels: np.ndarray | None, z: np.ndarray) -> np.ndarray:
-        """Return log p(x | z) [m, s] for codes z of shape [m, s, D]."""
-        m, s, d = z.shape
-        flat_y = None if labels is None else np.repeat(labels, s)
-        logits = np.empty((m * s, x[0].size), dtype=np.float32)
-        flat_z = np.ascontiguousarray(z.reshape(m * s, d), dtype=np.float32)
-        for j in range(0, m * s, CHUNK):
-            part = self._run_decoder("logits", flat_z[j : j + CHUNK], _rows(flat_y, j))
-            logits[j : j + len(part)] = part.reshape(len(part), -1)
-        with np.errstate(invalid="ignore", over="ignore"):
-            log_px = lk.bernoulli_log_prob(logits.reshape(m, s, -1), x.reshape(m, 1, -1))
-        if not np.isfinite(log_px).all():
-            raise ModelError("the decoder returned NaN or infinite logits; the likelihood is undefined")
-        return log_px
+        return likelihood.iw_nll(self, x, self._labels(labels, len(x)), k, seed, progress)
 
     def _labels(self, labels: Any, n: int) -> np.ndarray | None:
         """Validate labels for this model: required by a conditional one, refused by the others."""
@@ -437,11 +310,16 @@ class DigitVAE:
             )
         return as_labels(labels, n, self.num_classes)
 
-    def _run_encoder(self, x: np.ndarray, labels: np.ndarray | None) -> list[np.ndarray]:
+    def encoder_chunk(self, x: np.ndarray, labels: np.ndarray | None) -> list[np.ndarray]:
+        """Return [mean, logvar] for at most CHUNK images already checked (see `encode`)."""
         feeds = {"image": x} if labels is None else {"image": x, "label": labels}
         code = (len(x), self.latent_dim)
         # Pixels in [0, 1] are ordinary inputs: run_checked blames NaN or infinity on the model.
         return run_checked(self._encoder, _ENCODED, feeds, "encoder", (code, code), self._small["encoder"])
+
+    def logits_chunk(self, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        """Return the decoder's logits [m, 1, 28, 28] for at most CHUNK codes already checked (see `decode`)."""
+        return self._run_decoder("logits", z, labels)
 
     def _run_decoder(self, output: str, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         feeds = {"z": z} if labels is None else {"z": z, "label": labels}

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
+from ..arrays import IMAGE_SIDE, as_images
+from ..atomic import atomic_write
+from ..errors import DataFormatError, InputError, OutputError, PictureError
 from .datadir import download_hint
-from .errors import DataFormatError, InputError, OutputError, PictureError
-from .inputs import IMAGE_SIDE, as_images
 
 OUTPUT_KINDS = (".png", ".npy")
 _GAP = 2  # pixels between digits in a grid
@@ -93,7 +93,7 @@ def read_npy(path: Path) -> np.ndarray:
 
 def _check_npy_header(path: Path) -> None:
     """Refuse .npz archives and arrays too large to be digits, before any data is allocated."""
-    from .inputs import IMAGE_PIXELS, MAX_COUNT
+    from ..arrays import IMAGE_PIXELS, MAX_COUNT
     from .pictures import npy_shape
 
     shape = npy_shape(path)
@@ -123,7 +123,7 @@ def read_digit_files(
     or a stack of grey ones, IDX files digits; each goes through prepare_digit, the first `limit`
     of them only (the batches past the limit are empty).
     """
-    from .idx import looks_like_idx, read_mnist_images  # gzip and the IDX parser: only reading needs them
+    from .idx import looks_like_idx, read_mnist_images
 
     batches: list[np.ndarray] = []
     for raw in paths:

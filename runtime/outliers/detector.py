@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from . import providers as eps
-from .errors import ModelError, ModelNotFoundError
-from .inputs import as_images
-from .manifest import DEFAULT_MODEL, ROLES, Manifest, shipped_models_dir
-from .model import DigitVAE
+from ..arrays import as_images
+from ..errors import ModelError, ModelNotFoundError
+from ..folders.locate import DEFAULT_MODEL, shipped_models_dir
+from ..folders.manifest import ROLES, Manifest
+from ..inference.model import DigitVAE
+from ..inference.providers import ProviderSpec
+from ..options import LoadOptions, as_provider_specs
 from .scoring import Calibration, check_scores
 
 logger = logging.getLogger(__name__)
@@ -43,7 +46,7 @@ def score_images(
     seed: int | None = 0,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Return every check's score per image (see digitvae.runtime.scoring).
+    """Return every check's score per image (see digitvae.runtime.outliers.scoring).
 
     `progress` is told the digits done, counting each model's pass: up to 2N with a reference.
     """
@@ -71,7 +74,7 @@ class OutlierDetector:
     def load(
         cls,
         model: str | os.PathLike[str] = DEFAULT_MODEL,
-        providers: eps.ProviderSpec | Sequence[eps.ProviderSpec] | None = None,
+        providers: ProviderSpec | Sequence[ProviderSpec] | None = None,
         strict: bool = False,
         *,
         variant: str = "fp32",
@@ -82,11 +85,18 @@ class OutlierDetector:
 
         `nll_range` replaces the calibrated IW-NLL range, and is required for an uncalibrated model.
         """
-        vae = DigitVAE.load(model, providers, strict, variant=variant, threads=threads)
+        name = os.fspath(model) if isinstance(model, os.PathLike) else model
+        options = LoadOptions(name, variant, as_provider_specs(providers), strict, threads)
+        return cls.from_options(options, nll_range)
+
+    @classmethod
+    def from_options(cls, options: LoadOptions, nll_range: tuple[float, float] | None = None) -> OutlierDetector:
+        """Load the model that `options` name (its learned prior always) and its reference model, alike."""
+        vae = DigitVAE.from_options(replace(options, prior=True))
         calibration = Calibration.from_metrics(vae.manifest.metrics, nll_range)
         reference = None
         if calibration.reference is not None:
-            reference = _load_reference(vae.model_dir, calibration.reference, providers, strict, variant, threads)
+            reference = _load_reference(vae.model_dir, calibration.reference, options)
         return cls(vae, calibration, reference)
 
     @property
@@ -115,13 +125,11 @@ class OutlierDetector:
         return f"OutlierDetector(model={self.vae.name!r}, checks={self.checks}{ref})"
 
 
-def _load_reference(
-    model_dir: Path, entry: Mapping[str, Any], providers: Any, strict: bool, variant: str, threads: int | None
-) -> DigitVAE:
+def _load_reference(model_dir: Path, entry: Mapping[str, Any], options: LoadOptions) -> DigitVAE:
     """Load the calibration's reference model, refusing one that changed since calibration."""
     name = entry["model"]
     try:
-        reference = DigitVAE.load(name, providers, strict, variant=variant, threads=threads)
+        reference = DigitVAE.from_options(replace(options, model=name, prior=True))
     except ModelNotFoundError as exc:
         raise ModelError(f"{model_dir}: the score calibration's reference model is missing: {exc}") from None
     if fp32_hashes(reference.manifest) != entry.get("sha256"):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Largest side of the copy the digit is located on.
 LOCATE_SIDE = 256

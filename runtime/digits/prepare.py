@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .inkfind import Ink, Located, locate, pool, stretch
 
 #: Largest side of the crop whose strokes are measured and thickened.

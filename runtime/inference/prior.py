@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..arrays import as_labels
+from ..errors import InputError
 from . import likelihood as lk
 from .contract import run_checked
-from .errors import InputError
-from .inputs import as_labels
 from .sessions import SMALL_BATCH, SmallBatchRunner
 
 if TYPE_CHECKING:
@@ -192,3 +192,46 @@ def code_pool(prior: Prior, rng: np.random.Generator, label: int = ANY_CLASS) ->
         return (prior.sample(noise, uniform, np.full(n, label, np.int64)),)
 
     return BlockPool(make)
+
+
+class UnseededDraws:
+    """A prior's unseeded random inputs and codes, from pools fed by one generator seeded by the OS."""
+
+    def __init__(self, prior: Prior) -> None:
+        self.prior = prior
+        self.rng: np.random.Generator | None = None
+        self._inputs: BlockPool | None = None
+        self._codes: dict[int, BlockPool] = {}
+
+    def inputs(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return the prior's random inputs for n draws: (noise [n, D], uniform [n] or None)."""
+        if self._inputs is None:
+            self._inputs = draw_pool(self.prior, self._rng())
+        noise, uniform = self._inputs.take(n)
+        return noise, uniform
+
+    def codes(self, label: int, n: int) -> np.ndarray:
+        """Return n codes [n, D] drawn from the prior for one class (or ANY_CLASS)."""
+        pool = self._codes.get(label)
+        if pool is None:
+            pool = self._codes[label] = code_pool(self.prior, self._rng(), label)
+        codes: np.ndarray = pool.take(n)[0]
+        return codes
+
+    def _rng(self) -> np.random.Generator:
+        # Seeding a generator from the OS costs as much as decoding one digit: do it once.
+        if self.rng is None:
+            self.rng = np.random.default_rng()
+        return self.rng
+
+
+#: The prior's `label` for small unseeded-class batches, made once (read-only).
+_ANY_CLASS = {n: np.full(n, ANY_CLASS, np.int64) for n in range(1, 17)}
+for _array in _ANY_CLASS.values():
+    _array.flags.writeable = False
+
+
+def any_class_rows(n: int) -> np.ndarray:
+    """Return the prior's `label` input that asks for any class, for n rows (read-only for small n)."""
+    label = _ANY_CLASS.get(n)
+    return np.full(n, ANY_CLASS, np.int64) if label is None else label

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .errors import InputError, ModelError
-from .manifest import Manifest
+from ..errors import InputError, ModelError
+from ..folders.manifest import Manifest
 
 if TYPE_CHECKING:
     import onnxruntime as ort

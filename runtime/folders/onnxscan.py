@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path, PureWindowsPath
 
-from .errors import ModelError
+from ..errors import ModelError
 
 __all__ = ["check_self_contained"]
 
