@@ -102,9 +102,14 @@ class LoadOptions:
 
 
 def as_provider_specs(providers: ProviderSpec | Sequence[ProviderSpec] | None) -> tuple[ProviderSpec, ...]:
-    """Return a provider request as a tuple of specs: None is (), one name or pair a tuple of one."""
+    """Return a provider request as a tuple of specs: None is (), one name or pair a tuple of one.
+
+    () is the default (CPU); a list that names no provider is a mistake, and an error.
+    """
     if providers is None:
         return ()
+    if isinstance(providers, list) and not providers:
+        raise ProviderError("providers must name at least one execution provider")
     if isinstance(providers, str) or (
         isinstance(providers, tuple) and len(providers) == 2 and isinstance(providers[1], dict)
     ):

@@ -4,7 +4,7 @@
 # `export` fits each model's latent prior on the training digits, one mixture per class.
 # STEPS=measure skips training and export and only refreshes the figures in model.json.
 set -euo pipefail
-DATA=${DATA:-../shared/data/mnist}
+DATA=${DATA:-${XDG_CACHE_HOME:-$HOME/.cache}/digitvae/mnist5k}  # `digitvae data download && digitvae data subset` writes them there
 VALID="$DATA/valid5k-images-idx3-ubyte.gz"
 MODELS=(mnist-vae mnist-vae-geron mnist-cvae mnist-vae-2d)
 

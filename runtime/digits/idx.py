@@ -189,30 +189,43 @@ def _code_for(dtype: np.dtype) -> int:
     raise InputError(f"IDX cannot store dtype {dtype}; allowed dtypes are {allowed}")
 
 
-def write_idx(array: np.ndarray, path: str | os.PathLike[str], *, compress: bool | None = None) -> None:
-    """Write an array as an IDX file atomically, gzip-compressed if asked or if path ends in .gz."""
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Return an array's IDX encoding, header and big-endian data, uncompressed."""
     array = np.asarray(array)
     code = _code_for(array.dtype)
     if not 1 <= array.ndim <= _MAX_NDIM:
         raise InputError(f"IDX stores arrays of 1..{_MAX_NDIM} dimensions, got shape {array.shape}")
     if any(dim >= 1 << 32 for dim in array.shape):
         raise InputError(f"IDX dimensions must be below 2**32, got shape {array.shape}")
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=_CODE_TO_DTYPE[code]).tobytes()
+
+
+def write_idx(
+    array: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    compress: bool | None = None,
+    level: int = 6,
+    inner_name: str = "",
+) -> None:
+    """Write an array as an IDX file atomically, gzip-compressed if asked or if path ends in .gz.
+
+    A gzip member records `inner_name` (none by default) and no time: the same array gives the
+    same bytes. Level 6 is zlib's default trade-off; 9 is several times slower for a few percent.
+    """
+    data = idx_bytes(array)
     if compress is None:
         compress = os.fspath(path).endswith(".gz")
-    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    big_endian = np.ascontiguousarray(array, dtype=_CODE_TO_DTYPE[code])
-    payload = big_endian.reshape(-1).view(np.uint8)
     with atomic_write(path, "wb") as handle:
         if compress:
-            # filename="" and mtime=0 keep the temp name and clock out of the header: same array, same bytes.
-            # Level 6 is zlib's default trade-off; 9 is several times slower for a few percent.
-            with gzip.GzipFile(filename="", mode="wb", fileobj=handle, compresslevel=6, mtime=0) as gz:
-                gz.write(header)
-                gz.write(payload.data)
+            with gzip.GzipFile(filename=inner_name, mode="wb", fileobj=handle, compresslevel=level, mtime=0) as gz:
+                gz.write(data)
         else:
-            handle.write(header)
-            handle.write(payload)
-    logger.debug("wrote IDX %s: shape %s, dtype %s, compressed=%s", path, array.shape, array.dtype, compress)
+            handle.write(data)
+    logger.debug(
+        "wrote IDX %s: shape %s, dtype %s, compressed=%s", path, np.shape(array), np.asarray(array).dtype, compress
+    )
 
 
 def looks_like_idx(path: str | os.PathLike[str]) -> bool:

@@ -1,0 +1,33 @@
+"""Training's thread count: explicit, from OMP_NUM_THREADS, or the cores other work leaves free."""
+
+from __future__ import annotations
+
+import pytest
+
+from digitvae.runtime.errors import InputError
+from digitvae.train import threads
+
+
+@pytest.mark.parametrize(
+    "cores, load, processes, expected",
+    [(2, 0.2, 1, 2), (2, 0.6, 1, 1), (2, 1.4, 1, 1), (2, 7.0, 1, 1), (16, 3.0, 1, 13), (16, 0.0, 4, 4), (16, 9, 4, 1)],
+)
+def test_the_default_takes_the_free_cores(
+    monkeypatch: pytest.MonkeyPatch, cores: int, load: float, processes: int, expected: int
+) -> None:
+    monkeypatch.setattr(threads, "usable_cores", lambda: cores)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads.resolve_threads(None, processes) == expected
+
+
+def test_an_explicit_count_wins_and_omp_num_threads_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.resolve_threads(None) is None  # torch reads OMP_NUM_THREADS itself
+    assert threads.resolve_threads(3) == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1025, True, 2.0, "2"])
+def test_bad_counts_are_refused(bad: object) -> None:
+    with pytest.raises(InputError, match="threads must be an integer from 1 to 1024"):
+        threads.resolve_threads(bad)  # type: ignore[arg-type]
