@@ -271,11 +271,11 @@ def test_prepare_needs_numpy_alone() -> None:
     """prepare_digit is for apps that embed the runtime: no Pillow, no other third-party module."""
     import ast
 
-    runtime = Path(__file__).resolve().parents[1] / "runtime"
+    digits = Path(__file__).resolve().parents[1] / "runtime" / "digits"
     for name in ("prepare.py", "inkfind.py"):
-        tree = ast.parse((runtime / name).read_text(encoding="utf-8"))
+        tree = ast.parse((digits / name).read_text(encoding="utf-8"))
         imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         imported |= {
             ("." * node.level) + (node.module or "") for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
         }
-        assert imported <= {"__future__", "dataclasses", "typing", "numpy", ".errors", ".inkfind"}, (name, imported)
+        assert imported <= {"__future__", "dataclasses", "typing", "numpy", "..errors", ".inkfind"}, (name, imported)
