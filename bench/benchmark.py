@@ -24,12 +24,11 @@ from digitvae.runtime.folders.reading import verified_bytes
 from digitvae.runtime.inference import providers as eps
 from digitvae.runtime.inference.model import DigitVAE
 from digitvae.runtime.inference.sessions import open_session
+from digitvae.runtime.options import LoadOptions
 
 from .coldstart import BASELINE, cold_start
 
 logger = logging.getLogger(__name__)
-
-#: What a cold-start run executes: the console script's own entry point.
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,11 @@ class BenchConfig:
     cold_runs: int = 7
     torch: bool = True
 
+    @property
+    def load_options(self) -> LoadOptions:
+        """Return how every contender and cold-start run loads the model."""
+        return LoadOptions(self.model, self.variant, tuple(self.providers or ()), threads=self.threads)
+
 
 #: A configuration that runs in a few seconds: the same report, not to be quoted.
 QUICK = {
@@ -65,11 +69,11 @@ QUICK = {
 
 def run_bench(config: BenchConfig) -> dict[str, Any]:
     """Measure everything and return the report as JSON-ready data."""
-    vae = DigitVAE.load(config.model, providers=config.providers, variant=config.variant, threads=config.threads)
+    vae = DigitVAE.from_options(config.load_options)
     contenders = {"digitvae": _Ours(vae), BASELINE: _Plain(vae, config.variant)}
     torch_note = "not measured (left out)"
     if config.torch:
-        from .benchmark_torch import torch_contender
+        from .torch_twin import torch_contender
 
         twin = torch_contender(vae)
         if isinstance(twin, str):
@@ -100,9 +104,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     report["bound"] = _bound(vae, peaks, report["throughput"], config)
     report["latency_bound"] = _latency_bound(vae, report["latency"], config)
     if config.cold_runs:
-        report["cold_start"] = cold_start(
-            config.model, config.variant, config.providers, config.threads, config.cold_runs
-        )
+        report["cold_start"] = cold_start(config.load_options, config.cold_runs)
     return report
 
 

@@ -1,7 +1,7 @@
 """The torch eager contender of `digitvae bench`: the same network, rebuilt in PyTorch.
 
-Imported only by the benchmark and only when torch is installed; the rest of the runtime
-never imports torch or onnx.
+Imported by the benchmark only when it compares with torch; torch, onnx and the training code
+are imported only when the network is rebuilt, and nothing else in digitvae.bench imports them.
 """
 
 from __future__ import annotations
