@@ -70,7 +70,7 @@ QUICK = {
 def run_bench(config: BenchConfig) -> dict[str, Any]:
     """Measure everything and return the report as JSON-ready data."""
     vae = DigitVAE.from_options(config.load_options)
-    contenders = {"digitvae": _Ours(vae), BASELINE: _Plain(vae, config.variant)}
+    contenders = {"digitvae": _PublicAPI(vae), BASELINE: _PlainSessions(vae, config.variant)}
     torch_note = "not measured (left out)"
     if config.torch:
         from .torch_twin import torch_contender
@@ -108,8 +108,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     return report
 
 
-class _Ours:
-    """The public API."""
+class _PublicAPI:
+    """The contender `digitvae`: the public API, DigitVAE's own calls."""
 
     def __init__(self, vae: DigitVAE) -> None:
         self.vae = vae
@@ -118,7 +118,7 @@ class _Ours:
         return self.vae.generate(1)
 
     def decode1(self) -> Any:
-        return self.vae.decode(_ONE_Z[self.vae.latent_dim], _labels(self.vae, 1))
+        return self.vae.decode(_FIXED_CODES[self.vae.latent_dim], _labels(self.vae, 1))
 
     def decode(self, z: np.ndarray, labels: np.ndarray | None) -> Any:
         return self.vae.decode(z, labels)
@@ -127,8 +127,8 @@ class _Ours:
         return self.vae.reconstruct(x, labels)
 
 
-class _Plain:
-    """A plain InferenceSession with default options on the same files: what a user would write."""
+class _PlainSessions:
+    """The contender `onnxruntime`: plain InferenceSessions with default options on the same files, as a user would write."""
 
     def __init__(self, vae: DigitVAE, variant: str) -> None:
         files = vae.manifest.files(variant)
@@ -158,7 +158,7 @@ class _Plain:
 
     def decode1(self) -> Any:
         labels = np.zeros(1, np.int64) if self.classes else None
-        return self.decode(_ONE_Z[self.d], labels)
+        return self.decode(_FIXED_CODES[self.d], labels)
 
     def decode(self, z: np.ndarray, labels: np.ndarray | None) -> Any:
         return self.decoder.run(["image"], self._feeds("z", z, labels))[0].reshape(len(z), 28, 28)
@@ -168,7 +168,7 @@ class _Plain:
         return self.decode(mean, labels)
 
 
-class _OneCode(dict):  # type: ignore[type-arg]
+class _FixedCodes(dict):  # type: ignore[type-arg]
     """A fixed code [1, D] per latent size, made on first use."""
 
     def __missing__(self, d: int) -> np.ndarray:
@@ -176,7 +176,7 @@ class _OneCode(dict):  # type: ignore[type-arg]
         return self[d]
 
 
-_ONE_Z = _OneCode()
+_FIXED_CODES = _FixedCodes()
 
 
 def _latency(contenders: dict[str, Any], config: BenchConfig) -> dict[str, dict[str, Any]]:
