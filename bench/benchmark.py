@@ -15,7 +15,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -55,8 +55,20 @@ class BenchConfig:
         return LoadOptions(self.model, self.variant, tuple(self.providers or ()), threads=self.threads)
 
 
+class QuickSettings(TypedDict):
+    """The BenchConfig fields that a quick run changes."""
+
+    repeats: int
+    latency_calls: int
+    batches: tuple[int, ...]
+    reconstruct_batch: int
+    gemm_size: int
+    slot_s: float
+    cold_runs: int
+
+
 #: A configuration that runs in a few seconds: the same report, not to be quoted.
-QUICK = {
+QUICK: QuickSettings = {
     "repeats": 2,
     "latency_calls": 20,
     "batches": (1, 64, 256),
@@ -168,7 +180,7 @@ class _PlainSessions:
         return self.decode(mean, labels)
 
 
-class _FixedCodes(dict):  # type: ignore[type-arg]
+class _FixedCodes(dict[int, np.ndarray]):
     """A fixed code [1, D] per latent size, made on first use."""
 
     def __missing__(self, d: int) -> np.ndarray:

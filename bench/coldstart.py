@@ -55,10 +55,10 @@ def cold_start(options: LoadOptions, runs: int = 7) -> dict[str, Any]:
         "dont_write_bytecode": bool(sys.flags.dont_write_bytecode),
     }
     for name, values in samples.items():
-        rss = [v[1] for v in values if v[1] is not None]
+        peaks = [v[1] for v in values if v[1] is not None]
         result[name] = {
             "wall_s": statistics.median(v[0] for v in values),
-            "peak_rss_mib": statistics.median(rss) if rss else None,
+            "peak_rss_mib": statistics.median(peaks) if peaks else None,
         }
     result["wall_ratio"] = statistics.median(a[0] / b[0] for a, b in zip(samples["digitvae"], samples[BASELINE]))
     return result

@@ -127,13 +127,13 @@ def quality(
 ) -> None:
     """Score generated digits with a digit classifier: FID, confidence, class balance."""
     require("torch")
-    from digitvae.train.classifier import classifier_for
+    from digitvae.train.classifier import classifier_for, labels_of
     from digitvae.train.data import load_splits
     from digitvae.train.quality import real_quality, sample_quality, write_sample_quality
 
     train, valid = load_splits(data_dir, None, None)
     ckpt, path = classifier_for(classifier_path, train, valid, say=lambda line: click.echo(line, err=True))
-    real, reference = real_quality(ckpt.model, valid.images, valid.labels, train.images)  # type: ignore[arg-type]
+    real, reference = real_quality(ckpt.model, valid.images, labels_of(valid)[0], train.images)
     classifier = {"path": str(path), "data": ckpt.data, "valid_accuracy": real["classifier_valid_accuracy"]}
     results = []
     for model in models or (DEFAULT_MODEL,):

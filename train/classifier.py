@@ -173,7 +173,7 @@ def train_classifier(
                 xb = _shifted(x[batch], cfg.max_shift, generator) if cfg.max_shift else x[batch]
                 loss = F.cross_entropy(model(xb), y[batch])
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 schedule.step()
                 total += loss.item() * len(batch)
@@ -233,14 +233,19 @@ def load_classifier(path: Path) -> ClassifierCheckpoint:
         raise CheckpointError(f"{path}: classifier checkpoint lacks field {exc.args[0]!r}") from None
 
 
-def describe_labelled(split: Split) -> dict[str, Any]:
-    """Describe a labelled split, refusing one without labels."""
-    if split.labels_path is None:
+def labels_of(split: Split) -> tuple[np.ndarray, Path]:
+    """Return a split's labels and their file, refusing a split without them."""
+    if split.labels is None or split.labels_path is None:
         raise DataFormatError(
             f"{split.images_path}: the quality metrics need labels; put its labels file "
             "(e.g. train-labels-idx1-ubyte.gz) beside it"
         )
-    return {**split.describe(), "labels_sha256": sha256_file(split.labels_path)}
+    return split.labels, split.labels_path
+
+
+def describe_labelled(split: Split) -> dict[str, Any]:
+    """Describe a labelled split, refusing one without labels."""
+    return {**split.describe(), "labels_sha256": sha256_file(labels_of(split)[1])}
 
 
 def classifier_for(
@@ -285,13 +290,13 @@ def _train_and_save(
     say(f"training the digit classifier on {len(train.images)} digits ({train.images_path.name})")
     train_config = ClassifierTrainConfig()
     start = time.perf_counter()
-    model = train_classifier(train.images, train.labels, train_config=train_config)  # type: ignore[arg-type]
+    model = train_classifier(train.images, labels_of(train)[0], train_config=train_config)
     seconds = time.perf_counter() - start
     ckpt = ClassifierCheckpoint(
         model=model,
         train_config=train_config,
         data=data,
-        valid_accuracy=accuracy(model, valid.images, valid.labels),  # type: ignore[arg-type]
+        valid_accuracy=accuracy(model, valid.images, labels_of(valid)[0]),
         seconds=seconds,
     )
     save_classifier(ckpt, path)
