@@ -120,7 +120,7 @@ def evaluate(
     neg_elbo = float(-vae.elbo(digits, labels, seed=seed).mean())
     with progress_bar(len(digits), f"IW-NLL, k={k}") as progress:
         nll = float(vae.iw_nll(digits, k, labels, seed=seed, progress=progress).mean())
-    report = {
+    report: dict[str, Any] = {
         "model": vae.name,
         "variant": variant,
         "prior": vae.prior.kind,

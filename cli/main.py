@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -35,6 +35,9 @@ from .options import (
     standard_prior_option,
 )
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
 logger = logging.getLogger(__name__)
 
 #: Commands defined in other modules, imported only when they run (or when help lists them),
@@ -46,12 +49,12 @@ _LAZY_COMMANDS = {
     "interpolate": ("digitvae.cli.latent", "interpolate"),
     "manifold": ("digitvae.cli.latent", "manifold"),
     "bench": ("digitvae.cli.bench", "bench"),
-    "variants": ("digitvae.cli.bench", "variants"),
+    "variants": ("digitvae.cli.variants", "variants"),
     "quality": ("digitvae.cli.quality", "quality"),  # imports no torch until it runs
     "prior": ("digitvae.cli.prior", "prior"),
     "train": ("digitvae.cli.train", "train"),
-    "export": ("digitvae.cli.train", "export_cmd"),
-    "data": ("digitvae.cli.train", "data"),
+    "export": ("digitvae.cli.export", "export_cmd"),
+    "data": ("digitvae.cli.data", "data"),
     "models": ("digitvae.cli.models", "models"),
     "export-triton": ("digitvae.cli.triton", "export_triton"),
     "export-generator": ("digitvae.cli.generator", "export_generator"),
@@ -143,22 +146,23 @@ def generate(
     count = as_count(count, "-n")
     if kind == ".png":
         check_grid_size(count, cols or default_cols(count), scale, output)
+    asked: npt.ArrayLike | None = digit  # one class for every digit, or one per digit
     if each_digit:
         if digit is not None:
             raise click.UsageError("--digit and --each-digit exclude each other")
         import numpy as np
 
-        digit = np.arange(count) % 10
+        asked = np.arange(count) % 10
     if seed is None:
         import secrets
 
         seed = secrets.randbelow(2**32)
     vae = spec.load(prior=not standard_prior)
     if kind == ".png":
-        write_png(tile(vae.generate(count, seed=seed, digit=digit), cols or default_cols(count)), output, scale)
+        write_png(tile(vae.generate(count, seed=seed, digit=asked), cols or default_cols(count)), output, scale)
     else:
         # Block by block: memory stays at one block, however many digits the file holds.
-        write_npy_blocks(vae.iter_generate(count, seed=seed, digit=digit), count, output)
+        write_npy_blocks(vae.iter_generate(count, seed=seed, digit=asked), count, output)
     click.echo(f"wrote {_count(count, 'digit')} to {output} (seed {seed})")
 
 

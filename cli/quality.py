@@ -6,15 +6,12 @@ Importing this module costs no torch: the command imports it when it runs.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from digitvae.runtime.errors import CheckpointError, DataFormatError
 from digitvae.runtime.folders.locate import DEFAULT_MODEL
-from digitvae.runtime.folders.reading import sha256_file
 
 from .options import (
     load_model,
@@ -27,91 +24,12 @@ from .options import (
     variant_option,
 )
 
-if TYPE_CHECKING:
-    from digitvae.train.classifier import ClassifierCheckpoint
-    from digitvae.train.data import Split
-
-#: Where trained classifiers are cached, one file per training set (named by its sha256).
-CACHE_DIR = Path("runs")
 NOTE = (
     "fid: Frechet distance of the digit classifier's 128 penultimate features, samples vs validation "
     "digits (reference.fid: training vs validation digits); mean_confidence: mean top softmax "
     "probability; class_balance: share predicted as each digit 0-9; class_balance_entropy: entropy "
     "of those shares / ln 10 (1 = uniform)"
 )
-
-
-def describe_labelled(split: Split) -> dict[str, Any]:
-    """Describe a labelled split, refusing one without labels."""
-    if split.labels_path is None:
-        raise DataFormatError(
-            f"{split.images_path}: the quality metrics need labels; put its labels file "
-            "(e.g. train-labels-idx1-ubyte.gz) beside it"
-        )
-    return {**split.describe(), "labels_sha256": sha256_file(split.labels_path)}
-
-
-def _classifier(path: Path | None, train: Split, valid: Split) -> tuple[ClassifierCheckpoint, Path]:
-    """Load the classifier trained on these digits, or train and save one."""
-    from digitvae.train.classifier import ClassifierConfig, ClassifierTrainConfig
-
-    data = {"train": describe_labelled(train), "valid": describe_labelled(valid)}
-    cached = path is None
-    if path is None:
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        path = CACHE_DIR / f"classifier-{train.sha256[:12]}.pt"
-    if path.exists():
-        ckpt = _load_matching(path, data["train"])
-        # A cached classifier from other default settings is stale; one named by the user is used as is.
-        if not cached or (ckpt.model.config, ckpt.train_config) == (ClassifierConfig(), ClassifierTrainConfig()):
-            return ckpt, path
-        click.echo(f"{path} was trained with other settings; training it again", err=True)
-    return _train_and_save(path, train, valid, data), path
-
-
-def _load_matching(path: Path, wanted: dict[str, Any]) -> ClassifierCheckpoint:
-    """Load a saved classifier, refusing one trained on other digits than `wanted` describes."""
-    from digitvae.train.classifier import load_classifier
-
-    ckpt = load_classifier(path)
-    seen = ckpt.data.get("train", {})
-    if (seen.get("sha256"), seen.get("labels_sha256")) != (wanted["sha256"], wanted["labels_sha256"]):
-        raise CheckpointError(
-            f"{path}: this classifier was trained on {seen.get('file', 'other digits')} "
-            f"(sha256 {str(seen.get('sha256'))[:12]}...), not on {wanted['file']} "
-            f"(sha256 {wanted['sha256'][:12]}...); pass another --classifier or delete it"
-        )
-    return ckpt
-
-
-def _train_and_save(path: Path, train: Split, valid: Split, data: dict[str, Any]) -> ClassifierCheckpoint:
-    """Train the classifier with the default settings, measure it on the validation digits, save it."""
-    from digitvae.train.classifier import (
-        ClassifierCheckpoint,
-        ClassifierTrainConfig,
-        accuracy,
-        save_classifier,
-        train_classifier,
-    )
-
-    click.echo(f"training the digit classifier on {len(train.images)} digits ({train.images_path.name})", err=True)
-    train_config = ClassifierTrainConfig()
-    start = time.perf_counter()
-    model = train_classifier(train.images, train.labels, train_config=train_config)  # type: ignore[arg-type]
-    seconds = time.perf_counter() - start
-    ckpt = ClassifierCheckpoint(
-        model=model,
-        train_config=train_config,
-        data=data,
-        valid_accuracy=accuracy(model, valid.images, valid.labels),  # type: ignore[arg-type]
-        seconds=seconds,
-    )
-    save_classifier(ckpt, path)
-    click.echo(
-        f"trained in {seconds:.1f}s, {ckpt.valid_accuracy:.2%} accurate on {valid.images_path.name}; saved {path}",
-        err=True,
-    )
-    return ckpt
 
 
 def _table(real: dict[str, Any], results: list[dict[str, Any]]) -> str:
@@ -209,12 +127,13 @@ def quality(
 ) -> None:
     """Score generated digits with a digit classifier: FID, confidence, class balance."""
     require("torch")
+    from digitvae.train.classifier import classifier_for, labels_of
     from digitvae.train.data import load_splits
     from digitvae.train.quality import real_quality, sample_quality, write_sample_quality
 
     train, valid = load_splits(data_dir, None, None)
-    ckpt, path = _classifier(classifier_path, train, valid)
-    real, reference = real_quality(ckpt.model, valid.images, valid.labels, train.images)  # type: ignore[arg-type]
+    ckpt, path = classifier_for(classifier_path, train, valid, say=lambda line: click.echo(line, err=True))
+    real, reference = real_quality(ckpt.model, valid.images, labels_of(valid)[0], train.images)
     classifier = {"path": str(path), "data": ckpt.data, "valid_accuracy": real["classifier_valid_accuracy"]}
     results = []
     for model in models or (DEFAULT_MODEL,):

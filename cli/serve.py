@@ -21,7 +21,8 @@ _UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g"
 _BODY_RANGE = (64 << 10, (2 << 30) - 1)
 
 
-class ByteSize(click.ParamType):
+# ParamType is generic in recent click only: subscripting it fails on the click 8.1 pyproject.toml allows.
+class ByteSize(click.ParamType):  # type: ignore[type-arg]
     """A size in bytes: 20000000, 512KiB, 32MiB, 1GiB (K, M, G are binary too)."""
 
     name = "SIZE"

@@ -1,4 +1,4 @@
-"""The commands that need the [train] extra: train (also as `python -m digitvae.train`), export, data download."""
+"""The `digitvae train` command, also run as `python -m digitvae.train` (by torchrun too)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from digitvae.runtime.errors import DigitVAEError, InputError
 
 from .console import VERBOSE_FLAGS, Terminated, fail, handle_sigterm, handled_errors, setup_logging
-from .options import progress_bar, require
+from .options import require
 
 if TYPE_CHECKING:
     from digitvae.train.ddp import Processes
@@ -246,93 +246,3 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(sum(VERBOSE_FLAGS.get(a, 0) for a in args))
     with handled_errors():
         train.main([a for a in args if a not in VERBOSE_FLAGS], prog_name="python -m digitvae.train")
-
-
-@click.command("export")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Model folder to create (e.g. models/my-vae).",
-)
-@click.option("--name", default=None, help="Model name in model.json (default: the folder's name).")
-@click.option("--force", is_flag=True, help="Replace an existing model folder.")
-@click.option(
-    "--prior-data",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Images (IDX) to fit the latent prior on; labels beside them fit it per class [default: the training images].",
-)
-@click.option("--no-prior", is_flag=True, help="Keep the N(0, I) prior.")
-def export_cmd(
-    checkpoint: Path, output: Path, name: str | None, force: bool, prior_data: Path | None, no_prior: bool
-) -> None:
-    """Export a checkpoint (or a training folder's best.pt) to ONNX files and model.json, with a fitted prior."""
-    if no_prior and prior_data is not None:  # the command line's error, whatever is installed
-        raise click.UsageError("--prior-data and --no-prior exclude each other")
-    require("torch", "onnx", "onnxscript", *(() if no_prior else ("sklearn",)))
-    from digitvae.export.onnx import EXPORT_STEPS, TOLERANCE, export_checkpoint
-
-    steps = EXPORT_STEPS if not no_prior else EXPORT_STEPS[:-1]
-    with progress_bar(len(steps), "exporting") as tick:
-        result = export_checkpoint(
-            checkpoint,
-            output,
-            name=name,
-            force=force,
-            prior=not no_prior,
-            prior_data=prior_data,
-            progress=None if tick is None else (lambda step: tick(steps.index(step) + 1)),
-        )
-    worst = max(d["max_scaled_diff"] for d in result.parity.values())
-    prior = result.manifest.prior
-    fitted = f"; prior: {prior['components']} components, {prior['classes']} classes" if prior else "; prior: N(0, I)"
-    click.echo(
-        f"exported {result.manifest.name} to {result.directory}; max |onnxruntime - torch| / max(1, |torch|) "
-        f"{worst:.2g} over {len(result.parity)} outputs (tolerance {TOLERANCE:g}){fitted}"
-    )
-
-
-@click.group()
-def data() -> None:
-    """Get the MNIST data set."""
-
-
-@data.command()
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where to put the files (default: $DIGITVAE_DATA or ~/.cache/digitvae/mnist).",
-)
-@click.option(
-    "--mirror",
-    "mirrors",
-    multiple=True,
-    metavar="URL",
-    help="Base URL to fetch the files from, tried in order (default: the public mirrors).",
-)
-def download(directory: Path | None, mirrors: tuple[str, ...]) -> None:
-    """Download the four official MNIST files, verified against their MD5 sums."""
-    from digitvae.train.download import MIRRORS, default_data_dir, download_mnist
-
-    directory = directory or default_data_dir()
-    bars: dict[str, Any] = {}
-
-    def progress(name: str, done: int, total: int | None) -> None:
-        if name not in bars:
-            for bar in bars.values():
-                bar.render_finish()
-            bars[name] = click.progressbar(length=total or 0, label=name, file=sys.stderr, show_pos=False)
-        bar = bars[name]
-        bar.update(done - bar.pos)
-
-    try:
-        paths = download_mnist(directory, mirrors=mirrors or MIRRORS, progress=progress)
-    finally:
-        for bar in bars.values():
-            bar.render_finish()
-    click.echo(f"MNIST is in {directory} ({len(paths)} files verified)")

@@ -106,8 +106,8 @@ def _annotate(model: onnx.ModelProto, role: str, ckpt: Checkpoint) -> bytes:
     # numbers): debugging aids that would make the file depend on where and how the code sits.
     for node in model.graph.node:
         del node.metadata_props[:]
-    for value in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
-        del value.metadata_props[:]
+    for info in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
+        del info.metadata_props[:]
     model.doc_string = f"digitvae {role} (preset {ckpt.preset}, latent_dim {ckpt.model_config.latent_dim})"
     stamp_lowest(model)
     try:

@@ -135,7 +135,14 @@ def _drop_annotations(model: onnx.ModelProto) -> None:
     """
     for graph in _graphs(model.graph):
         del graph.metadata_props[:]
-        for item in [*graph.node, *graph.input, *graph.output, *graph.value_info, *graph.initializer]:
+        items: list[onnx.NodeProto | onnx.ValueInfoProto | onnx.TensorProto] = [
+            *graph.node,
+            *graph.input,
+            *graph.output,
+            *graph.value_info,
+            *graph.initializer,
+        ]
+        for item in items:
             del item.metadata_props[:]
     for function in model.functions:
         del function.metadata_props[:]

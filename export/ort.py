@@ -237,8 +237,8 @@ def export_ort(model: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
             },
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        for entry in staging.iterdir():
-            os.chmod(entry, 0o644)
+        for staged in staging.iterdir():
+            os.chmod(staged, 0o644)
         os.chmod(staging, 0o755)  # mkdtemp makes 0o700; an app bundle's build may run as another user
     logger.info("wrote %d ORT files of %s to %s", len(sources), manifest.name, out_dir)
     return OrtExport(manifest.name, out_dir, tuple(files), operators)

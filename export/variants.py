@@ -305,11 +305,11 @@ def model_cost(model: onnx.ModelProto) -> dict[str, Any]:
 
 def _node_flops(node: onnx.NodeProto, shapes: Mapping[str, list[int | None]]) -> int | None:
     """Return 2 x the multiply-adds of one matrix-product node, or None when a shape is unknown."""
-    ins = [shapes.get(name) for name in node.input[:2]]
-    out = shapes.get(node.output[0])
-    if any(s is None or None in s for s in (*ins, out)):
+    ins = [_known(shapes.get(name)) for name in node.input[:2]]
+    out = _known(shapes.get(node.output[0]))
+    if out is None or None in ins:
         return None
-    a, b = ins
+    a, b = (shape or [] for shape in ins)
     if node.op_type == "MatMul":
         return 2 * math.prod(out) * a[-1]
     if node.op_type == "Gemm":
@@ -319,3 +319,11 @@ def _node_flops(node: onnx.NodeProto, shapes: Mapping[str, list[int | None]]) ->
         return 2 * math.prod(out) * math.prod(b[1:])
     # ConvTranspose: every input pixel meets the whole kernel, weight [C_in, C_out / groups, *kernel].
     return 2 * math.prod(a) * math.prod(b[1:])
+
+
+def _known(shape: list[int | None] | None) -> list[int] | None:
+    """Return a shape whose every dimension is known, or None."""
+    if shape is None:
+        return None
+    dims = [d for d in shape if d is not None]
+    return dims if len(dims) == len(shape) else None

@@ -73,7 +73,7 @@ def quiet_client_errors() -> None:
         logging.getLogger(name).addFilter(_QuietClientErrors())
 
 
-class _Served(MLModel):
+class _Served(MLModel):  # type: ignore[misc]
     """What the roles share: loading from the settings' parameters, reading inputs, errors as 400s."""
 
     role = ""

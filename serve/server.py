@@ -121,6 +121,7 @@ async def _run(models: Sequence[ServedModel], options: ServerOptions, workdir: s
     _cap_requests(server, options.max_body or default_max_body(options.max_batch))
     stopped_by: list[tuple[int, asyncio.Future[None]]] = []
     loop = asyncio.get_running_loop()
+    sig: int
     for sig in (signal.SIGINT, signal.SIGTERM):
         # Replaces MLServer's own handlers, to know that a signal (not a failure) stopped it.
         loop.add_signal_handler(sig, _stopper(server, sig, stopped_by))

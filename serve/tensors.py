@@ -65,7 +65,7 @@ def read_inputs(
     Each input is checked against its declaration (datatype, shape, value count) and against
     `max_rows`, the most rows one request may hold.
     """
-    given = {getattr(i, "name", None): i for i in inputs}
+    given: dict[Any, Any] = {getattr(i, "name", None): i for i in inputs}
     if len(given) != len(inputs):
         raise InputError("the request names an input twice")
     form = _pick_form(set(given), forms)

@@ -23,12 +23,14 @@ from conftest import HAVE_TORCH, needs_torch
 from helpers import assert_clean_failure, invoke, ok
 from PIL import Image
 
-from digitvae.cli.benchmark import QUICK, BenchConfig, run_bench
-from digitvae.cli.coldstart import cold_start
+from digitvae.bench.benchmark import QUICK, BenchConfig, run_bench
+from digitvae.bench.coldstart import cold_start
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.digits.files import encode_png
+from digitvae.runtime.errors import ProviderError
 from digitvae.runtime.folders.locate import shipped_models_dir
 from digitvae.runtime.inference.sessions import SmallBatchRunner, session_options
+from digitvae.runtime.options import LoadOptions
 
 QUICK_CONFIG = dataclasses.replace(BenchConfig(cold_runs=0, torch=False), **{**QUICK, "cold_runs": 0})
 
@@ -102,7 +104,7 @@ def test_a_model_without_a_usable_cost_gets_a_note_not_a_bound(
 
 @needs_torch
 def test_torch_contender_is_the_same_network(costed_model: Path) -> None:
-    from digitvae.cli.benchmark_torch import torch_contender
+    from digitvae.bench.torch_twin import torch_contender
 
     vae = DigitVAE.load(costed_model)
     twin = torch_contender(vae)
@@ -118,7 +120,7 @@ def test_torch_contender_is_the_same_network(costed_model: Path) -> None:
 
 
 def test_cold_start_measures_fresh_processes(tmp_path: Path) -> None:
-    result = cold_start(QUICK_CONFIG.model, threads=1, runs=1)
+    result = cold_start(LoadOptions(QUICK_CONFIG.model, threads=1), runs=1)
     assert result["command"] == "digitvae generate -n 1 -o x.png --model mnist-vae --threads 1"
     for name in ("digitvae", "onnxruntime"):
         assert _positive(result[name]["wall_s"])
@@ -129,6 +131,20 @@ def test_cold_start_measures_fresh_processes(tmp_path: Path) -> None:
         assert result["digitvae"]["peak_rss_mib"] > result["onnxruntime"]["peak_rss_mib"]
     assert _positive(result["wall_ratio"])
     assert result["dont_write_bytecode"] == bool(sys.flags.dont_write_bytecode)
+
+
+def test_cold_start_children_get_the_load_options_as_json() -> None:
+    from digitvae.bench.command import child_argv, generate_args
+
+    options = LoadOptions("m", "int8", ("cuda", "cpu"), strict=True, threads=2, prior=False)
+    args = generate_args(options)
+    assert args == [
+        "generate", "-n", "1", "-o", "x.png", "--model", "m", "--variant", "int8",
+        "--provider", "cuda,cpu", "--strict", "--threads", "2", "--standard-prior",
+    ]  # fmt: skip
+    assert child_argv(options.to_json()) == ["digitvae", *args]
+    with pytest.raises(ProviderError, match="provider names only"):
+        generate_args(LoadOptions(providers=(("cuda", {"device_id": "0"}),)))
 
 
 def test_cli_bench_quick_json_and_text() -> None:
@@ -198,8 +214,9 @@ def test_generate_command_loads_neither_pillow_nor_other_commands(tmp_path: Path
         cli(["generate", "-n", "2", "-o", "x.png"], standalone_mode=False)
         heavy = [m for m in sys.modules if m.split(".")[0] in ("PIL", "torch", "onnx", "shlex")
                  or m.startswith(("digitvae.train", "digitvae.export", "digitvae.cli.likelihood",
-                                  "digitvae.cli.latent", "digitvae.cli.bench", "digitvae.cli.benchmark",
-                                  "digitvae.cli.train", "digitvae.cli.prior", "digitvae.cli.quality",
+                                  "digitvae.cli.latent", "digitvae.cli.bench", "digitvae.bench",
+                                  "digitvae.cli.train", "digitvae.cli.export", "digitvae.cli.data",
+                                  "digitvae.cli.variants", "digitvae.cli.prior", "digitvae.cli.quality",
                                   "digitvae.runtime.outliers.detector", "digitvae.runtime.outliers.scoring"))]
         print("heavy:", sorted(heavy))
         """
@@ -221,7 +238,7 @@ def test_the_outlier_detector_is_imported_on_first_use() -> None:
 
 
 def test_torch_note_when_it_cannot_be_rebuilt(costed_model: Path, tmp_path: Path) -> None:
-    from digitvae.cli.benchmark_torch import torch_contender
+    from digitvae.bench.torch_twin import torch_contender
 
     folder = tmp_path / "m"
     shutil.copytree(costed_model, folder)

@@ -9,7 +9,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Import name -> folder, as pyproject.toml maps them.
-PACKAGES = {"runtime": "runtime", "train": "train", "export": "export", "cli": "cli", "serve": "serve"}
+PACKAGES = {
+    "runtime": "runtime",
+    "train": "train",
+    "export": "export",
+    "cli": "cli",
+    "serve": "serve",
+    "bench": "bench",
+}
+#: The cli modules that share options and console handling rather than define commands.
+CLI_SHARED = ("__init__", "options", "console")
+#: The most lines a cli function other than a command may have: longer logic belongs to a library layer.
+CLI_HELPER_LINES = 70
 
 
 def _package(path: Path) -> str:
@@ -30,8 +41,11 @@ def _imports(path: Path) -> set[str]:
 
     A string literal that names one of our modules (a lazily imported command, say) counts too.
     """
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = _package(path)
+    return _imports_in(ast.parse(path.read_text(encoding="utf-8")), _package(path))
+
+
+def _imports_in(tree: ast.AST, package: str) -> set[str]:
+    """Return every module the code of `tree`, a file of `package`, imports (see _imports)."""
     found: set[str] = set()
     for node in _executed(tree):
         if isinstance(node, ast.Import):
@@ -86,6 +100,7 @@ def test_the_runtime_imports_no_other_layer_nor_click_torch_onnx() -> None:
         ("train", ("digitvae.cli", "digitvae.export")),
         ("export", ("digitvae.cli",)),
         ("serve", ("digitvae.cli", "digitvae.train", "digitvae.export", "torch", "click")),
+        ("bench", ("digitvae.cli", "digitvae.export", "digitvae.serve", "click")),
     ],
 )
 def test_train_and_export_do_not_import_the_cli(layer: str, forbidden: tuple[str, ...]) -> None:
@@ -105,6 +120,44 @@ def test_the_train_entry_point_only_starts_the_train_command_and_nothing_imports
         "digitvae.cli.train.main",
     }
     assert not [name for name, imported in _graph().items() if "digitvae.train.__main__" in imported]
+
+
+def test_bench_imports_torch_and_training_code_only_inside_the_torch_comparison() -> None:
+    def heavy(module: str) -> bool:
+        return module.split(".")[0] in ("torch", "onnx") or module.startswith("digitvae.train")
+
+    for path in _files("bench"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if path.name == "torch_twin.py":  # the torch comparison: torch inside its functions only
+            top = ast.Module(body=[n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))])
+            assert not [m for m in _imports_in(top, _package(path)) if heavy(m)]
+            assert [m for m in _imports(path) if heavy(m)], "the torch comparison imports torch"
+        else:
+            assert not [m for m in _imports(path) if heavy(m)], f"bench/{path.name} imports torch or training code"
+
+
+def _is_command(node: ast.FunctionDef) -> bool:
+    """Whether a function is a click command or group (`@click.command()`, `@data.command()`, `@click.group()`...)."""
+    return any(
+        isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr in ("command", "group")
+        for d in node.decorator_list
+    )
+
+
+def test_cli_modules_hold_commands_and_short_helpers() -> None:
+    for path in _files("cli"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+        commands = {n.name for n in functions if _is_command(n)}
+        if path.stem not in CLI_SHARED:
+            assert commands, f"cli/{path.name} defines no click command"
+        in_commands = {id(inner) for n in functions if n.name in commands for inner in ast.walk(n) if inner is not n}
+        long = {
+            n.name: n.end_lineno - n.lineno + 1
+            for n in functions
+            if not _is_command(n) and id(n) not in in_commands and n.end_lineno - n.lineno + 1 > CLI_HELPER_LINES
+        }
+        assert long == {}, f"cli/{path.name}: helpers over {CLI_HELPER_LINES} lines"
 
 
 def test_no_module_imports_its_importer() -> None:
@@ -130,7 +183,7 @@ def test_no_module_imports_its_importer() -> None:
 def test_the_graph_sees_function_level_and_string_imports() -> None:
     graph = _graph()
     assert "digitvae.cli.likelihood" in graph["digitvae.cli.main"]  # named for importlib.import_module
-    assert "digitvae.export.onnx" in graph["digitvae.cli.train"]  # inside a command function
+    assert "digitvae.export.onnx" in graph["digitvae.cli.export"]  # inside a command function
 
 
 def test_readme_stays_short_and_links_only_documents_that_exist() -> None:

@@ -276,8 +276,12 @@ def run(*args: object) -> Result:
 @pytest.fixture(scope="module")
 def saved_classifier(classifier: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Save the fixture classifier as the command would, for the fixture data folder."""
-    from digitvae.cli.quality import describe_labelled
-    from digitvae.train.classifier import ClassifierCheckpoint, ClassifierTrainConfig, save_classifier
+    from digitvae.train.classifier import (
+        ClassifierCheckpoint,
+        ClassifierTrainConfig,
+        describe_labelled,
+        save_classifier,
+    )
     from digitvae.train.data import load_splits
 
     train, valid = load_splits(DATA, None, None)

@@ -28,7 +28,8 @@ class Checkpoint:
     optimizer_state: dict[str, Any]
     epoch: int
     generator_state: torch.Tensor
-    history: list[dict[str, float]] = field(default_factory=list)
+    #: Per epoch: its number, losses and seconds; valid_loss is None in epochs that skip validation.
+    history: list[dict[str, float | None]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     command: str = ""

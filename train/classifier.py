@@ -1,12 +1,13 @@
-"""A small CNN digit classifier: the feature extractor behind the sample-quality metrics."""
+"""A small CNN digit classifier, the feature extractor behind the sample-quality metrics: trained once per training set."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,10 +17,14 @@ from torch import nn
 from digitvae.runtime._version import __version__
 from digitvae.runtime.arrays import as_images
 from digitvae.runtime.atomic import atomic_write
-from digitvae.runtime.errors import CheckpointError, InputError
+from digitvae.runtime.errors import CheckpointError, DataFormatError, InputError
+from digitvae.runtime.folders.reading import sha256_file
 
 from .checkpoint import read_state
 from .config import DIGIT_CLASSES, from_dict, to_dict, with_overrides
+
+if TYPE_CHECKING:
+    from .data import Split
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +34,8 @@ VERSION = 1
 _PIXEL_MEAN, _PIXEL_STD = 0.1307, 0.3081
 #: Digits per forward pass when scoring.
 _BATCH = 1000
+#: Where trained classifiers are cached, one file per training set (named by its sha256).
+CACHE_DIR = Path("runs")
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,7 @@ def train_classifier(
                 xb = _shifted(x[batch], cfg.max_shift, generator) if cfg.max_shift else x[batch]
                 loss = F.cross_entropy(model(xb), y[batch])
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 schedule.step()
                 total += loss.item() * len(batch)
@@ -224,3 +231,74 @@ def load_classifier(path: Path) -> ClassifierCheckpoint:
         )
     except KeyError as exc:
         raise CheckpointError(f"{path}: classifier checkpoint lacks field {exc.args[0]!r}") from None
+
+
+def labels_of(split: Split) -> tuple[np.ndarray, Path]:
+    """Return a split's labels and their file, refusing a split without them."""
+    if split.labels is None or split.labels_path is None:
+        raise DataFormatError(
+            f"{split.images_path}: the quality metrics need labels; put its labels file "
+            "(e.g. train-labels-idx1-ubyte.gz) beside it"
+        )
+    return split.labels, split.labels_path
+
+
+def describe_labelled(split: Split) -> dict[str, Any]:
+    """Describe a labelled split, refusing one without labels."""
+    return {**split.describe(), "labels_sha256": sha256_file(labels_of(split)[1])}
+
+
+def classifier_for(
+    path: Path | None, train: Split, valid: Split, say: Callable[[str], None] = logger.info
+) -> tuple[ClassifierCheckpoint, Path]:
+    """Load the classifier trained on these digits, or train and save one; `say` tells of training.
+
+    Without `path`, the classifier is cached in CACHE_DIR under the training set's sha256, and a
+    cached one trained with other than the default settings is trained again.
+    """
+    data = {"train": describe_labelled(train), "valid": describe_labelled(valid)}
+    cached = path is None
+    if path is None:
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        path = CACHE_DIR / f"classifier-{train.sha256[:12]}.pt"
+    if path.exists():
+        ckpt = _load_matching(path, data["train"])
+        # A cached classifier from other default settings is stale; one named by the user is used as is.
+        if not cached or (ckpt.model.config, ckpt.train_config) == (ClassifierConfig(), ClassifierTrainConfig()):
+            return ckpt, path
+        say(f"{path} was trained with other settings; training it again")
+    return _train_and_save(path, train, valid, data, say), path
+
+
+def _load_matching(path: Path, wanted: dict[str, Any]) -> ClassifierCheckpoint:
+    """Load a saved classifier, refusing one trained on other digits than `wanted` describes."""
+    ckpt = load_classifier(path)
+    seen = ckpt.data.get("train", {})
+    if (seen.get("sha256"), seen.get("labels_sha256")) != (wanted["sha256"], wanted["labels_sha256"]):
+        raise CheckpointError(
+            f"{path}: this classifier was trained on {seen.get('file', 'other digits')} "
+            f"(sha256 {str(seen.get('sha256'))[:12]}...), not on {wanted['file']} "
+            f"(sha256 {wanted['sha256'][:12]}...); pass another --classifier or delete it"
+        )
+    return ckpt
+
+
+def _train_and_save(
+    path: Path, train: Split, valid: Split, data: dict[str, Any], say: Callable[[str], None]
+) -> ClassifierCheckpoint:
+    """Train the classifier with the default settings, measure it on the validation digits, save it."""
+    say(f"training the digit classifier on {len(train.images)} digits ({train.images_path.name})")
+    train_config = ClassifierTrainConfig()
+    start = time.perf_counter()
+    model = train_classifier(train.images, labels_of(train)[0], train_config=train_config)
+    seconds = time.perf_counter() - start
+    ckpt = ClassifierCheckpoint(
+        model=model,
+        train_config=train_config,
+        data=data,
+        valid_accuracy=accuracy(model, valid.images, labels_of(valid)[0]),
+        seconds=seconds,
+    )
+    save_classifier(ckpt, path)
+    say(f"trained in {seconds:.1f}s, {ckpt.valid_accuracy:.2%} accurate on {valid.images_path.name}; saved {path}")
+    return ckpt

@@ -72,10 +72,11 @@ def load_split(images_path: Path) -> Split:
 
 def load_splits(data_dir: Path | None, train: Path | None, valid: Path | None) -> tuple[Split, Split]:
     """Resolve the training and validation files from a folder and/or explicit paths, and read them."""
-    if (train is None or valid is None) and data_dir is None:
-        from .download import default_data_dir
+    if train is None or valid is None:
+        if data_dir is None:
+            from .download import default_data_dir
 
-        data_dir = default_data_dir()
-    train_path = train if train is not None else find_images(data_dir, "train")  # type: ignore[arg-type]
-    valid_path = valid if valid is not None else find_images(data_dir, "valid")  # type: ignore[arg-type]
-    return load_split(Path(train_path)), load_split(Path(valid_path))
+            data_dir = default_data_dir()
+        train = train if train is not None else find_images(data_dir, "train")
+        valid = valid if valid is not None else find_images(data_dir, "valid")
+    return load_split(Path(train)), load_split(Path(valid))

@@ -289,7 +289,8 @@ def _run(
                 raise PeerFailed("training diverged")
             raise InputError(f"training diverged at epoch {epoch} (loss {train_loss}); try a lower --lr")
         seconds = time.perf_counter() - start
-        is_best = valid_loss is not None and valid_loss < best
+        improved = valid_loss if valid_loss is not None and valid_loss < best else None
+        is_best = improved is not None
         ckpt.epoch = epoch
         ckpt.seconds += seconds
         ckpt.history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "seconds": seconds})
@@ -297,9 +298,9 @@ def _run(
         ckpt.model_state = _on_cpu(model.state_dict())
         ckpt.optimizer_state = _on_cpu(optimizer.state_dict())
         ckpt.generator_state = generator.get_state()
-        if is_best:
-            best = valid_loss
-            ckpt.best = {"epoch": epoch, "valid_loss": valid_loss, "train_loss": train_loss}
+        if improved is not None:
+            best = improved
+            ckpt.best = {"epoch": epoch, "valid_loss": improved, "train_loss": train_loss}
         if processes.is_main:
             if is_best:
                 save_checkpoint(ckpt, out_dir / BEST)

@@ -69,7 +69,7 @@ class VAE(nn.Module):
         classes = self.config.prior_classes
         if not classes:
             return torch.logsumexp(per_component + torch.log_softmax(self.prior_logits, dim=0), dim=-1) - constant
-        grouped = per_component.unflatten(-1, (classes, -1)) + torch.log_softmax(
+        grouped = per_component.unflatten(-1, (classes, -1)) + torch.log_softmax(  # type: ignore[no-untyped-call]
             self.prior_logits.view(classes, -1), dim=-1
         )
         per_class = torch.logsumexp(grouped, dim=-1)  # [..., N, C]

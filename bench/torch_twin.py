@@ -1,7 +1,7 @@
 """The torch eager contender of `digitvae bench`: the same network, rebuilt in PyTorch.
 
-Imported only by the benchmark and only when torch is installed; the rest of the runtime
-never imports torch or onnx.
+Imported by the benchmark only when it compares with torch; torch, onnx and the training code
+are imported only when the network is rebuilt, and nothing else in digitvae.bench imports them.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ def torch_contender(vae: DigitVAE) -> Any:
         return f"not measured: {' and '.join(missing)} not installed"
     if vae.num_classes:
         return "not measured: conditional models are not rebuilt in torch"
-    config = vae.manifest.training.get("model_config")
-    if not isinstance(config, dict):
+    model_config = vae.manifest.training.get("model_config")
+    if not isinstance(model_config, dict):
         return "not measured: model.json has no training.model_config to rebuild the network from"
     try:
-        return _TorchTwin(vae, config)
+        return _TorchTwin(vae, model_config)
     except Exception as exc:  # a model the training code cannot rebuild is no reason to stop the benchmark
         logger.debug("torch twin failed", exc_info=True)
         return f"not measured: cannot rebuild the network in torch ({type(exc).__name__}: {exc})"
@@ -39,7 +39,7 @@ def torch_contender(vae: DigitVAE) -> Any:
 class _TorchTwin:
     """The model's VAE module with the fp32 ONNX initializers loaded by name."""
 
-    def __init__(self, vae: DigitVAE, config: dict[str, Any]) -> None:
+    def __init__(self, vae: DigitVAE, model_config: dict[str, Any]) -> None:
         import onnx
         import torch
         from onnx import numpy_helper
@@ -48,7 +48,7 @@ class _TorchTwin:
         from digitvae.train.model import VAE
 
         # The twin decodes and encodes; a prior learned in training is not part of that.
-        module = VAE(replace(from_dict(VAEConfig, config), prior_components=0, prior_classes=0))
+        module = VAE(replace(from_dict(VAEConfig, model_config), prior_components=0, prior_classes=0))
         weights: dict[str, Any] = {}
         for role in ("encoder", "decoder"):
             entry = vae.manifest.files("fp32")[role]
@@ -64,7 +64,7 @@ class _TorchTwin:
         self.rng = np.random.default_rng()
         self.d = vae.latent_dim
         # The code bench's other contenders decode at batch 1 (the same seed).
-        self.one_z = np.random.default_rng(0).standard_normal((1, self.d), dtype=np.float32)
+        self.fixed_code = np.random.default_rng(0).standard_normal((1, self.d), dtype=np.float32)
 
     def generate1(self) -> Any:
         z = self.rng.standard_normal((1, self.d), dtype=np.float32)
@@ -72,7 +72,7 @@ class _TorchTwin:
             return self.torch.sigmoid(self.module.decode(self.torch.from_numpy(z))).numpy().reshape(1, 28, 28)
 
     def decode1(self) -> Any:
-        return self.decode(self.one_z, None)
+        return self.decode(self.fixed_code, None)
 
     def decode(self, z: np.ndarray, labels: np.ndarray | None) -> Any:
         with self.torch.inference_mode():

@@ -12,9 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from digitvae.runtime.errors import DigitVAEError
+from digitvae.runtime.options import LoadOptions
+
+from .command import generate_args
 
 BASELINE = "onnxruntime"
-_CLI = "import sys; from digitvae.cli.main import main; sys.argv[0] = 'digitvae'; sys.exit(main())"
+#: A cold-start child: the console script's own entry point, run as `generate_args` spells the
+#: load options it is sent as JSON (argv[1]).
+_CHILD = (
+    "import sys; from digitvae.bench.command import child_argv; from digitvae.cli.main import main; "
+    "sys.argv = child_argv(sys.argv[1]); sys.exit(main())"
+)
 #: Runs argv[1:] with stdout discarded; prints its wall seconds, peak RSS (ru_maxrss) and exit code.
 _LAUNCHER = """import os, sys, time
 start = time.perf_counter()
@@ -27,18 +35,10 @@ print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(st
 """
 
 
-def cold_start(
-    model: str, variant: str = "fp32", providers: list[str] | None = None, threads: int | None = None, runs: int = 7
-) -> dict[str, Any]:
-    """Time fresh `digitvae generate -n 1` processes against bare `import onnxruntime` ones, in turn."""
-    args = ["generate", "-n", "1", "-o", "x.png", "--model", model]
-    if variant != "fp32":
-        args += ["--variant", variant]
-    if providers:
-        args += ["--provider", ",".join(providers)]
-    if threads:
-        args += ["--threads", str(threads)]
-    ours = [sys.executable, "-c", _CLI, *args]
+def cold_start(options: LoadOptions, runs: int = 7) -> dict[str, Any]:
+    """Time fresh `digitvae generate -n 1` processes loading as `options` say against bare `import onnxruntime` ones."""
+    args = generate_args(options)
+    ours = [sys.executable, "-c", _CHILD, options.to_json()]
     base = [sys.executable, "-c", "import onnxruntime"]
     samples: dict[str, list[tuple[float, float | None]]] = {"digitvae": [], BASELINE: []}
     with tempfile.TemporaryDirectory(prefix="digitvae-bench-") as tmp:
@@ -55,10 +55,10 @@ def cold_start(
         "dont_write_bytecode": bool(sys.flags.dont_write_bytecode),
     }
     for name, values in samples.items():
-        rss = [v[1] for v in values if v[1] is not None]
+        peaks = [v[1] for v in values if v[1] is not None]
         result[name] = {
             "wall_s": statistics.median(v[0] for v in values),
-            "peak_rss_mib": statistics.median(rss) if rss else None,
+            "peak_rss_mib": statistics.median(peaks) if peaks else None,
         }
     result["wall_ratio"] = statistics.median(a[0] / b[0] for a, b in zip(samples["digitvae"], samples[BASELINE]))
     return result

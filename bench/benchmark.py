@@ -15,7 +15,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -24,12 +24,12 @@ from digitvae.runtime.folders.reading import verified_bytes
 from digitvae.runtime.inference import providers as eps
 from digitvae.runtime.inference.model import DigitVAE
 from digitvae.runtime.inference.sessions import open_session
+from digitvae.runtime.options import LoadOptions
 
+from .bounds import gemm_peak, latency_bound, throughput_bound
 from .coldstart import BASELINE, cold_start
 
 logger = logging.getLogger(__name__)
-
-#: What a cold-start run executes: the console script's own entry point.
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,26 @@ class BenchConfig:
     cold_runs: int = 7
     torch: bool = True
 
+    @property
+    def load_options(self) -> LoadOptions:
+        """Return how every contender and cold-start run loads the model."""
+        return LoadOptions(self.model, self.variant, tuple(self.providers or ()), threads=self.threads)
+
+
+class QuickSettings(TypedDict):
+    """The BenchConfig fields that a quick run changes."""
+
+    repeats: int
+    latency_calls: int
+    batches: tuple[int, ...]
+    reconstruct_batch: int
+    gemm_size: int
+    slot_s: float
+    cold_runs: int
+
 
 #: A configuration that runs in a few seconds: the same report, not to be quoted.
-QUICK = {
+QUICK: QuickSettings = {
     "repeats": 2,
     "latency_calls": 20,
     "batches": (1, 64, 256),
@@ -65,11 +82,11 @@ QUICK = {
 
 def run_bench(config: BenchConfig) -> dict[str, Any]:
     """Measure everything and return the report as JSON-ready data."""
-    vae = DigitVAE.load(config.model, providers=config.providers, variant=config.variant, threads=config.threads)
-    contenders = {"digitvae": _Ours(vae), BASELINE: _Plain(vae, config.variant)}
+    vae = DigitVAE.from_options(config.load_options)
+    contenders = {"digitvae": _PublicAPI(vae), BASELINE: _PlainSessions(vae, config.variant)}
     torch_note = "not measured (left out)"
     if config.torch:
-        from .benchmark_torch import torch_contender
+        from .torch_twin import torch_contender
 
         twin = torch_contender(vae)
         if isinstance(twin, str):
@@ -97,17 +114,17 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         report["throughput"], peaks = _throughput(contenders, vae, config)
     finally:
         gc.enable()
-    report["bound"] = _bound(vae, peaks, report["throughput"], config)
-    report["latency_bound"] = _latency_bound(vae, report["latency"], config)
+    task = f"decode_{max(config.batches)}"
+    report["bound"] = throughput_bound(vae, peaks, report["throughput"], config.gemm_size, task)
+    calls = max(20, config.latency_calls // 2)
+    report["latency_bound"] = latency_bound(vae, report["latency"], calls, config.repeats)
     if config.cold_runs:
-        report["cold_start"] = cold_start(
-            config.model, config.variant, config.providers, config.threads, config.cold_runs
-        )
+        report["cold_start"] = cold_start(config.load_options, config.cold_runs)
     return report
 
 
-class _Ours:
-    """The public API."""
+class _PublicAPI:
+    """The contender `digitvae`: the public API, DigitVAE's own calls."""
 
     def __init__(self, vae: DigitVAE) -> None:
         self.vae = vae
@@ -116,7 +133,7 @@ class _Ours:
         return self.vae.generate(1)
 
     def decode1(self) -> Any:
-        return self.vae.decode(_ONE_Z[self.vae.latent_dim], _labels(self.vae, 1))
+        return self.vae.decode(_FIXED_CODES[self.vae.latent_dim], _labels(self.vae, 1))
 
     def decode(self, z: np.ndarray, labels: np.ndarray | None) -> Any:
         return self.vae.decode(z, labels)
@@ -125,8 +142,8 @@ class _Ours:
         return self.vae.reconstruct(x, labels)
 
 
-class _Plain:
-    """A plain InferenceSession with default options on the same files: what a user would write."""
+class _PlainSessions:
+    """The contender `onnxruntime`: plain InferenceSessions with default options on the same files, as a user would write."""
 
     def __init__(self, vae: DigitVAE, variant: str) -> None:
         files = vae.manifest.files(variant)
@@ -156,7 +173,7 @@ class _Plain:
 
     def decode1(self) -> Any:
         labels = np.zeros(1, np.int64) if self.classes else None
-        return self.decode(_ONE_Z[self.d], labels)
+        return self.decode(_FIXED_CODES[self.d], labels)
 
     def decode(self, z: np.ndarray, labels: np.ndarray | None) -> Any:
         return self.decoder.run(["image"], self._feeds("z", z, labels))[0].reshape(len(z), 28, 28)
@@ -166,7 +183,7 @@ class _Plain:
         return self.decode(mean, labels)
 
 
-class _OneCode(dict):  # type: ignore[type-arg]
+class _FixedCodes(dict[int, np.ndarray]):
     """A fixed code [1, D] per latent size, made on first use."""
 
     def __missing__(self, d: int) -> np.ndarray:
@@ -174,7 +191,7 @@ class _OneCode(dict):  # type: ignore[type-arg]
         return self[d]
 
 
-_ONE_Z = _OneCode()
+_FIXED_CODES = _FixedCodes()
 
 
 def _latency(contenders: dict[str, Any], config: BenchConfig) -> dict[str, dict[str, Any]]:
@@ -245,84 +262,6 @@ def _throughput(contenders: dict[str, Any], vae: DigitVAE, config: BenchConfig) 
             name: _paired_ratio(per[BASELINE], times) for name, times in per.items()
         }
     return result, peaks
-
-
-def gemm_peak(size: int) -> float:
-    """Return the float32 FLOP/s of numpy's matrix product of two size x size matrices (best of 2)."""
-    a = np.ones((size, size), np.float32)
-    b = np.full((size, size), 0.5, np.float32)
-    best = float("inf")
-    for _ in range(2):
-        start = time.perf_counter()
-        np.matmul(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best
-
-
-def _bound(vae: DigitVAE, peaks: list[float], throughput: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
-    """Compare decode throughput at the largest batch with the decoder's FLOPs at the GEMM peak."""
-    peak = max(peaks)
-    flops = _decoder_cost(vae, "flops_per_digit")
-    result: dict[str, Any] = {"gemm_flops_per_s": peak, "gemm": f"numpy float32 {config.gemm_size}x{config.gemm_size}"}
-    if flops is None:
-        result["note"] = "model.json records no decoder FLOPs (metrics.cost); re-export or run `digitvae variants`"
-        return result
-    task = f"decode_{max(config.batches)}"
-    bound = peak / flops
-    result.update(
-        flops_per_digit=flops,
-        digits_per_s=bound,
-        task=task,
-        fraction={name: throughput[task][name] / bound for name in throughput[task]["ratio_to_onnxruntime"]},
-    )
-    return result
-
-
-def _decoder_cost(vae: DigitVAE, key: str) -> float | None:
-    """Return a positive figure from model.json's metrics.cost.decoder, or None."""
-    cost = vae.manifest.metrics.get("cost")
-    decoder = cost.get("decoder") if isinstance(cost, dict) else None
-    value = decoder.get(key) if isinstance(decoder, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        return None
-    return value
-
-
-def gemv_seconds(parameters: int, calls: int = 200) -> float:
-    """Return the median time of a numpy float32 matrix-vector product over `parameters` weights.
-
-    At batch 1 a decoder reads each weight once and does two FLOPs with it, so streaming the
-    weights from wherever they live between calls bounds its latency, not arithmetic.
-    """
-    cols = 512
-    matrix = np.full((-(-parameters // cols), cols), 0.5, np.float32)
-    vector = np.ones(cols, np.float32)
-    for _ in range(max(1, calls // 10)):
-        matrix @ vector
-    times = np.empty(calls)
-    for i in range(calls):
-        start = time.perf_counter_ns()
-        matrix @ vector
-        times[i] = time.perf_counter_ns() - start
-    return float(np.median(times)) / 1e9
-
-
-def _latency_bound(vae: DigitVAE, latency: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
-    """Compare batch-1 p50 latency with the median time to stream the decoder's float32 weights once."""
-    parameters = _decoder_cost(vae, "parameters")
-    if parameters is None:
-        return {"note": "model.json records no decoder parameter count (metrics.cost)"}
-    parameters = int(parameters)
-    calls = max(20, config.latency_calls // 2)
-    gemv_us = min(gemv_seconds(parameters, calls) for _ in range(config.repeats)) * 1e6
-    names = [name for name in latency if isinstance(latency[name], dict)]
-    return {
-        "parameters": parameters,
-        "weights_mib": parameters * 4 / (1 << 20),
-        "gemv_us": gemv_us,
-        "gemv": f"numpy float32 matrix-vector product over {parameters:,} weights",
-        "fraction": {name: gemv_us / latency[name]["p50"] for name in names},
-    }
 
 
 def _labels(vae: DigitVAE, n: int) -> np.ndarray | None:
