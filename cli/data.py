@@ -50,3 +50,34 @@ def download(directory: Path | None, mirrors: tuple[str, ...]) -> None:
         for bar in bars.values():
             bar.render_finish()
     click.echo(f"MNIST is in {directory} ({len(paths)} files verified)")
+
+
+@data.command()
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of the official files (default: where `digitvae data download` puts them).",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the subsets (default: mnist5k beside the official files' default folder).",
+)
+def subset(source: Path | None, directory: Path | None) -> None:
+    """Make train5k and valid5k, the subsets the shipped models were trained on, from the official files.
+
+    train5k: 500 digits of each class from MNIST's training set, in a fixed shuffled order;
+    valid5k: the first 5,000 digits of the test set. Both are checked by content before they
+    are written; then `digitvae train --data DIR` trains on them.
+    """
+    from digitvae.runtime.digits.datadir import default_data_dir
+    from digitvae.train.subsets import make_subsets
+
+    source = source or default_data_dir()
+    directory = directory or default_data_dir().parent / "mnist5k"
+    paths = make_subsets(source, directory)
+    click.echo(f"train5k and valid5k are in {directory} ({len(paths)} files, checked by content)")

@@ -70,6 +70,12 @@ if TYPE_CHECKING:
     show_default=True,
     help="cpu, cuda or cuda:N. Under torchrun, cuda is each process's own GPU (by local rank) and the processes talk over nccl.",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="torch's CPU threads (default: the cores other work leaves free, or OMP_NUM_THREADS when set; torchrun sets 1).",
+)
 def train(
     preset: str,
     data_dir: Path | None,
@@ -83,6 +89,7 @@ def train(
     out: Path,
     resume: bool,
     device: str,
+    threads: int | None,
 ) -> None:
     """Train a VAE on MNIST IDX files, keeping the best-validation checkpoint.
 
@@ -95,6 +102,7 @@ def train(
 
     try:
         processes = ddp.start(device)
+        _set_threads(threads, processes)
         _train_with(
             processes, preset, data_dir, train_file, valid_file, epochs, batch_size, lr, latent_dim, seed, out, resume
         )
@@ -184,12 +192,28 @@ def _train_with(
     )
 
 
+def _set_threads(requested: int | None, processes: Processes) -> None:
+    """Give torch the thread count asked for, or the cores other work leaves free (see train/threads.py)."""
+    import torch
+
+    from digitvae.train.threads import resolve_threads
+
+    count = resolve_threads(requested, processes.world_size if processes.distributed else 1)
+    if count is not None:
+        torch.set_num_threads(count)
+
+
 def _where(processes: Processes) -> str:
-    """Say where training runs, unless it is the plain single process on the CPU."""
+    """Say where training runs: the processes, the GPU, or the CPU threads of a plain single process."""
     if processes.distributed:
         count = f"{processes.world_size} process{'es' if processes.world_size > 1 else ''}"
         return f", {count} ({processes.backend}), rank 0 on {processes.device}"
-    return "" if processes.device.type == "cpu" else f", on {processes.device}"
+    if processes.device.type == "cpu":
+        import torch
+
+        threads = torch.get_num_threads()
+        return f", {threads} CPU thread{'s' if threads > 1 else ''}"
+    return f", on {processes.device}"
 
 
 def _silent(*args: object, **kwargs: object) -> None:

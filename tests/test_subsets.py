@@ -123,3 +123,28 @@ def test_the_files_are_gzipped_as_first_published(tmp_path: Path) -> None:
     data = (tmp_path / "x-labels-idx1-ubyte.gz").read_bytes()
     assert data[3] == 0x08 and data[4:8] == b"\0\0\0\0" and data[8] == 2  # FNAME set, mtime 0, best compression
     assert data[10:30] == b"x-labels-idx1-ubyte\0"
+
+
+def test_the_command_writes_the_subsets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from digitvae.cli.main import cli
+
+    source, images, _ = _official_like(tmp_path, monkeypatch)
+    out = tmp_path / "five-k"
+    result = CliRunner().invoke(cli, ["data", "subset", "--from", str(source), "--dir", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"train5k and valid5k are in {out} (4 files" in result.output
+    np.testing.assert_array_equal(read_idx(out / "train5k-images-idx3-ubyte.gz"), images)
+
+
+def test_the_command_without_the_official_files_points_to_download_and_makes_nothing(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from digitvae.cli.main import cli
+
+    out = tmp_path / "five-k"
+    result = CliRunner().invoke(cli, ["data", "subset", "--from", str(tmp_path / "none"), "--dir", str(out)])
+    assert result.exit_code == 1
+    assert "train-images-idx3-ubyte.gz: no such file" in result.output and "digitvae data download" in result.output
+    assert not out.exists()

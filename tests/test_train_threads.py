@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from digitvae.runtime.errors import InputError
@@ -31,3 +33,44 @@ def test_an_explicit_count_wins_and_omp_num_threads_is_respected(monkeypatch: py
 def test_bad_counts_are_refused(bad: object) -> None:
     with pytest.raises(InputError, match="threads must be an integer from 1 to 1024"):
         threads.resolve_threads(bad)  # type: ignore[arg-type]
+
+
+def test_train_takes_the_threads_asked_for_and_says_so(tmp_path: Path) -> None:
+    import torch
+    from click.testing import CliRunner
+
+    from digitvae.cli.main import cli
+
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(
+            cli,
+            [
+                "train",
+                "--preset",
+                "geron",
+                "--data",
+                str(Path(__file__).parent / "data" / "mnist"),
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "-o",
+                str(tmp_path / "run"),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[0].endswith(", 1 CPU thread")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_train_refuses_zero_threads_as_a_usage_error(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from digitvae.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["train", "--threads", "0", "-o", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--threads" in result.output
+    assert not (tmp_path / "run").exists()

@@ -80,7 +80,7 @@ def select_train5k(images: np.ndarray, labels: np.ndarray) -> Subset:
     rows: dict[tuple[int, int], list[int]] = {}
     for i, (key, label) in enumerate(zip(fingerprints(images).tolist(), labels.tolist())):
         rows.setdefault((key, label), []).append(i)
-    picked = []
+    picked: list[int] = []
     for key, label in zip(wanted.tolist(), wanted_labels.tolist()):
         found = rows.get((key, label))
         if not found:
@@ -101,8 +101,8 @@ def select_valid5k(images: np.ndarray, labels: np.ndarray) -> Subset:
 def make_subsets(source: Path, out_dir: Path, names: tuple[str, ...] = ("train5k", "valid5k")) -> list[Path]:
     """Write the named subsets, made from the official MNIST files in `source`, into out_dir; return their paths.
 
-    Each subset is checked against the sha256 of its contents before anything is written, so
-    the folder gets the four files whole or nothing new.
+    Each subset is checked against the sha256 of its contents before anything is written (or
+    out_dir made), so the folder gets the four files whole or nothing new.
     """
     made = []
     for name in names:
@@ -111,6 +111,7 @@ def make_subsets(source: Path, out_dir: Path, names: tuple[str, ...] = ("train5k
         subset = select_train5k(images, labels) if name == "train5k" else select_valid5k(images, labels)
         _check(subset)
         made.append(subset)
+    out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for subset in made:
         for array, file_name in zip((subset.images, subset.labels), subset.file_names()):
