@@ -262,13 +262,34 @@ def _info_lines(report: dict[str, Any], m: Any) -> list[str]:
         except (KeyError, TypeError, ValueError, AttributeError):
             lines.append(f"likelihood   {variant}: unreadable in model.json")
     lines += _score_lines(metrics)
-    if m.training.get("command"):
-        lines.append(f"trained with {m.training['command']!s}")
+    lines += _training_lines(m.training)
     return lines + [
         f"shipped      {', '.join(report['shipped_models'])}",
         f"available    {', '.join(report['available_providers'])}",
         f"active       {', '.join(report['active_providers'])}",
     ]
+
+
+def _training_lines(training: Any) -> list[str]:
+    """Say what a model was trained on, in terms a user can act on, and the command (its data folder as DIR)."""
+    import re
+
+    lines = []
+    data = training.get("data") if isinstance(training.get("data"), dict) else {}
+    train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    subset = str(train.get("file", "")).startswith("train5k-")
+    if train.get("file"):
+        how = " (`digitvae data subset` makes it from MNIST)" if subset else ""
+        lines.append(
+            f"trained on   {train['file']}, {train.get('digits', '?')} digits, sha256 {str(train.get('sha256'))[:16]}...{how}"
+        )
+    if training.get("command"):
+        # The folder the data was in names a machine the user has not got: what matters is what it held.
+        command = re.sub(r"(--data[ =])(\S+)", lambda match: match[1] + "DIR", str(training["command"]))
+        if command != training["command"]:
+            command += f" (DIR: {'where `digitvae data subset` writes' if subset else 'the folder that held the data'})"
+        lines.append(f"trained with {command}")
+    return lines
 
 
 def _score_lines(metrics: Any) -> list[str]:

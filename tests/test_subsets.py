@@ -148,3 +148,16 @@ def test_the_command_without_the_official_files_points_to_download_and_makes_not
     assert result.exit_code == 1
     assert "train-images-idx3-ubyte.gz: no such file" in result.output and "digitvae data download" in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("model", ["mnist-vae", "mnist-vae-geron", "mnist-cvae", "mnist-vae-2d"])
+def test_info_says_what_the_shipped_models_were_trained_on_without_naming_our_folders(model: str) -> None:
+    from click.testing import CliRunner
+
+    from digitvae.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["info", "--model", model])
+    assert result.exit_code == 0, result.output
+    assert "trained on   train5k-images-idx3-ubyte.gz, 5000 digits" in result.output
+    assert "`digitvae data subset` makes it" in result.output
+    assert "--data DIR" in result.output and "shared" not in result.output
