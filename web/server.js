@@ -4,7 +4,7 @@
 // cross-origin isolated: SharedArrayBuffer is then available and onnxruntime-web can run
 // its wasm backend on several threads. Models are served from ../models, not copied here.
 import { createServer } from "node:http";
-import { createReadStream, realpathSync, statSync } from "node:fs";
+import { createReadStream, existsSync, realpathSync, statSync } from "node:fs";
 import { dirname, extname, join, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -18,6 +18,19 @@ export const MOUNTS = [
   ["/src/", join(here, "src")],
   ["/", join(here, "public")],
 ];
+
+// Files the page cannot run without, each from an npm package that `npm ci` installs.
+export const REQUIRED = [
+  ["onnxruntime-web", join("dist", "ort.wasm.min.mjs")],
+  ["onnxruntime-web", join("dist", "ort-wasm-simd-threaded.wasm")],
+  ["pako", join("dist", "pako.esm.mjs")],
+];
+
+/** Return the names of the npm packages whose files the page needs but that are not installed. */
+export function missingPackages() {
+  const missing = REQUIRED.filter(([name, file]) => !existsSync(join(here, "node_modules", name, file)));
+  return [...new Set(missing.map(([name]) => name))];
+}
 
 const TYPES = {
   ".html": "text/html; charset=utf-8",
@@ -125,6 +138,13 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     console.error(`error: PORT must be an integer from 0 to 65535, got ${JSON.stringify(raw)}`);
     process.exit(2);
+  }
+  // Without its packages the page would wait on "Loading the model..." forever: refuse instead.
+  const missing = missingPackages();
+  if (missing.length) {
+    const what = `${missing.join(" and ")} ${missing.length > 1 ? "are" : "is"}`;
+    console.error(`error: ${what} not installed in ${here}: run \`npm ci\` there first`);
+    process.exit(1);
   }
   const host = process.env.HOST ?? "127.0.0.1";
   serve(port, host).then(
