@@ -147,8 +147,8 @@ async function main() {
   const files = Object.entries(info.bytes).map(([file, size]) => `${file} ${kb(size)}`);
   $("status").textContent =
     `${info.model}: ${info.latentDim} latents, prior ${info.prior}; onnxruntime-web ${info.ortVersion} ` +
-    `(wasm, ${info.threads} thread${info.threads === 1 ? "" : "s"}, cross-origin isolated: ${info.crossOriginIsolated}); ` +
-    `${files.join(", ")}`;
+    `(wasm, ${info.threads} thread${info.threads === 1 ? "" : "s"})`;
+  $("files").textContent = `${files.join(", ")}; cross-origin isolated: ${info.crossOriginIsolated}`;
   const select = $("digit");
   select.disabled = !info.priorClasses && !info.numClasses;
   showTimings(api);
