@@ -1,35 +1,12 @@
 // The page: load the model, show load and inference times, generate grids, score drawn digits.
 import { DEFAULT_MODEL, createApi, modelName } from "./api.js";
+import { drawDigits } from "./digits.js";
+import { COLOURS, Explorer } from "./explorer.js";
 import { Pad } from "./pad.js";
 
 const $ = (id) => document.getElementById(id);
 const ms = (v) => (v === undefined ? "-" : `${v.toFixed(1)} ms`);
 const kb = (bytes) => `${(bytes / 1024).toFixed(0)} KiB`;
-
-/** Draw n 28x28 digits (Float32Array n x 784, 1 = ink) into a canvas, `cols` per row, white ink on black. */
-export function drawDigits(canvas, pixels, n, cols, scale = 2) {
-  const rows = Math.ceil(n / cols);
-  const tile = document.createElement("canvas");
-  tile.width = cols * 28;
-  tile.height = rows * 28;
-  const ctx = tile.getContext("2d");
-  const image = ctx.createImageData(tile.width, tile.height);
-  for (let i = 0; i < n; i++) {
-    const ox = (i % cols) * 28;
-    const oy = Math.floor(i / cols) * 28;
-    for (let p = 0; p < 784; p++) {
-      const v = Math.round(pixels[i * 784 + p] * 255);
-      const at = ((oy + Math.floor(p / 28)) * tile.width + ox + (p % 28)) * 4;
-      image.data.set([v, v, v, 255], at);
-    }
-  }
-  ctx.putImageData(image, 0, 0);
-  canvas.width = tile.width * scale;
-  canvas.height = tile.height * scale;
-  const out = canvas.getContext("2d");
-  out.imageSmoothingEnabled = false;
-  out.drawImage(tile, 0, 0, canvas.width, canvas.height);
-}
 
 function showTimings(api) {
   const t = api.timings;
@@ -126,6 +103,34 @@ async function onStroke(api, info, pad, prepare) {
   showTimings(api);
 }
 
+/** Load the latent explorer into its card; resolves to the Explorer. */
+async function startExplorer(api) {
+  $("legend").replaceChildren(
+    ...COLOURS.map((colour, digit) => {
+      const li = document.createElement("li");
+      li.textContent = String(digit);
+      li.style.setProperty("--dot", colour);
+      li.dataset.colour = colour;
+      return li;
+    }),
+  );
+  const plane = $("plane");
+  const marker = $("plane-marker");
+  const explorer = await Explorer.load(plane, ({ z, pixels }) => {
+    drawDigits($("explored"), pixels, 1, 1, 4);
+    $("explored-code").textContent = `z = (${z[0].toFixed(2)}, ${z[1].toFixed(2)})`;
+    const [px, py] = explorer.pixelOf(z);
+    marker.style.left = `${(px / plane.width) * plane.clientWidth + plane.clientLeft}px`;
+    marker.style.top = `${(py / plane.height) * plane.clientHeight + plane.clientTop}px`;
+    marker.hidden = false;
+  });
+  api.timings.explorerLoadMs = explorer.loadMs;
+  const per = explorer.dots.perClass.join(", ");
+  $("explorer-status").textContent = `${explorer.dots.count} training digits (per class 0-9: ${per}).`;
+  await explorer.decodeAt([0, 0]);
+  return explorer;
+}
+
 async function main() {
   let name = DEFAULT_MODEL;
   try {
@@ -172,6 +177,10 @@ async function main() {
     },
     (err) => ($("verdict").textContent = `No outlier checks: ${err.message}`),
   );
+  api.explorer = startExplorer(api);
+  api.explorer.catch((err) => ($("explorer-status").textContent = `The explorer is unavailable: ${err.message}`));
+  /** Return the 2-D code under a point in client pixels (null outside the plane); waits for the explorer. */
+  api.explorerCodeAt = async (x, y) => (await api.explorer).codeAt(x, y);
   document.body.dataset.ready = "true";
 }
 
