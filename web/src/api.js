@@ -2,7 +2,7 @@
 import * as ort from "onnxruntime-web";
 
 import { InputError } from "./errors.js";
-import { asCount } from "./inputs.js";
+import { PIXELS, asCount, asImages } from "./inputs.js";
 import { Model } from "./model.js";
 import { Random } from "./rng.js";
 import { Detector } from "./scoring.js";
@@ -101,6 +101,30 @@ export function createApi(name) {
       const images = await model.decode(z, count, decoderLabels);
       timings.generateMs = performance.now() - started;
       return { z, images, labels: decoderLabels };
+    },
+    /**
+     * Decode `steps` codes evenly spaced on the line between the encoder means of two images
+     * (Float32Arrays of 784; the first and last steps are the means themselves): {means, z, frames}.
+     */
+    async interpolate(a, b, steps = 10, labels) {
+      const model = await loaded;
+      const count = asCount(steps, "steps");
+      if (count < 2) throw new InputError(`steps must be at least 2 (the two ends), got ${steps}`);
+      const started = performance.now();
+      const images = new Float32Array(2 * PIXELS);
+      images.set(asImages(a, 1, "a"), 0);
+      images.set(asImages(b, 1, "b"), PIXELS);
+      // A conditional model reads both digits as the one class given (a number).
+      const { mean } = await model.encode(images, 2, labels);
+      const d = model.latentDim;
+      const z = new Float32Array(count * d);
+      for (let i = 0; i < count; i++) {
+        const t = i / (count - 1);
+        for (let j = 0; j < d; j++) z[i * d + j] = (1 - t) * mean[j] + t * mean[d + j];
+      }
+      const frames = await model.decode(z, count, labels);
+      timings.interpolateMs = performance.now() - started;
+      return { means: [mean.slice(0, d), mean.slice(d)], z, frames };
     },
     /**
      * Score images (Float32Array n x 784) with the calibrated checks: {scores, flags, ranges}.

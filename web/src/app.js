@@ -18,6 +18,8 @@ function showTimings(api) {
     ["last generate", ms(t.generateMs)],
     ["last reconstruct (1 digit)", ms(t.reconstructMs)],
     ["last score (1 digit)", ms(t.scoreMs)],
+    ["explorer load (mnist-vae-2d decoder, codes)", ms(t.explorerLoadMs)],
+    ["last interpolation (encode 2, decode steps)", ms(t.interpolateMs)],
   ];
   $("timings").replaceChildren(
     ...rows.flatMap(([k, v]) => {
@@ -94,6 +96,7 @@ async function onStroke(api, info, pad, prepare) {
   const reconstruction = await api.reconstruct(prepared, 1, labels);
   drawDigits($("reconstruction"), reconstruction, 1, 1, 4);
   api.pad.last = { prepared, reconstruction };
+  $("set-a").disabled = $("set-b").disabled = false;
   showTimings(api);
   $("verdict").textContent = "Scoring…";
   const result = await api.score(prepared, 1, { labels, seed: 0 });
@@ -129,6 +132,31 @@ async function startExplorer(api) {
   $("explorer-status").textContent = `${explorer.dots.count} training digits (per class 0-9: ${per}).`;
   await explorer.decodeAt([0, 0]);
   return explorer;
+}
+
+const STEPS = 10;
+
+/** Keep the pad's last digit as end A or B; once both are set, show the steps between them. */
+async function setEnd(api, info, which) {
+  const last = api.pad.last;
+  if (!last) return;
+  const ends = api.pad.ends;
+  ends[which] = last.prepared;
+  drawDigits($(`end-${which}`), last.prepared, 1, 1, 3);
+  if (!ends.a || !ends.b) {
+    $("frames-caption").textContent = `Now draw another digit and press Use as ${which === "a" ? "B" : "A"}.`;
+    return;
+  }
+  const labels = info.numClasses ? Number($("digit").value) : undefined;
+  if (labels !== undefined && labels < 0) {
+    $("frames-caption").textContent = `${info.model} is conditional: choose the digit above first`;
+    return;
+  }
+  const result = await api.interpolate(ends.a, ends.b, STEPS, labels);
+  drawDigits($("frames"), result.frames, STEPS, STEPS);
+  $("frames-caption").textContent = `${STEPS} steps from A to B, decoded in ${ms(api.timings.interpolateMs)}`;
+  api.interpolation = { a: ends.a, b: ends.b, steps: STEPS, ...result };
+  showTimings(api);
 }
 
 async function main() {
@@ -170,6 +198,12 @@ async function main() {
     onStroke(api, info, pad, prepare).catch((err) => ($("verdict").textContent = err.message)),
   );
   $("clear").onclick = () => pad.clear();
+  api.pad.ends = { a: null, b: null };
+  api.interpolation = null;
+  for (const which of ["a", "b"]) {
+    $(`set-${which}`).onclick = () =>
+      setEnd(api, info, which).catch((err) => ($("frames-caption").textContent = err.message));
+  }
   api.detector.then(
     (detector) => {
       $("k").textContent = String(detector.k);
