@@ -29,8 +29,8 @@ ENV = {**os.environ, "PORT": "0", "npm_config_update_notifier": "false", "npm_co
 
 def _copy_without_packages(dest: Path, keep: tuple[str, ...] = ()) -> Path:
     """Copy web/ (no node_modules) to dest, linking only the packages named in `keep`."""
-    for name in ("server.js", "package.json"):
-        shutil.copy(WEB / name, dest / name)
+    for file in [*WEB.glob("*.js"), WEB / "package.json"]:
+        shutil.copy(file, dest / file.name)
     for name in ("public", "src"):
         shutil.copytree(WEB / name, dest / name)
     for package in keep:

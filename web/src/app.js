@@ -1,5 +1,5 @@
 // The page: load the model, show load and inference times, generate grids, score drawn digits.
-import { DEFAULT_MODEL, createApi, modelName } from "./api.js";
+import { DEFAULT_MODEL, createApi, modelName, variantName } from "./api.js";
 import { drawDigits } from "./digits.js";
 import { COLOURS, Explorer } from "./explorer.js";
 import { Pad } from "./pad.js";
@@ -11,9 +11,12 @@ const kb = (bytes) => `${(bytes / 1024).toFixed(0)} KiB`;
 function showTimings(api) {
   const t = api.timings;
   const rows = [
-    ["model load (fetch + sha256)", ms(t.fetchMs)],
-    ["model load (sessions)", ms(t.sessionsMs)],
-    ["model load (total)", ms(t.loadMs)],
+    ["prior and decoder load (fetch + sha256)", ms(t.fetchMs)],
+    ["prior and decoder load (sessions)", ms(t.sessionsMs)],
+    ["prior and decoder load (total)", ms(t.loadMs)],
+    ["page open to first digits", ms(t.firstDigitsMs)],
+    ["bytes fetched before the first digits", t.bytesBeforeFirstDigits === undefined ? "-" : kb(t.bytesBeforeFirstDigits)],
+    ["encoder and prior density load (on the pad's first use)", ms(t.encoderLoadMs)],
     ["detector load (reference model)", ms(t.detectorLoadMs)],
     ["last generate", ms(t.generateMs)],
     ["last reconstruct (1 digit)", ms(t.reconstructMs)],
@@ -159,29 +162,35 @@ async function setEnd(api, info, which) {
   showTimings(api);
 }
 
+function showFiles(info) {
+  const files = Object.entries(info.bytes).map(([file, size]) => `${file} ${kb(size)}`);
+  $("files").textContent = `${info.model}: ${files.join(", ")}; cross-origin isolated: ${info.crossOriginIsolated}`;
+}
+
 async function main() {
   let name = DEFAULT_MODEL;
+  let variant = "fp32";
   try {
     name = modelName(location.search);
+    variant = variantName(location.search);
   } catch (err) {
     $("status").textContent = err.message;
   }
-  const api = createApi(name);
+  const api = createApi(name, variant);
   api.pad = { last: null, strokes: 0 };
   window.digitvae = api;
   let info;
   try {
-    info = await api.ready;
+    info = await api.generator;
   } catch (err) {
     $("status").textContent = `Cannot load ${name}: ${err.message}`;
     $("status").className = "bad";
     return;
   }
-  const files = Object.entries(info.bytes).map(([file, size]) => `${file} ${kb(size)}`);
+  showFiles(info);
   $("status").textContent =
-    `${info.model}: ${info.latentDim} latents, prior ${info.prior}; onnxruntime-web ${info.ortVersion} ` +
+    `${info.model}${info.variant === "fp32" ? "" : ` (${info.variant})`}: ${info.latentDim} latents, prior ${info.prior}; onnxruntime-web ${info.ortVersion} ` +
     `(wasm, ${info.threads} thread${info.threads === 1 ? "" : "s"})`;
-  $("files").textContent = `${files.join(", ")}; cross-origin isolated: ${info.crossOriginIsolated}`;
   const select = $("digit");
   select.disabled = !info.priorClasses && !info.numClasses;
   showTimings(api);
@@ -189,14 +198,32 @@ async function main() {
   $("each").onclick = () => generateEach(api, info);
   $("each").disabled = select.disabled;
   await generate(api, info);
+  api.firstDigitsShown();
+  showTimings(api);
   if (!select.disabled) await generateEach(api, info);
 
-  // Loaded on its own so that generation works even where the drawing's preparation is missing.
-  const prepare = import("./prepare.js");
-  prepare.catch((err) => ($("verdict").textContent = `The drawing pad is unavailable: ${err.message}`));
-  const pad = new Pad($("pad"), () =>
-    onStroke(api, info, pad, prepare).catch((err) => ($("verdict").textContent = err.message)),
-  );
+  // What only the pad needs loads when the pad is first touched: the encoder, the outlier
+  // checks' files and the drawing's preparation (on its own, so that generation works even
+  // where the preparation is missing).
+  let prepare = null;
+  const startPad = () => {
+    if (prepare !== null) return;
+    prepare = import("./prepare.js");
+    prepare.catch((err) => ($("verdict").textContent = `The drawing pad is unavailable: ${err.message}`));
+    api.ready.then(showFiles, () => {});
+    api.detector.then(
+      (detector) => {
+        $("k").textContent = String(detector.k);
+        showTimings(api);
+      },
+      (err) => ($("verdict").textContent = `No outlier checks: ${err.message}`),
+    );
+  };
+  $("pad").addEventListener("pointerdown", startPad);
+  const pad = new Pad($("pad"), () => {
+    startPad();
+    onStroke(api, info, pad, prepare).catch((err) => ($("verdict").textContent = err.message));
+  });
   $("clear").onclick = () => pad.clear();
   api.pad.ends = { a: null, b: null };
   api.interpolation = null;
@@ -204,15 +231,26 @@ async function main() {
     $(`set-${which}`).onclick = () =>
       setEnd(api, info, which).catch((err) => ($("frames-caption").textContent = err.message));
   }
-  api.detector.then(
-    (detector) => {
-      $("k").textContent = String(detector.k);
-      showTimings(api);
+  // The explorer loads its model when its card comes near the screen, or when a script asks for it.
+  let explorer = null;
+  const loadExplorer = () => {
+    if (explorer === null) {
+      explorer = startExplorer(api);
+      explorer.catch((err) => ($("explorer-status").textContent = `The explorer is unavailable: ${err.message}`));
+    }
+    return explorer;
+  };
+  Object.defineProperty(api, "explorer", { get: loadExplorer, enumerable: true });
+  const near = new IntersectionObserver(
+    (seen) => {
+      if (seen.some((entry) => entry.isIntersecting)) {
+        near.disconnect();
+        loadExplorer();
+      }
     },
-    (err) => ($("verdict").textContent = `No outlier checks: ${err.message}`),
+    { rootMargin: "200px" },
   );
-  api.explorer = startExplorer(api);
-  api.explorer.catch((err) => ($("explorer-status").textContent = `The explorer is unavailable: ${err.message}`));
+  near.observe($("plane"));
   /** Return the 2-D code under a point in client pixels (null outside the plane); waits for the explorer. */
   api.explorerCodeAt = async (x, y) => (await api.explorer).codeAt(x, y);
   document.body.dataset.ready = "true";
