@@ -167,6 +167,39 @@ function showFiles(info) {
   $("files").textContent = `${info.model}: ${files.join(", ")}; cross-origin isolated: ${info.crossOriginIsolated}`;
 }
 
+/**
+ * Register the service worker and hand it every URL the page fetches, from the first digits on
+ * (what loaded before the worker took over, or around that moment, passed it by), so that the
+ * page opens offline next time; resolves to the number of files cached in the first batch.
+ */
+async function keepOffline() {
+  if (!("serviceWorker" in navigator)) return 0;
+  await navigator.serviceWorker.register("/sw.js");
+  const { active } = await navigator.serviceWorker.ready;
+  const sent = new Set();
+  const post = (urls) => {
+    const fresh = urls.filter((url) => !sent.has(url));
+    fresh.forEach((url) => sent.add(url));
+    if (fresh.length) active.postMessage({ cache: fresh });
+    return fresh.length;
+  };
+  const answered = new Promise((resolve, reject) => {
+    const first = (event) => {
+      if (!("cached" in event.data) && !("error" in event.data)) return;
+      navigator.serviceWorker.removeEventListener("message", first);
+      if ("error" in event.data) reject(new Error(event.data.error));
+      else resolve(event.data.cached);
+    };
+    navigator.serviceWorker.addEventListener("message", first);
+  });
+  new PerformanceObserver((list) => post(list.getEntries().map((e) => e.name))).observe({
+    type: "resource",
+    buffered: true,
+  });
+  post([location.href, new URL("/", location.href).href]);
+  return answered;
+}
+
 async function main() {
   let name = DEFAULT_MODEL;
   let variant = "fp32";
@@ -200,6 +233,8 @@ async function main() {
   await generate(api, info);
   api.firstDigitsShown();
   showTimings(api);
+  api.offline = keepOffline();
+  api.offline.catch((err) => console.warn(`no offline copy: ${err.message}`));
   if (!select.disabled) await generateEach(api, info);
 
   // What only the pad needs loads when the pad is first touched: the encoder, the outlier
