@@ -3,10 +3,14 @@
 // Every response carries COOP same-origin and COEP require-corp, which make the page
 // cross-origin isolated: SharedArrayBuffer is then available and onnxruntime-web can run
 // its wasm backend on several threads. Models are served from ../models, not copied here.
+// Files are sent compressed where the client accepts it (brotli or gzip, from memory: assets.js),
+// with a strong ETag and Cache-Control: no-cache, so that a revisit costs one 304 per file.
 import { createServer } from "node:http";
-import { createReadStream, realpathSync, statSync } from "node:fs";
+import { existsSync, realpathSync, statSync } from "node:fs";
 import { dirname, extname, join, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
+
+import { asset, matches } from "./assets.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -18,6 +22,19 @@ export const MOUNTS = [
   ["/src/", join(here, "src")],
   ["/", join(here, "public")],
 ];
+
+// Files the page cannot run without, each from an npm package that `npm ci` installs.
+export const REQUIRED = [
+  ["onnxruntime-web", join("dist", "ort.wasm.min.mjs")],
+  ["onnxruntime-web", join("dist", "ort-wasm-simd-threaded.wasm")],
+  ["pako", join("dist", "pako.esm.mjs")],
+];
+
+/** Return the names of the npm packages whose files the page needs but that are not installed. */
+export function missingPackages() {
+  const missing = REQUIRED.filter(([name, file]) => !existsSync(join(here, "node_modules", name, file)));
+  return [...new Set(missing.map(([name]) => name))];
+}
 
 const TYPES = {
   ".html": "text/html; charset=utf-8",
@@ -83,7 +100,7 @@ function send(res, status, text) {
   res.end(text + "\n");
 }
 
-function handle(req, res) {
+async function handle(req, res) {
   if (req.method !== "GET" && req.method !== "HEAD") {
     res.setHeader("Allow", "GET, HEAD");
     return send(res, 405, "only GET and HEAD are allowed");
@@ -91,28 +108,38 @@ function handle(req, res) {
   const path = requestPath(req.url);
   if (path === null) return send(res, 400, "bad request target: give a path that starts with a single /");
   const file = resolvePath(path);
-  let size;
+  let sent;
   try {
-    size = file === null ? -1 : statSync(file).size;
+    sent = file === null ? null : await asset(file, req.headers["accept-encoding"]);
   } catch {
-    size = -1; // gone since it was resolved
+    sent = null; // gone since it was resolved, or unreadable
   }
-  if (size < 0) return send(res, 404, `not found: ${path}`);
-  res.writeHead(200, {
+  if (sent === null) return send(res, 404, `not found: ${path}`);
+  const headers = {
     ...ISOLATION,
     "Content-Type": TYPES[extname(file)] ?? "application/octet-stream",
-    "Content-Length": size,
+    // Revalidate every time: a revisit costs a 304 per file, and never shows a stale model.
     "Cache-Control": "no-cache",
-  });
-  if (req.method === "HEAD") return res.end();
-  const stream = createReadStream(file);
-  stream.on("error", () => res.destroy());
-  stream.pipe(res);
+    ETag: sent.tag,
+    Vary: "Accept-Encoding",
+  };
+  if (sent.encoding) headers["Content-Encoding"] = sent.encoding;
+  if (matches(req.headers["if-none-match"], sent.tag)) {
+    res.writeHead(304, headers);
+    return res.end();
+  }
+  res.writeHead(200, { ...headers, "Content-Length": sent.body.length });
+  res.end(req.method === "HEAD" ? undefined : sent.body);
 }
 
 /** Start serving on host:port; resolve to the listening server. */
 export function serve(port, host = "127.0.0.1") {
-  const server = createServer(handle);
+  const server = createServer((req, res) =>
+    handle(req, res).catch(() => {
+      if (!res.headersSent) send(res, 500, "internal error");
+      else res.destroy();
+    }),
+  );
   return new Promise((resolveServer, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => resolveServer(server));
@@ -125,6 +152,13 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     console.error(`error: PORT must be an integer from 0 to 65535, got ${JSON.stringify(raw)}`);
     process.exit(2);
+  }
+  // Without its packages the page would wait on "Loading the model..." forever: refuse instead.
+  const missing = missingPackages();
+  if (missing.length) {
+    const what = `${missing.join(" and ")} ${missing.length > 1 ? "are" : "is"}`;
+    console.error(`error: ${what} not installed in ${here}: run \`npm ci\` there first`);
+    process.exit(1);
   }
   const host = process.env.HOST ?? "127.0.0.1";
   serve(port, host).then(

@@ -2,7 +2,7 @@
 import * as ort from "onnxruntime-web";
 
 import { InputError } from "./errors.js";
-import { asCount } from "./inputs.js";
+import { PIXELS, asCount, asImages } from "./inputs.js";
 import { Model } from "./model.js";
 import { Random } from "./rng.js";
 import { Detector } from "./scoring.js";
@@ -18,6 +18,15 @@ export function modelName(search) {
   return name;
 }
 
+/** Return the model variant a page URL asks for (?variant=int8), or "fp32". */
+export function variantName(search) {
+  const variant = new URLSearchParams(search).get("variant") ?? "fp32";
+  if (!/^[a-z0-9]+$/.test(variant)) {
+    throw new InputError(`variant must be a variant name in model.json (fp32, int8, fp16), got ${JSON.stringify(variant)}`);
+  }
+  return variant;
+}
+
 function timed(record, key, promise) {
   const started = performance.now();
   return promise.then((value) => {
@@ -26,52 +35,88 @@ function timed(record, key, promise) {
   });
 }
 
+/** Sum the bytes fetched so far over the wire (headers and compressed bodies): the page and every resource. */
+export function bytesFetched() {
+  const entries = [...performance.getEntriesByType("navigation"), ...performance.getEntriesByType("resource")];
+  return entries.reduce((sum, e) => sum + (e.transferSize || 0), 0);
+}
+
 /**
- * Return the API object: `ready` resolves to the model's description once it is loaded.
+ * Return the API object. Generating needs only the prior and the decoder: `generator` resolves
+ * to the model's description once those are loaded. The encoder, the prior density and the
+ * outlier checks' reference model load on first need (`loadAll`: the pad's first use, or any
+ * call that encodes or scores); `ready` starts that and resolves to the description with all files.
  *
  * `timings` holds the load breakdown and the last duration of each call, in milliseconds.
  */
-export function createApi(name) {
+export function createApi(name, variant = "fp32") {
   const timings = {};
   const base = new URL(`/models/${name}/`, location.href);
-  const loaded = Model.load(base).then((model) => {
+  const generating = Model.load(base, { variant, roles: ["prior", "decoder"] }).then((model) => {
     Object.assign(timings, model.timings);
     return model;
   });
-  // The detector's reference model loads after the main model: generation need not wait for it.
-  const detector = loaded.then((model) => timed(timings, "detectorLoadMs", Detector.load(model)));
-  detector.catch(() => {}); // reported where it is awaited; not an unhandled rejection meanwhile
+  let full = null;
+  let detector = null;
+  /** Load the encoder, the prior density and the detector's reference model (once). */
+  const loadAll = () => {
+    if (full === null) {
+      full = generating.then((model) =>
+        timed(timings, "encoderLoadMs", model.ensure(["encoder", "prior_density"]).then(() => model)),
+      );
+      detector = full.then((model) => timed(timings, "detectorLoadMs", Detector.load(model)));
+      detector.catch(() => {}); // reported where it is awaited; not an unhandled rejection meanwhile
+    }
+    return full;
+  };
   const api = {
     ort,
     timings,
-    ready: loaded.then((model) => api.info(model)),
-    detector,
+    generator: generating.then((model) => api.info(model)),
+    loadAll,
+    get ready() {
+      return loadAll().then((model) => api.info(model));
+    },
+    get detector() {
+      loadAll();
+      return detector;
+    },
     info(model) {
       return {
         model: model.name,
+        variant: model.variant,
         latentDim: model.latentDim,
         numClasses: model.numClasses,
         prior: typeof model.prior === "string" ? model.prior : model.prior.kind,
         priorClasses: model.priorClasses,
-        bytes: model.bytes,
+        bytes: { ...model.bytes },
         ortVersion: ort.env.versions?.web ?? "",
         threads: ort.env.wasm.numThreads,
         crossOriginIsolated: globalThis.crossOriginIsolated === true,
       };
     },
+    /** Note the page's first digits on screen: the time since the page opened and the bytes fetched till then. */
+    firstDigitsShown() {
+      if (timings.firstDigitsMs !== undefined) return;
+      timings.firstDigitsMs = performance.now();
+      timings.bytesBeforeFirstDigits = bytesFetched();
+      timings.filesBeforeFirstDigits = performance
+        .getEntriesByType("resource")
+        .map((e) => ({ url: e.name, bytes: e.transferSize, size: e.decodedBodySize }));
+    },
     /** Decode codes z (Float32Array n x D) to pixels (Float32Array n x 784 in [0, 1]). */
     async decode(z, n, labels) {
-      const model = await loaded;
+      const model = await generating;
       return timed(timings, "decodeMs", model.decode(z, n, labels));
     },
     /** Encode images (Float32Array n x 784 in [0, 1]) to {mean, logvar} (Float32Arrays n x D). */
     async encode(images, n, labels) {
-      const model = await loaded;
+      const model = await loadAll();
       return timed(timings, "encodeMs", model.encode(images, n, labels));
     },
     /** Encode, then decode the means: Float32Array n x 784. */
     async reconstruct(images, n, labels) {
-      const model = await loaded;
+      const model = await loadAll();
       const started = performance.now();
       const { mean } = await model.encode(images, n, labels);
       const out = await model.decode(mean, n, labels);
@@ -86,7 +131,7 @@ export function createApi(name) {
      * A conditional model's decoder gets the same classes (any class: digit i % classes).
      */
     async generate(n, { seed, digit = -1, noise, uniform } = {}) {
-      const model = await loaded;
+      const model = await generating;
       const count = asCount(n, "n");
       const started = performance.now();
       const random = new Random(seed);
@@ -103,11 +148,35 @@ export function createApi(name) {
       return { z, images, labels: decoderLabels };
     },
     /**
+     * Decode `steps` codes evenly spaced on the line between the encoder means of two images
+     * (Float32Arrays of 784; the first and last steps are the means themselves): {means, z, frames}.
+     */
+    async interpolate(a, b, steps = 10, labels) {
+      const model = await loadAll();
+      const count = asCount(steps, "steps");
+      if (count < 2) throw new InputError(`steps must be at least 2 (the two ends), got ${steps}`);
+      const started = performance.now();
+      const images = new Float32Array(2 * PIXELS);
+      images.set(asImages(a, 1, "a"), 0);
+      images.set(asImages(b, 1, "b"), PIXELS);
+      // A conditional model reads both digits as the one class given (a number).
+      const { mean } = await model.encode(images, 2, labels);
+      const d = model.latentDim;
+      const z = new Float32Array(count * d);
+      for (let i = 0; i < count; i++) {
+        const t = i / (count - 1);
+        for (let j = 0; j < d; j++) z[i * d + j] = (1 - t) * mean[j] + t * mean[d + j];
+      }
+      const frames = await model.decode(z, count, labels);
+      timings.interpolateMs = performance.now() - started;
+      return { means: [mean.slice(0, d), mean.slice(d)], z, frames };
+    },
+    /**
      * Score images (Float32Array n x 784) with the calibrated checks: {scores, flags, ranges}.
      * `eps` / `epsReference` (n x k x D posterior noise) make the scores repeatable.
      */
     async score(images, n, { labels, eps, epsReference, seed } = {}) {
-      const scorer = await detector;
+      const scorer = await api.detector;
       const started = performance.now();
       const scores = await scorer.scores(images, n, { labels, eps, epsReference, random: new Random(seed) });
       timings.scoreMs = performance.now() - started;

@@ -1,46 +1,28 @@
 // The page: load the model, show load and inference times, generate grids, score drawn digits.
-import { DEFAULT_MODEL, createApi, modelName } from "./api.js";
+import { DEFAULT_MODEL, createApi, modelName, variantName } from "./api.js";
+import { drawDigits } from "./digits.js";
+import { COLOURS, Explorer } from "./explorer.js";
 import { Pad } from "./pad.js";
 
 const $ = (id) => document.getElementById(id);
 const ms = (v) => (v === undefined ? "-" : `${v.toFixed(1)} ms`);
 const kb = (bytes) => `${(bytes / 1024).toFixed(0)} KiB`;
 
-/** Draw n 28x28 digits (Float32Array n x 784, 1 = ink) into a canvas, `cols` per row, white ink on black. */
-export function drawDigits(canvas, pixels, n, cols, scale = 2) {
-  const rows = Math.ceil(n / cols);
-  const tile = document.createElement("canvas");
-  tile.width = cols * 28;
-  tile.height = rows * 28;
-  const ctx = tile.getContext("2d");
-  const image = ctx.createImageData(tile.width, tile.height);
-  for (let i = 0; i < n; i++) {
-    const ox = (i % cols) * 28;
-    const oy = Math.floor(i / cols) * 28;
-    for (let p = 0; p < 784; p++) {
-      const v = Math.round(pixels[i * 784 + p] * 255);
-      const at = ((oy + Math.floor(p / 28)) * tile.width + ox + (p % 28)) * 4;
-      image.data.set([v, v, v, 255], at);
-    }
-  }
-  ctx.putImageData(image, 0, 0);
-  canvas.width = tile.width * scale;
-  canvas.height = tile.height * scale;
-  const out = canvas.getContext("2d");
-  out.imageSmoothingEnabled = false;
-  out.drawImage(tile, 0, 0, canvas.width, canvas.height);
-}
-
 function showTimings(api) {
   const t = api.timings;
   const rows = [
-    ["model load (fetch + sha256)", ms(t.fetchMs)],
-    ["model load (sessions)", ms(t.sessionsMs)],
-    ["model load (total)", ms(t.loadMs)],
+    ["prior and decoder load (fetch + sha256)", ms(t.fetchMs)],
+    ["prior and decoder load (sessions)", ms(t.sessionsMs)],
+    ["prior and decoder load (total)", ms(t.loadMs)],
+    ["page open to first digits", ms(t.firstDigitsMs)],
+    ["bytes fetched before the first digits", t.bytesBeforeFirstDigits === undefined ? "-" : kb(t.bytesBeforeFirstDigits)],
+    ["encoder and prior density load (on the pad's first use)", ms(t.encoderLoadMs)],
     ["detector load (reference model)", ms(t.detectorLoadMs)],
     ["last generate", ms(t.generateMs)],
     ["last reconstruct (1 digit)", ms(t.reconstructMs)],
     ["last score (1 digit)", ms(t.scoreMs)],
+    ["explorer load (mnist-vae-2d decoder, codes)", ms(t.explorerLoadMs)],
+    ["last interpolation (encode 2, decode steps)", ms(t.interpolateMs)],
   ];
   $("timings").replaceChildren(
     ...rows.flatMap(([k, v]) => {
@@ -117,6 +99,7 @@ async function onStroke(api, info, pad, prepare) {
   const reconstruction = await api.reconstruct(prepared, 1, labels);
   drawDigits($("reconstruction"), reconstruction, 1, 1, 4);
   api.pad.last = { prepared, reconstruction };
+  $("set-a").disabled = $("set-b").disabled = false;
   showTimings(api);
   $("verdict").textContent = "Scoring…";
   const result = await api.score(prepared, 1, { labels, seed: 0 });
@@ -126,29 +109,121 @@ async function onStroke(api, info, pad, prepare) {
   showTimings(api);
 }
 
+/** Load the latent explorer into its card; resolves to the Explorer. */
+async function startExplorer(api) {
+  $("legend").replaceChildren(
+    ...COLOURS.map((colour, digit) => {
+      const li = document.createElement("li");
+      li.textContent = String(digit);
+      li.style.setProperty("--dot", colour);
+      li.dataset.colour = colour;
+      return li;
+    }),
+  );
+  const plane = $("plane");
+  const marker = $("plane-marker");
+  const explorer = await Explorer.load(plane, ({ z, pixels }) => {
+    drawDigits($("explored"), pixels, 1, 1, 4);
+    $("explored-code").textContent = `z = (${z[0].toFixed(2)}, ${z[1].toFixed(2)})`;
+    const [px, py] = explorer.pixelOf(z);
+    marker.style.left = `${(px / plane.width) * plane.clientWidth + plane.clientLeft}px`;
+    marker.style.top = `${(py / plane.height) * plane.clientHeight + plane.clientTop}px`;
+    marker.hidden = false;
+  });
+  api.timings.explorerLoadMs = explorer.loadMs;
+  const per = explorer.dots.perClass.join(", ");
+  $("explorer-status").textContent = `${explorer.dots.count} training digits (per class 0-9: ${per}).`;
+  await explorer.decodeAt([0, 0]);
+  return explorer;
+}
+
+const STEPS = 10;
+
+/** Keep the pad's last digit as end A or B; once both are set, show the steps between them. */
+async function setEnd(api, info, which) {
+  const last = api.pad.last;
+  if (!last) return;
+  const ends = api.pad.ends;
+  ends[which] = last.prepared;
+  drawDigits($(`end-${which}`), last.prepared, 1, 1, 3);
+  if (!ends.a || !ends.b) {
+    $("frames-caption").textContent = `Now draw another digit and press Use as ${which === "a" ? "B" : "A"}.`;
+    return;
+  }
+  const labels = info.numClasses ? Number($("digit").value) : undefined;
+  if (labels !== undefined && labels < 0) {
+    $("frames-caption").textContent = `${info.model} is conditional: choose the digit above first`;
+    return;
+  }
+  const result = await api.interpolate(ends.a, ends.b, STEPS, labels);
+  drawDigits($("frames"), result.frames, STEPS, STEPS);
+  $("frames-caption").textContent = `${STEPS} steps from A to B, decoded in ${ms(api.timings.interpolateMs)}`;
+  api.interpolation = { a: ends.a, b: ends.b, steps: STEPS, ...result };
+  showTimings(api);
+}
+
+function showFiles(info) {
+  const files = Object.entries(info.bytes).map(([file, size]) => `${file} ${kb(size)}`);
+  $("files").textContent = `${info.model}: ${files.join(", ")}; cross-origin isolated: ${info.crossOriginIsolated}`;
+}
+
+/**
+ * Register the service worker and hand it every URL the page fetches, from the first digits on
+ * (what loaded before the worker took over, or around that moment, passed it by), so that the
+ * page opens offline next time; resolves to the number of files cached in the first batch.
+ */
+async function keepOffline() {
+  if (!("serviceWorker" in navigator)) return 0;
+  await navigator.serviceWorker.register("/sw.js");
+  const { active } = await navigator.serviceWorker.ready;
+  const sent = new Set();
+  const post = (urls) => {
+    const fresh = urls.filter((url) => !sent.has(url));
+    fresh.forEach((url) => sent.add(url));
+    if (fresh.length) active.postMessage({ cache: fresh });
+    return fresh.length;
+  };
+  const answered = new Promise((resolve, reject) => {
+    const first = (event) => {
+      if (!("cached" in event.data) && !("error" in event.data)) return;
+      navigator.serviceWorker.removeEventListener("message", first);
+      if ("error" in event.data) reject(new Error(event.data.error));
+      else resolve(event.data.cached);
+    };
+    navigator.serviceWorker.addEventListener("message", first);
+  });
+  new PerformanceObserver((list) => post(list.getEntries().map((e) => e.name))).observe({
+    type: "resource",
+    buffered: true,
+  });
+  post([location.href, new URL("/", location.href).href]);
+  return answered;
+}
+
 async function main() {
   let name = DEFAULT_MODEL;
+  let variant = "fp32";
   try {
     name = modelName(location.search);
+    variant = variantName(location.search);
   } catch (err) {
     $("status").textContent = err.message;
   }
-  const api = createApi(name);
+  const api = createApi(name, variant);
   api.pad = { last: null, strokes: 0 };
   window.digitvae = api;
   let info;
   try {
-    info = await api.ready;
+    info = await api.generator;
   } catch (err) {
     $("status").textContent = `Cannot load ${name}: ${err.message}`;
     $("status").className = "bad";
     return;
   }
-  const files = Object.entries(info.bytes).map(([file, size]) => `${file} ${kb(size)}`);
+  showFiles(info);
   $("status").textContent =
-    `${info.model}: ${info.latentDim} latents, prior ${info.prior}; onnxruntime-web ${info.ortVersion} ` +
-    `(wasm, ${info.threads} thread${info.threads === 1 ? "" : "s"}, cross-origin isolated: ${info.crossOriginIsolated}); ` +
-    `${files.join(", ")}`;
+    `${info.model}${info.variant === "fp32" ? "" : ` (${info.variant})`}: ${info.latentDim} latents, prior ${info.prior}; onnxruntime-web ${info.ortVersion} ` +
+    `(wasm, ${info.threads} thread${info.threads === 1 ? "" : "s"})`;
   const select = $("digit");
   select.disabled = !info.priorClasses && !info.numClasses;
   showTimings(api);
@@ -156,22 +231,63 @@ async function main() {
   $("each").onclick = () => generateEach(api, info);
   $("each").disabled = select.disabled;
   await generate(api, info);
+  api.firstDigitsShown();
+  showTimings(api);
+  api.offline = keepOffline();
+  api.offline.catch((err) => console.warn(`no offline copy: ${err.message}`));
   if (!select.disabled) await generateEach(api, info);
 
-  // Loaded on its own so that generation works even where the drawing's preparation is missing.
-  const prepare = import("./prepare.js");
-  prepare.catch((err) => ($("verdict").textContent = `The drawing pad is unavailable: ${err.message}`));
-  const pad = new Pad($("pad"), () =>
-    onStroke(api, info, pad, prepare).catch((err) => ($("verdict").textContent = err.message)),
-  );
+  // What only the pad needs loads when the pad is first touched: the encoder, the outlier
+  // checks' files and the drawing's preparation (on its own, so that generation works even
+  // where the preparation is missing).
+  let prepare = null;
+  const startPad = () => {
+    if (prepare !== null) return;
+    prepare = import("./prepare.js");
+    prepare.catch((err) => ($("verdict").textContent = `The drawing pad is unavailable: ${err.message}`));
+    api.ready.then(showFiles, () => {});
+    api.detector.then(
+      (detector) => {
+        $("k").textContent = String(detector.k);
+        showTimings(api);
+      },
+      (err) => ($("verdict").textContent = `No outlier checks: ${err.message}`),
+    );
+  };
+  $("pad").addEventListener("pointerdown", startPad);
+  const pad = new Pad($("pad"), () => {
+    startPad();
+    onStroke(api, info, pad, prepare).catch((err) => ($("verdict").textContent = err.message));
+  });
   $("clear").onclick = () => pad.clear();
-  api.detector.then(
-    (detector) => {
-      $("k").textContent = String(detector.k);
-      showTimings(api);
+  api.pad.ends = { a: null, b: null };
+  api.interpolation = null;
+  for (const which of ["a", "b"]) {
+    $(`set-${which}`).onclick = () =>
+      setEnd(api, info, which).catch((err) => ($("frames-caption").textContent = err.message));
+  }
+  // The explorer loads its model when its card comes near the screen, or when a script asks for it.
+  let explorer = null;
+  const loadExplorer = () => {
+    if (explorer === null) {
+      explorer = startExplorer(api);
+      explorer.catch((err) => ($("explorer-status").textContent = `The explorer is unavailable: ${err.message}`));
+    }
+    return explorer;
+  };
+  Object.defineProperty(api, "explorer", { get: loadExplorer, enumerable: true });
+  const near = new IntersectionObserver(
+    (seen) => {
+      if (seen.some((entry) => entry.isIntersecting)) {
+        near.disconnect();
+        loadExplorer();
+      }
     },
-    (err) => ($("verdict").textContent = `No outlier checks: ${err.message}`),
+    { rootMargin: "200px" },
   );
+  near.observe($("plane"));
+  /** Return the 2-D code under a point in client pixels (null outside the plane); waits for the explorer. */
+  api.explorerCodeAt = async (x, y) => (await api.explorer).codeAt(x, y);
   document.body.dataset.ready = "true";
 }
 

@@ -36,16 +36,20 @@ function readManifest(manifest, url) {
 
 export class Model {
   /** Use Model.load(baseUrl). */
-  constructor(base, manifest, sessions, timings, bytes) {
+  constructor(base, manifest, variant) {
     this.base = base;
     this.manifest = manifest;
     ({ latentDim: this.latentDim, numClasses: this.numClasses } = readManifest(manifest, base));
     this.prior = manifest.prior;
     // Classes the prior's label may name (0 for N(0, I) or a prior fit without labels).
     this.priorClasses = typeof manifest.prior === "object" ? Number(manifest.prior.classes) || 0 : 0;
-    this.sessions = sessions;
-    this.timings = timings;
-    this.bytes = bytes;
+    this.variant = variant;
+    this.files = manifest.variants?.[variant];
+    if (!this.files) throw new ModelError(`${base}model.json has no variant ${JSON.stringify(variant)}`);
+    this.sessions = {};
+    this.loading = {}; // role -> Promise of its session, so that each file is fetched once
+    this.bytes = {};
+    this.timings = {};
   }
 
   get name() {
@@ -55,40 +59,56 @@ export class Model {
   /**
    * Load a model folder served at `base` (a URL ending in "/").
    *
-   * `roles` picks the ONNX files to load (each checked against its sha256 in model.json);
-   * the prior's files are skipped for a model whose prior is N(0, I).
+   * `roles` picks the ONNX files to load now (each checked against its sha256 in model.json);
+   * `ensure` loads others later. The prior's files are skipped for a model whose prior is N(0, I).
    */
   static async load(base, { variant = "fp32", roles = ["encoder", "decoder", "prior", "prior_density"] } = {}) {
     const started = performance.now();
     const manifest = await (await fetchOk(new URL("model.json", base), "model.json")).json();
     readManifest(manifest, base);
-    const files = manifest.variants?.[variant];
-    if (!files) throw new ModelError(`${base}model.json has no variant ${JSON.stringify(variant)}`);
-    const wanted = roles.filter((role) => !(role.startsWith("prior") && manifest.prior === "standard_normal"));
-    const buffers = await Promise.all(
-      wanted.map(async (role) => {
-        const entry = files[role];
-        if (!entry || typeof entry.path !== "string" || entry.path.includes("/")) {
-          throw new ModelError(`${base}model.json names no plain ${role} file for variant ${variant}`);
-        }
-        const buffer = await (await fetchOk(new URL(entry.path, base), `the ${role}`)).arrayBuffer();
-        if ((await sha256(buffer)) !== entry.sha256) {
-          throw new ModelError(`${base}${entry.path}: sha256 differs from model.json; the file is damaged or replaced`);
-        }
-        return buffer;
-      }),
+    const model = new Model(base, manifest, variant);
+    const { fetchMs, sessionsMs } = await model.ensure(roles);
+    model.timings = { fetchMs, sessionsMs, loadMs: performance.now() - started };
+    return model;
+  }
+
+  /** Load the roles not loaded yet; resolve to {fetchMs, sessionsMs} of this call. */
+  async ensure(roles) {
+    const started = performance.now();
+    const wanted = roles.filter(
+      (role) => !(role.startsWith("prior") && this.prior === "standard_normal") && !(role in this.loading),
     );
-    const fetched = performance.now();
-    const sessions = {};
-    const bytes = {};
-    const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
-    for (const [i, role] of wanted.entries()) {
-      bytes[files[role].path] = buffers[i].byteLength;
-      sessions[role] = await ort.InferenceSession.create(new Uint8Array(buffers[i]), options);
+    const buffers = wanted.map((role) => this.#fetchRole(role));
+    let fetched = started;
+    const sessions = (async () => {
+      const ready = await Promise.all(buffers);
+      fetched = performance.now();
+      const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
+      const created = [];
+      for (const [i, role] of wanted.entries()) {
+        this.bytes[this.files[role].path] = ready[i].byteLength;
+        created.push(await ort.InferenceSession.create(new Uint8Array(ready[i]), options));
+        this.sessions[role] = created[i];
+      }
+      return created;
+    })();
+    for (const [i, role] of wanted.entries()) this.loading[role] = sessions.then((created) => created[i]);
+    // A failed load may be tried again.
+    sessions.catch(() => wanted.forEach((role) => delete this.loading[role]));
+    await Promise.all(roles.filter((role) => role in this.loading).map((role) => this.loading[role]));
+    return { fetchMs: fetched - started, sessionsMs: performance.now() - fetched };
+  }
+
+  async #fetchRole(role) {
+    const entry = this.files[role];
+    if (!entry || typeof entry.path !== "string" || entry.path.includes("/")) {
+      throw new ModelError(`${this.base}model.json names no plain ${role} file for variant ${this.variant}`);
     }
-    const done = performance.now();
-    const timings = { fetchMs: fetched - started, sessionsMs: done - fetched, loadMs: done - started };
-    return new Model(base, manifest, sessions, timings, bytes);
+    const buffer = await (await fetchOk(new URL(entry.path, this.base), `the ${role}`)).arrayBuffer();
+    if ((await sha256(buffer)) !== entry.sha256) {
+      throw new ModelError(`${this.base}${entry.path}: sha256 differs from model.json; the file is damaged or replaced`);
+    }
+    return buffer;
   }
 
   async #run(role, feeds, outputs) {

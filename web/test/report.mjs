@@ -3,8 +3,9 @@
 //   npm run report [-- RUNS]     (default 3 runs, each in a fresh browser profile)
 //
 // Serves the page on a free loopback port, runs test/browser-check.mjs RUNS times on random
-// inputs, and prints the median of each figure with the sizes of the files the page fetched
-// (as served, and gzip / brotli compressed as a web server would send them).
+// inputs and test/speed-check.mjs RUNS times per variant (fp32, int8), and prints the median of
+// each figure with the sizes of the files the page fetched (as on disk, and gzip -9 / brotli 11
+// compressed; the server itself sends brotli 5 for files over 1 MiB).
 import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -45,11 +46,19 @@ writeFileSync(join(work, "input.json"), JSON.stringify(input));
 const server = await serve(0);
 const url = `http://127.0.0.1:${server.address().port}/`;
 const results = [];
+const opened = { fp32: [], int8: [] };
 try {
   for (let i = 0; i < runs; i++) {
     // Run asynchronously: this process's event loop serves the page meanwhile.
     await promisify(execFile)("node", [join(here, "browser-check.mjs"), url, join(work, "input.json"), work]);
     results.push(JSON.parse(readFileSync(join(work, "result.json"), "utf8")));
+    for (const [variant, query] of [
+      ["fp32", ""],
+      ["int8", "?variant=int8"],
+    ]) {
+      await promisify(execFile)("node", [join(here, "speed-check.mjs"), url + query, work]);
+      opened[variant].push(JSON.parse(readFileSync(join(work, "speed.json"), "utf8")).timings);
+    }
   }
 } finally {
   server.close();
@@ -62,10 +71,11 @@ const info = results[0].info;
 console.log(`\nheadless Chromium, onnxruntime-web ${info.ortVersion} wasm, ${info.threads} thread(s); median of ${runs} runs\n`);
 console.log("| figure | ms |\n| --- | ---: |");
 const rows = [
-  ["page open to model ready (navigation, wasm start, model fetch, sessions)", (r) => r.readyMs],
-  ["model load: fetch + sha256 of the model's ONNX files", (r) => r.timings.fetchMs],
-  ["model load: onnxruntime sessions", (r) => r.timings.sessionsMs],
-  ["model load: total (from the first fetch)", (r) => r.timings.loadMs],
+  ["page open to every model file loaded (`ready`)", (r) => r.readyMs],
+  ["prior and decoder load: fetch + sha256", (r) => r.timings.fetchMs],
+  ["prior and decoder load: onnxruntime sessions", (r) => r.timings.sessionsMs],
+  ["prior and decoder load: total (from model.json's fetch)", (r) => r.timings.loadMs],
+  ["encoder and prior density load (after them)", (r) => r.timings.encoderLoadMs],
   ["outlier checks' reference model load", (r) => r.timings.detectorLoadMs],
   ["decode 1 digit", (r) => r.speed.decode1Ms],
   ["decode 64 digits", (r) => r.speed.decode64Ms],
@@ -74,6 +84,12 @@ const rows = [
   [`score 1 digit (IW-NLL k=${k} under both models, zlib)`, (r) => r.speed.score1Ms],
 ];
 for (const [name, pick] of rows) console.log(`| ${name} | ${figure(pick)} |`);
+
+console.log("\n| first visit (fresh profile) | fp32 | ?variant=int8 |\n| --- | ---: | ---: |");
+const both = (pick) => ["fp32", "int8"].map((v) => median(opened[v].map(pick)));
+console.log(`| page open to first digits, ms | ${both((t) => t.firstDigitsMs).map((v) => v.toFixed(0)).join(" | ")} |`);
+const bytes = both((t) => t.bytesBeforeFirstDigits).map((v) => v.toLocaleString("en"));
+console.log(`| bytes over the wire before the first digits | ${bytes.join(" | ")} |`);
 
 console.log("\n| file the page fetched | bytes | gzip -9 | brotli |\n| --- | ---: | ---: | ---: |");
 let totals = [0, 0, 0];
