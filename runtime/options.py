@@ -86,10 +86,9 @@ class LoadOptions:
         if unknown:
             raise InputError(f"unknown load option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         values = dict(data)
-        if "providers" in values:
-            values["providers"] = tuple(
-                tuple(spec) if isinstance(spec, list) else spec for spec in values["providers"] or ()
-            )
+        providers = values.get("providers")
+        if isinstance(providers, list):  # JSON has no tuples: (name, options) pairs come back as lists
+            values["providers"] = tuple(tuple(spec) if isinstance(spec, list) else spec for spec in providers)
         return cls(**values)
 
     @classmethod

@@ -22,6 +22,7 @@ from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 
 from digitvae.runtime.errors import DigitVAEError, InputError
 from digitvae.runtime.inference.model import DigitVAE
+from digitvae.runtime.options import LoadOptions
 
 from .specs import Shape, input_forms
 from .tensors import output, read_inputs, requested
@@ -30,10 +31,9 @@ logger = logging.getLogger(__name__)
 
 
 @functools.cache
-def load_shared(model: str, variant: str, provider: str | None, strict: bool, threads: int | None) -> DigitVAE:
+def load_shared(options: LoadOptions) -> DigitVAE:
     """Load a model once per process, so that its encoder, decoder and generate roles share it."""
-    providers = [p for p in provider.split(",") if p.strip()] if provider else None
-    return DigitVAE.load(model, providers=providers, strict=strict, variant=variant, threads=threads)
+    return DigitVAE.from_options(options)
 
 
 def shape_of(vae: DigitVAE) -> Shape:
@@ -80,11 +80,8 @@ class _Served(MLModel):
 
     async def load(self) -> bool:
         extra: dict[str, Any] = dict(self.settings.parameters.extra or {}) if self.settings.parameters else {}
-        self.vae = load_shared(
-            str(extra["model"]), str(extra.get("variant", "fp32")), extra.get("provider"),
-            bool(extra.get("strict", False)), extra.get("threads"),
-        )  # fmt: skip
-        self.max_rows = int(extra.get("max_batch", 1024))
+        self.max_rows = int(extra.pop("max_batch", 1024))
+        self.vae = load_shared(LoadOptions.from_dict(extra))
         self.forms = input_forms(self.role, shape_of(self.vae))
         quiet_client_errors()
         if multiprocessing.parent_process() is not None:  # an inference worker

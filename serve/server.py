@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from digitvae.runtime.errors import DigitVAEError, InputError
+from digitvae.runtime.options import LoadOptions
 
 from .limits import BodyLimit, default_max_body, grpc_options, validation_message
 from .specs import ROLES, Shape, metadata_inputs, output_specs, served_name
@@ -41,7 +42,7 @@ class ServedModel:
     """One model to serve: its name, how to load it and the figures its tensors depend on."""
 
     name: str
-    load: dict[str, Any]
+    load_options: LoadOptions
     shape: Shape
 
 
@@ -68,7 +69,7 @@ def model_settings(model: ServedModel, max_batch: int) -> list[dict[str, Any]]:
             "platform": "digitvae",
             "inputs": [s.metadata() for s in metadata_inputs(role, model.shape)],
             "outputs": [s.metadata() for s in output_specs(role, model.shape)],
-            "parameters": {"extra": {**model.load, "max_batch": max_batch}},
+            "parameters": {"extra": {**model.load_options.to_dict(), "max_batch": max_batch}},
         }
         for role in ROLES
     ]

@@ -1,0 +1,177 @@
+"""LoadOptions: one value from the command line to every loader, and through MLServer's settings."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import VALID_IMAGES
+from helpers import assert_clean_failure, copy_shipped_model, invoke, ok
+
+from digitvae.runtime import DigitVAE, InputError, LoadOptions, ProviderError
+from digitvae.runtime.folders.locate import shipped_models_dir
+
+needs_serve = pytest.mark.skipif(
+    importlib.util.find_spec("mlserver") is None, reason="needs the [serve] extra (MLServer)"
+)
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[LoadOptions]:
+    """Record the options of every DigitVAE.from_options call, which still loads the model."""
+    seen: list[LoadOptions] = []
+    real = DigitVAE.from_options.__func__  # type: ignore[attr-defined]
+
+    def recording(cls: type[DigitVAE], options: LoadOptions) -> DigitVAE:
+        seen.append(options)
+        return real(cls, options)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(DigitVAE, "from_options", classmethod(recording))
+    return seen
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        LoadOptions(),
+        LoadOptions("mnist-cvae", "int8", ("cuda", "cpu"), True, 1, False),
+        LoadOptions(str(Path("some") / "folder"), "fp16", (("openvino", {"device_type": "CPU"}), "cpu"), threads=0),
+        LoadOptions("mnist-vae", providers=("plugin:my_ep",), threads=1024),
+    ],
+)
+def test_options_round_trip_through_json(options: LoadOptions) -> None:
+    line = options.to_json()
+    assert "\n" not in line
+    assert LoadOptions.from_json(line) == options
+    assert LoadOptions.from_dict(json.loads(json.dumps(options.to_dict()))) == options
+
+
+def test_one_provider_and_a_path_are_taken_as_the_loaders_take_them(tmp_path: Path) -> None:
+    options = LoadOptions(tmp_path, providers="cpu")  # type: ignore[arg-type]
+    assert options.model == str(tmp_path) and options.providers == ("cpu",)
+    assert options.provider_request() == ["cpu"] and LoadOptions().provider_request() is None
+    assert LoadOptions.from_dict({"providers": "cuda"}).providers == ("cuda",)
+    assert LoadOptions.from_dict({"providers": None}).providers == ()
+
+
+@pytest.mark.parametrize(
+    "values, error, fragment",
+    [
+        ({"model": "mnist-vae", "colour": "red"}, InputError, "unknown load option(s) colour"),
+        ({"threads": -1}, InputError, "threads must be an integer from 0"),
+        ({"threads": 1025}, InputError, "threads must be an integer from 0"),
+        ({"threads": True}, InputError, "threads must be an integer from 0"),
+        ({"threads": "2"}, InputError, "threads must be an integer from 0"),
+        ({"variant": 8}, InputError, "variant must be a name"),
+        ({"model": 3}, InputError, "model must be a shipped model name or a folder path"),
+        ({"providers": 5}, ProviderError, "providers must be a name"),
+    ],
+)
+def test_unknown_keys_and_bad_values_are_refused(values: dict[str, Any], error: type[Exception], fragment: str) -> None:
+    with pytest.raises(error) as caught:
+        LoadOptions.from_dict(values)
+    assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", '"mnist-vae"'])
+def test_json_that_is_not_an_object_of_options_is_refused(text: str) -> None:
+    with pytest.raises(InputError, match="load options"):
+        LoadOptions.from_json(text)
+
+
+def test_cli_options_reach_the_loader(tmp_path: Path, loads: list[LoadOptions]) -> None:
+    out = tmp_path / "g.npy"
+    options = ("--variant", "int8", "--threads", 1, "-p", "cpu", "--strict")
+    ok(invoke("generate", "-n", 3, "--seed", 1, *options, "-o", out))
+    assert loads == [LoadOptions("mnist-vae", "int8", ("cpu",), True, 1, True)]
+    expected = DigitVAE.from_options(LoadOptions(variant="int8", threads=1)).generate(3, seed=1)
+    np.testing.assert_array_equal(np.load(out), expected)
+
+    loads.clear()
+    ok(invoke("generate", "-n", 2, "--standard-prior", "-m", "mnist-vae-2d", "-o", tmp_path / "s.npy"))
+    ok(invoke("interpolate", f"{VALID_IMAGES}:0", f"{VALID_IMAGES}:1", "--threads", 1, "-o", tmp_path / "i.npy"))
+    assert loads == [LoadOptions("mnist-vae-2d", prior=False), LoadOptions(threads=1)]
+
+
+def test_evaluate_and_score_pass_the_options_to_every_model_they_load(loads: list[LoadOptions]) -> None:
+    ok(invoke("evaluate", VALID_IMAGES, "--limit", 4, "-k", 2, "--standard-prior", "--variant", "fp16", "--json"))
+    assert loads == [LoadOptions(variant="fp16", prior=False)]
+
+    loads.clear()
+    ok(invoke("score", VALID_IMAGES, "--limit", 4, "--variant", "int8", "--threads", 1))
+    reference = json.loads((shipped_models_dir() / "mnist-vae" / "model.json").read_text())["metrics"]["score"]
+    assert loads == [
+        LoadOptions(variant="int8", threads=1),
+        LoadOptions(reference["reference"]["model"], "int8", threads=1),
+    ]
+
+
+def test_calibrate_loads_the_model_and_its_reference_alike(tmp_path: Path, loads: list[LoadOptions]) -> None:
+    model = copy_shipped_model(tmp_path / "m")
+    args = ("calibrate", model, VALID_IMAGES, "--limit", 100, "-k", 2, "--threads", 1, "-p", "cpu")
+    ok(invoke(*args, "--reference", "mnist-vae-geron"))
+    assert loads == [
+        LoadOptions(str(model), providers=("cpu",), threads=1),
+        LoadOptions("mnist-vae-geron", providers=("cpu",), threads=1),
+    ]
+
+
+def test_parity_needs_a_provider_before_it_loads_anything(loads: list[LoadOptions]) -> None:
+    assert_clean_failure(invoke("parity", "--variant", "int8"), "name one with --provider")
+    assert loads == []
+
+
+def _settings(options: LoadOptions, role: str, max_batch: int = 64) -> Any:
+    """Return one role's MLServer ModelSettings as the server builds them, written as JSON and read back."""
+    from mlserver import ModelSettings
+
+    from digitvae.serve.models import shape_of
+    from digitvae.serve.server import ServedModel, model_settings
+
+    vae = DigitVAE.from_options(options)
+    served = ServedModel(vae.name, options, shape_of(vae))
+    (settings,) = [s for s in model_settings(served, max_batch) if s["name"].endswith(f"-{role}")]
+    return ModelSettings.model_validate(json.loads(json.dumps(settings)))
+
+
+@needs_serve
+def test_options_travel_through_mlserver_settings_to_the_served_model(loads: list[LoadOptions]) -> None:
+    from digitvae.serve.models import DecoderModel, load_shared
+
+    load_shared.cache_clear()
+    options = LoadOptions(str(shipped_models_dir() / "mnist-cvae"), "int8", ("cpu",), True, 1)
+    settings = _settings(options, "decoder", max_batch=64)
+    assert settings.parameters.extra == {**options.to_dict(), "max_batch": 64}
+    served = DecoderModel(settings)
+    assert asyncio.run(served.load())
+    assert loads[-1] == options and served.max_rows == 64
+    assert served.vae.name == "mnist-cvae" and served.vae.providers == ["CPUExecutionProvider"]
+    load_shared.cache_clear()
+
+
+@needs_serve
+def test_mlserver_settings_with_an_unknown_option_are_refused(loads: list[LoadOptions]) -> None:
+    from mlserver import ModelSettings
+
+    from digitvae.serve.models import EncoderModel
+
+    settings = ModelSettings.model_validate(
+        {
+            "name": "mnist-vae-encoder",
+            "implementation": "digitvae.serve.models.EncoderModel",
+            "parameters": {"extra": {"model": "mnist-vae", "provider": "cpu", "max_batch": 8}},
+        }
+    )
+    with pytest.raises(InputError, match=r"unknown load option\(s\) provider"):
+        asyncio.run(EncoderModel(settings).load())
+    assert loads == []
+
+
+def test_the_cli_refuses_thread_counts_before_building_options(tmp_path: Path, loads: list[LoadOptions]) -> None:
+    assert_clean_failure(invoke("info", "--threads", -1), "--threads")
+    assert loads == []
