@@ -16,7 +16,7 @@ import numpy as np
 
 from digitvae.runtime.errors import DataFormatError, InputError, MissingDependencyError, PictureError
 from digitvae.runtime.folders.locate import DEFAULT_MODEL
-from digitvae.runtime.options import LoadOptions
+from digitvae.runtime.options import LoadOptions, as_provider_specs
 
 if TYPE_CHECKING:
     from digitvae.runtime.inference.model import DigitVAE
@@ -90,7 +90,7 @@ def load_options(
     model: str, variant: str, provider: str | None, strict: bool, threads: int | None, *, prior: bool = True
 ) -> LoadOptions:
     """Return the LoadOptions that --model, --variant, --provider, --strict and --threads give."""
-    return LoadOptions(model, variant, tuple(provider_list(provider) or ()), strict, threads, prior)
+    return LoadOptions(model, variant, as_provider_specs(provider_list(provider)), strict, threads, prior)
 
 
 def model_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -78,6 +78,16 @@ def test_unknown_keys_and_bad_values_are_refused(values: dict[str, Any], error: 
     assert fragment in str(caught.value)
 
 
+def test_a_request_that_names_no_provider_is_refused_everywhere(tmp_path: Path, loads: list[LoadOptions]) -> None:
+    with pytest.raises(ProviderError, match="at least one execution provider"):
+        LoadOptions(providers=[])  # type: ignore[arg-type]
+    with pytest.raises(ProviderError, match="at least one execution provider"):
+        DigitVAE.load(providers=[])
+    assert LoadOptions(providers=()).providers == LoadOptions(providers=None).providers == ()  # type: ignore[arg-type]
+    assert_clean_failure(invoke("generate", "-n", 2, "-p", ",", "-o", tmp_path / "x.npy"), "at least one")
+    assert loads == [] and not (tmp_path / "x.npy").exists()
+
+
 @pytest.mark.parametrize("text", ["not json", "[1, 2]", '"mnist-vae"'])
 def test_json_that_is_not_an_object_of_options_is_refused(text: str) -> None:
     with pytest.raises(InputError, match="load options"):
