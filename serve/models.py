@@ -155,11 +155,8 @@ class GenerateModel(_Served):
         digit: Any = arrays.get("digit")
         if digit is not None and digit.shape == (1,):
             digit = int(digit[0])  # one digit asks for n of it, as generate(digit=7) does
-        # The same steps as DigitVAE.generate (codes, then the decoder), so z comes back too.
-        z = self.vae.sample_latents(n, seed=seed, digit=digit)
-        labels = None
-        if self.vae.num_classes:
-            labels = np.arange(n) % self.vae.num_classes if digit is None else digit
+        # The codes DigitVAE.generate decodes, and the digits they are for: z comes back too.
+        z, labels = self.vae.sample_codes(n, seed=seed, digit=digit)
         return {"z": z, "image": self.vae.decode(z, labels)}
 
     def _sampler(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
