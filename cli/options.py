@@ -219,20 +219,20 @@ def read_labels(paths: Sequence[str], count: int, labels_file: str | None) -> np
 _INDEXED = re.compile(r"^(?P<path>.+):(?P<index>\d+)$")
 
 
-def read_one_digit(spec: str, prepare: bool = False, warn: bool = True) -> np.ndarray:
+def read_one_digit(source: str, prepare: bool = False, warn: bool = True) -> np.ndarray:
     """Read one digit from "FILE.png", or "FILE:INDEX" for an IDX or .npy file; float32 [28,28]."""
-    match = _INDEXED.match(spec)
-    if match and not Path(spec).is_file():
+    match = _INDEXED.match(source)
+    if match and not Path(source).is_file():
         path, index = match["path"], int(match["index"])
         digits = read_digits([path], prepare=prepare, warn=warn)
         if index >= len(digits):
             raise InputError(
-                f"{spec}: index {index} is out of range; {path} holds {len(digits)} digits (0-{len(digits) - 1})"
+                f"{source}: index {index} is out of range; {path} holds {len(digits)} digits (0-{len(digits) - 1})"
             )
         return digits[index]
-    digits = read_digits([spec], prepare=prepare, warn=warn)
+    digits = read_digits([source], prepare=prepare, warn=warn)
     if len(digits) != 1:
-        raise InputError(f"{spec}: holds {len(digits)} digits; pick one as {spec}:INDEX")
+        raise InputError(f"{source}: holds {len(digits)} digits; pick one as {source}:INDEX")
     return digits[0]
 
 

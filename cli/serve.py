@@ -102,7 +102,7 @@ def serve(
     Each model M is served as M-encoder, M-decoder and M-generate. Stops on Ctrl-C or SIGTERM.
     """
     require("mlserver", extra="serve")
-    from digitvae.serve.models import load_shared, shape_of
+    from digitvae.serve.runtimes import dims_of, load_shared
     from digitvae.serve.server import ServedModel, ServerOptions
     from digitvae.serve.server import serve as run
 
@@ -114,7 +114,7 @@ def serve(
         options = load_options(model, variant, provider, strict, threads)
         # Loaded here first, so a bad model or option is one error line before the server starts.
         vae = load_shared(options)
-        served.append(ServedModel(vae.name, replace(options, model=str(vae.model_dir)), shape_of(vae)))
+        served.append(ServedModel(vae.name, replace(options, model=str(vae.model_dir)), dims_of(vae)))
     if replicas:
         load_shared.cache_clear()  # the workers load their own copies
     announcement = (

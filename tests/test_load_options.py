@@ -140,18 +140,18 @@ def _settings(options: LoadOptions, role: str, max_batch: int = 64) -> Any:
     """Return one role's MLServer ModelSettings as the server builds them, written as JSON and read back."""
     from mlserver import ModelSettings
 
-    from digitvae.serve.models import shape_of
+    from digitvae.serve.runtimes import dims_of
     from digitvae.serve.server import ServedModel, model_settings
 
     vae = DigitVAE.from_options(options)
-    served = ServedModel(vae.name, options, shape_of(vae))
+    served = ServedModel(vae.name, options, dims_of(vae))
     (settings,) = [s for s in model_settings(served, max_batch) if s["name"].endswith(f"-{role}")]
     return ModelSettings.model_validate(json.loads(json.dumps(settings)))
 
 
 @needs_serve
 def test_options_travel_through_mlserver_settings_to_the_served_model(loads: list[LoadOptions]) -> None:
-    from digitvae.serve.models import DecoderModel, load_shared
+    from digitvae.serve.runtimes import DecoderModel, load_shared
 
     load_shared.cache_clear()
     options = LoadOptions(str(shipped_models_dir() / "mnist-cvae"), "int8", ("cpu",), True, 1)
@@ -168,12 +168,12 @@ def test_options_travel_through_mlserver_settings_to_the_served_model(loads: lis
 def test_mlserver_settings_with_an_unknown_option_are_refused(loads: list[LoadOptions]) -> None:
     from mlserver import ModelSettings
 
-    from digitvae.serve.models import EncoderModel
+    from digitvae.serve.runtimes import EncoderModel
 
     settings = ModelSettings.model_validate(
         {
             "name": "mnist-vae-encoder",
-            "implementation": "digitvae.serve.models.EncoderModel",
+            "implementation": "digitvae.serve.runtimes.EncoderModel",
             "parameters": {"extra": {"model": "mnist-vae", "provider": "cpu", "max_batch": 8}},
         }
     )

@@ -1,6 +1,6 @@
 """MLServer runtimes for the three served roles of a model: encoder, decoder and generate.
 
-MLServer imports these by path (`digitvae.serve.models.DecoderModel`) in every inference
+MLServer imports these by path (`digitvae.serve.runtimes.DecoderModel`) in every inference
 worker; each worker loads the model once and its three roles share it. A request that breaks
 the declared contract is a 400 with a JSON error body; a 500 means the server itself failed.
 """
@@ -24,7 +24,7 @@ from digitvae.runtime.errors import DigitVAEError, InputError
 from digitvae.runtime.inference.model import DigitVAE
 from digitvae.runtime.options import LoadOptions
 
-from .specs import Shape, input_forms
+from .signatures import ModelDims, input_forms
 from .tensors import output, read_inputs, requested
 
 logger = logging.getLogger(__name__)
@@ -36,9 +36,9 @@ def load_shared(options: LoadOptions) -> DigitVAE:
     return DigitVAE.from_options(options)
 
 
-def shape_of(vae: DigitVAE) -> Shape:
-    """Return the figures a loaded model's served tensors depend on."""
-    return Shape(vae.latent_dim, vae.num_classes, vae.prior.num_classes)
+def dims_of(vae: DigitVAE) -> ModelDims:
+    """Return the dimensions a loaded model's served tensors depend on."""
+    return ModelDims(vae.latent_dim, vae.num_classes, vae.prior.num_classes)
 
 
 @functools.cache
@@ -82,7 +82,7 @@ class _Served(MLModel):
         extra: dict[str, Any] = dict(self.settings.parameters.extra or {}) if self.settings.parameters else {}
         self.max_rows = int(extra.pop("max_batch", 1024))
         self.vae = load_shared(LoadOptions.from_dict(extra))
-        self.forms = input_forms(self.role, shape_of(self.vae))
+        self.forms = input_forms(self.role, dims_of(self.vae))
         quiet_client_errors()
         if multiprocessing.parent_process() is not None:  # an inference worker
             _watch_parent()
