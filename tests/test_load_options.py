@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -136,50 +137,64 @@ def test_parity_needs_a_provider_before_it_loads_anything(loads: list[LoadOption
     assert loads == []
 
 
-def _settings(options: LoadOptions, role: str, max_batch: int = 64) -> Any:
-    """Return one role's MLServer ModelSettings as the server builds them, written as JSON and read back."""
-    from mlserver import ModelSettings
+#: Run in a fresh process: MLServer's gRPC messages share their protobuf names with tritonclient's,
+#: which another test may have imported here. Prints what each served role loaded, as JSON.
+_SERVED_LOADS = r"""
+import asyncio, json, sys
+from mlserver import ModelSettings
+from digitvae.runtime import DigitVAE, DigitVAEError, LoadOptions
+from digitvae.serve import runtimes
+from digitvae.serve.server import IMPLEMENTATIONS, ServedModel, model_settings
 
-    from digitvae.serve.runtimes import dims_of
-    from digitvae.serve.server import ServedModel, model_settings
+seen = []
+real = DigitVAE.from_options.__func__
+DigitVAE.from_options = classmethod(lambda cls, options: seen.append(options.to_dict()) or real(cls, options))
+options, max_batch, extra = LoadOptions.from_json(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
+vae = real(DigitVAE, options)
+listing = model_settings(ServedModel(vae.name, options, runtimes.dims_of(vae)), max_batch)
+report = []
+for settings in listing:
+    settings["parameters"]["extra"].update(extra)
+    read_back = ModelSettings.model_validate(json.loads(json.dumps(settings)))  # as model-settings.json holds it
+    served = getattr(runtimes, IMPLEMENTATIONS[settings["name"].rsplit("-", 1)[1]].rsplit(".", 1)[1])(read_back)
+    try:
+        asyncio.run(served.load())
+    except DigitVAEError as exc:
+        report.append({"error": f"{type(exc).__name__}: {exc}"})
+        continue
+    report.append({"name": settings["name"], "extra": read_back.parameters.extra, "max_rows": served.max_rows,
+                   "vae": [served.vae.name, served.vae.providers], "loads": len(seen)})
+print(json.dumps({"report": report, "seen": seen}))
+"""
 
-    vae = DigitVAE.from_options(options)
-    served = ServedModel(vae.name, options, dims_of(vae))
-    (settings,) = [s for s in model_settings(served, max_batch) if s["name"].endswith(f"-{role}")]
-    return ModelSettings.model_validate(json.loads(json.dumps(settings)))
+
+def _served_loads(options: LoadOptions, max_batch: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build the MLServer settings of a model's served roles, read them back and load each role's runtime."""
+    args = [options.to_json(), str(max_batch), json.dumps(extra or {})]
+    done = subprocess.run([sys.executable, "-c", _SERVED_LOADS, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
 
 @needs_serve
-def test_options_travel_through_mlserver_settings_to_the_served_model(loads: list[LoadOptions]) -> None:
-    from digitvae.serve.runtimes import DecoderModel, load_shared
-
-    load_shared.cache_clear()
+def test_options_travel_through_mlserver_settings_to_the_served_models() -> None:
     options = LoadOptions(str(shipped_models_dir() / "mnist-cvae"), "int8", ("cpu",), True, 1)
-    settings = _settings(options, "decoder", max_batch=64)
-    assert settings.parameters.extra == {**options.to_dict(), "max_batch": 64}
-    served = DecoderModel(settings)
-    assert asyncio.run(served.load())
-    assert loads[-1] == options and served.max_rows == 64
-    assert served.vae.name == "mnist-cvae" and served.vae.providers == ["CPUExecutionProvider"]
-    load_shared.cache_clear()
+    found = _served_loads(options, 64)
+    assert [r["name"] for r in found["report"]] == ["mnist-cvae-encoder", "mnist-cvae-decoder", "mnist-cvae-generate"]
+    for role in found["report"]:
+        assert role["extra"] == {**options.to_dict(), "max_batch": 64}
+        assert role["max_rows"] == 64 and role["vae"] == ["mnist-cvae", ["CPUExecutionProvider"]]
+        assert role["loads"] == 1  # the three roles share one loaded model
+    assert [LoadOptions.from_dict(o) for o in found["seen"]] == [options]
 
 
 @needs_serve
-def test_mlserver_settings_with_an_unknown_option_are_refused(loads: list[LoadOptions]) -> None:
-    from mlserver import ModelSettings
-
-    from digitvae.serve.runtimes import EncoderModel
-
-    settings = ModelSettings.model_validate(
-        {
-            "name": "mnist-vae-encoder",
-            "implementation": "digitvae.serve.runtimes.EncoderModel",
-            "parameters": {"extra": {"model": "mnist-vae", "provider": "cpu", "max_batch": 8}},
-        }
-    )
-    with pytest.raises(InputError, match=r"unknown load option\(s\) provider"):
-        asyncio.run(EncoderModel(settings).load())
-    assert loads == []
+def test_mlserver_settings_with_an_unknown_option_are_refused() -> None:
+    found = _served_loads(LoadOptions(), 8, {"provider": "cpu"})
+    assert found["seen"] == []
+    assert [r["error"] for r in found["report"]] == [
+        "InputError: unknown load option(s) provider; known: model, prior, providers, strict, threads, variant"
+    ] * 3
 
 
 def test_the_cli_refuses_thread_counts_before_building_options(tmp_path: Path, loads: list[LoadOptions]) -> None:
