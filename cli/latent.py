@@ -8,9 +8,9 @@ import click
 import numpy as np
 
 from digitvae.runtime.errors import InputError
+from digitvae.runtime.options import LoadOptions
 
 from .options import (
-    ModelSpec,
     model_options,
     prepare_option,
     read_labelled,
@@ -75,7 +75,7 @@ def interpolate(
     mode: str,
     digit: int | None,
     prepare: bool,
-    spec: ModelSpec,
+    options: LoadOptions,
     scale: int,
 ) -> None:
     """Morph digit A into digit B through the latent space.
@@ -86,9 +86,10 @@ def interpolate(
     from digitvae.runtime.digits.files import output_kind
     from digitvae.runtime.inference.latent import MODES
     from digitvae.runtime.inference.latent import interpolate as path
+    from digitvae.runtime.inference.model import DigitVAE
 
     output_kind(output)
-    vae = spec.load()
+    vae = DigitVAE.from_options(options)
     pair = np.stack([read_one_digit(start, prepare, warn=False), read_one_digit(end, prepare, warn=False)])
     if not prepare:
         warn_if_inverted([start, end], [pair[:1], pair[1:]])
@@ -123,7 +124,7 @@ def manifold(
     data_paths: tuple[str, ...],
     digit: int | None,
     prepare: bool,
-    spec: ModelSpec,
+    options: LoadOptions,
     scale: int,
 ) -> None:
     """Draw the latent manifold: a grid of decoded codes.
@@ -133,10 +134,11 @@ def manifold(
     """
     from digitvae.runtime.digits.files import check_grid_size, output_kind
     from digitvae.runtime.inference.latent import manifold_codes, principal_plane
+    from digitvae.runtime.inference.model import DigitVAE
 
     if output_kind(output) == ".png":
         check_grid_size(size * size, size, scale, output)
-    vae = spec.load()
+    vae = DigitVAE.from_options(options)
     plane = None
     if data_paths:
         digits, labels = read_labelled(data_paths, None, None, prepare)

@@ -14,17 +14,16 @@ import numpy as np
 
 from digitvae.runtime.errors import InputError
 from digitvae.runtime.folders.writing import update_metrics
+from digitvae.runtime.options import LoadOptions
 
 from .options import (
-    ModelSpec,
     json_option,
     labels_for,
     labels_option,
-    load_model,
+    load_options,
     model_options,
     prepare_option,
     progress_bar,
-    provider_list,
     provider_option,
     read_digit_batches,
     read_labelled,
@@ -106,15 +105,17 @@ def evaluate(
     k: int,
     limit: int | None,
     seed: int,
-    spec: ModelSpec,
+    options: LoadOptions,
     as_json: bool,
     standard_prior: bool,
     write: bool,
 ) -> None:
     """Print -ELBO and the importance-weighted NLL of digits (IDX, .npy or PNG files), from the ONNX files alone."""
+    from digitvae.runtime.inference.model import DigitVAE
+
     data_paths = _inputs(inputs, data_paths)
-    variant = spec.variant
-    vae = spec.load(prior=not standard_prior)
+    variant = options.variant
+    vae = DigitVAE.from_options(dataclasses.replace(options, prior=not standard_prior))
     digits, labels = read_labelled(data_paths, limit, labels_file, prepare)
     labels = labels_for(vae, labels)
     neg_elbo = float(-vae.elbo(digits, labels, seed=seed).mean())
@@ -169,20 +170,13 @@ def score(
     k: int | None,
     limit: int | None,
     seed: int,
-    spec: ModelSpec,
+    options: LoadOptions,
     as_json: bool,
 ) -> None:
     """Score digits by IW-NLL (nats) and flag those outside the typical ranges of real digits."""
     from digitvae.runtime.outliers.detector import OutlierDetector
 
-    detector = OutlierDetector.load(
-        spec.model,
-        provider_list(spec.provider),
-        spec.strict,
-        variant=spec.variant,
-        threads=spec.threads,
-        nll_range=score_range,
-    )
+    detector = OutlierDetector.from_options(options, score_range)
     vae, calibration = detector.vae, detector.calibration
     if k is not None and k != calibration.k:
         if "score" in vae.manifest.metrics:
@@ -281,6 +275,7 @@ def calibrate(
     """Store MODEL_DIR's typical score ranges and latent principal plane, from validation digits (INPUT files)."""
     data_paths = _inputs(inputs, data_paths)
     from digitvae.runtime.inference.latent import principal_plane
+    from digitvae.runtime.inference.model import DigitVAE
     from digitvae.runtime.outliers.detector import fp32_hashes, reference_entry, score_images
     from digitvae.runtime.outliers.scoring import DEFAULT_K
     from digitvae.runtime.outliers.scoring import calibrate as calibrate_scores
@@ -288,7 +283,8 @@ def calibrate(
     k = k or DEFAULT_K
     if reference is not None and no_reference:  # before any model is read
         raise click.UsageError("--reference and --no-reference exclude each other")
-    vae = load_model(str(model_dir), provider, strict, threads=threads)
+    options = load_options(str(model_dir), "fp32", provider, strict, threads)
+    vae = DigitVAE.from_options(options)
     kept = ((vae.manifest.metrics.get("score") or {}).get("reference") or {}).get("model")
     if reference is None and not no_reference and kept:
         reference = str(kept)
@@ -297,7 +293,7 @@ def calibrate(
         )
     ref_vae, ref_entry = None, None
     if reference is not None:
-        ref_vae = load_model(reference, provider, strict, threads=threads)
+        ref_vae = DigitVAE.from_options(dataclasses.replace(options, model=reference))
         ref_entry = reference_entry(reference, ref_vae)
         if ref_entry["sha256"] == fp32_hashes(vae.manifest):
             raise InputError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -12,6 +13,7 @@ import click
 from digitvae.runtime._version import __version__
 from digitvae.runtime.arrays import MAX_COUNT
 from digitvae.runtime.errors import DigitVAEError
+from digitvae.runtime.options import LoadOptions
 
 from .console import (
     VERBOSE_FLAGS,
@@ -23,7 +25,6 @@ from .console import (
     setup_logging,
 )
 from .options import (
-    ModelSpec,
     cols_option,
     json_option,
     labels_for,
@@ -124,7 +125,7 @@ def generate(
     digit: int | None,
     each_digit: bool,
     standard_prior: bool,
-    spec: ModelSpec,
+    options: LoadOptions,
     cols: int | None,
     scale: int,
 ) -> None:
@@ -141,6 +142,7 @@ def generate(
         write_npy_blocks,
         write_png,
     )
+    from digitvae.runtime.inference.model import DigitVAE
 
     kind = output_kind(output)
     count = as_count(count, "-n")
@@ -157,7 +159,7 @@ def generate(
         import secrets
 
         seed = secrets.randbelow(2**32)
-    vae = spec.load(prior=not standard_prior)
+    vae = DigitVAE.from_options(replace(options, prior=not standard_prior))
     if kind == ".png":
         write_png(tile(vae.generate(count, seed=seed, digit=asked), cols or default_cols(count)), output, scale)
     else:
@@ -181,7 +183,7 @@ def reconstruct(
     limit: int | None,
     labels_file: str | None,
     prepare: bool,
-    spec: ModelSpec,
+    options: LoadOptions,
     cols: int | None,
     scale: int,
 ) -> None:
@@ -200,9 +202,10 @@ def reconstruct(
         write_npy,
         write_png,
     )
+    from digitvae.runtime.inference.model import DigitVAE
 
     kind = output_kind(output)
-    vae = spec.load()
+    vae = DigitVAE.from_options(options)
     originals, labels = read_labelled(inputs, limit, labels_file, prepare)
     if kind == ".png":
         check_grid_size(len(originals), cols or default_cols(len(originals)), scale, output, pairs=True)
@@ -218,12 +221,13 @@ def reconstruct(
 @cli.command()
 @model_options
 @json_option
-def info(spec: ModelSpec, as_json: bool) -> None:
+def info(options: LoadOptions, as_json: bool) -> None:
     """Show a model's manifest and the execution providers."""
     from digitvae.runtime.folders.locate import list_shipped_models
+    from digitvae.runtime.inference.model import DigitVAE
     from digitvae.runtime.inference.providers import available_providers
 
-    vae = spec.load()
+    vae = DigitVAE.from_options(options)
     report = {
         "model": vae.name,
         "directory": str(vae.model_dir),
@@ -275,8 +279,8 @@ def _training_lines(training: Any) -> list[str]:
     import re
 
     lines = []
-    data = training.get("data") if isinstance(training.get("data"), dict) else {}
-    train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    data: dict[str, Any] = training.get("data") if isinstance(training.get("data"), dict) else {}
+    train: dict[str, Any] = data.get("train") if isinstance(data.get("train"), dict) else {}
     subset = str(train.get("file", "")).startswith("train5k-")
     if train.get("file"):
         how = " (`digitvae data subset` makes it from MNIST)" if subset else ""

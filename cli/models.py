@@ -35,8 +35,8 @@ def describe(model: str) -> dict[str, Any]:
     }
 
 
-def _cell(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _cell(value: Any, format_spec: str) -> str:
+    return "-" if value is None else format(value, format_spec)
 
 
 @click.command("models")

@@ -8,7 +8,6 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from digitvae.runtime.errors import DataFormatError, InputError, MissingDependencyError, PictureError
 from digitvae.runtime.folders.locate import DEFAULT_MODEL
+from digitvae.runtime.options import LoadOptions, as_provider_specs
 
 if TYPE_CHECKING:
     from digitvae.runtime.inference.model import DigitVAE
@@ -82,31 +82,24 @@ standard_prior_option = click.option(
 )
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which model a command loads and how: --model, --variant, --provider, --strict, --threads."""
-
-    model: str
-    variant: str
-    provider: str | None
-    strict: bool
-    threads: int | None
-
-    def load(self, prior: bool = True) -> DigitVAE:
-        """Load the model (N(0, I) instead of its learned prior when `prior` is False)."""
-        return load_model(self.model, self.provider, self.strict, self.variant, self.threads, prior=prior)
+#: The command-line options that make a command's LoadOptions, in LoadOptions' order.
+_LOAD_OPTION_NAMES = ("model", "variant", "provider", "strict", "threads")
 
 
-_SPEC_FIELDS = ("model", "variant", "provider", "strict", "threads")
+def load_options(
+    model: str, variant: str, provider: str | None, strict: bool, threads: int | None, *, prior: bool = True
+) -> LoadOptions:
+    """Return the LoadOptions that --model, --variant, --provider, --strict and --threads give."""
+    return LoadOptions(model, variant, as_provider_specs(provider_list(provider)), strict, threads, prior)
 
 
 def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command the options that choose and load a model, passed to it as `spec: ModelSpec`."""
+    """Give a command the options that choose and load a model, passed to it as `options: LoadOptions`."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        spec = ModelSpec(*(kwargs.pop(name) for name in _SPEC_FIELDS))
-        return command(*args, spec=spec, **kwargs)
+        options = load_options(*(kwargs.pop(name) for name in _LOAD_OPTION_NAMES))
+        return command(*args, options=options, **kwargs)
 
     for option in reversed((model_option, variant_option, provider_option, strict_option, threads_option)):
         wrapper = option(wrapper)
@@ -121,12 +114,10 @@ def load_model(
     threads: int | None = None,
     prior: bool = True,
 ) -> DigitVAE:
-    """Load a DigitVAE for a command."""
+    """Load a DigitVAE from separate option values (for commands not yet given `options: LoadOptions`)."""
     from digitvae.runtime.inference.model import DigitVAE
 
-    return DigitVAE.load(
-        model, providers=provider_list(provider), strict=strict, variant=variant, threads=threads, prior=prior
-    )
+    return DigitVAE.from_options(load_options(model, variant, provider, strict, threads, prior=prior))
 
 
 labels_option = click.option(
@@ -228,20 +219,20 @@ def read_labels(paths: Sequence[str], count: int, labels_file: str | None) -> np
 _INDEXED = re.compile(r"^(?P<path>.+):(?P<index>\d+)$")
 
 
-def read_one_digit(spec: str, prepare: bool = False, warn: bool = True) -> np.ndarray:
+def read_one_digit(source: str, prepare: bool = False, warn: bool = True) -> np.ndarray:
     """Read one digit from "FILE.png", or "FILE:INDEX" for an IDX or .npy file; float32 [28,28]."""
-    match = _INDEXED.match(spec)
-    if match and not Path(spec).is_file():
+    match = _INDEXED.match(source)
+    if match and not Path(source).is_file():
         path, index = match["path"], int(match["index"])
         digits = read_digits([path], prepare=prepare, warn=warn)
         if index >= len(digits):
             raise InputError(
-                f"{spec}: index {index} is out of range; {path} holds {len(digits)} digits (0-{len(digits) - 1})"
+                f"{source}: index {index} is out of range; {path} holds {len(digits)} digits (0-{len(digits) - 1})"
             )
         return digits[index]
-    digits = read_digits([spec], prepare=prepare, warn=warn)
+    digits = read_digits([source], prepare=prepare, warn=warn)
     if len(digits) != 1:
-        raise InputError(f"{spec}: holds {len(digits)} digits; pick one as {spec}:INDEX")
+        raise InputError(f"{source}: holds {len(digits)} digits; pick one as {source}:INDEX")
     return digits[0]
 
 

@@ -8,8 +8,9 @@ from dataclasses import replace
 import click
 
 from digitvae.runtime.errors import ProviderError
+from digitvae.runtime.options import LoadOptions
 
-from .options import ModelSpec, json_option, model_options
+from .options import json_option, model_options
 
 
 @click.command("parity")
@@ -18,7 +19,7 @@ from .options import ModelSpec, json_option, model_options
 @click.option("-k", type=click.IntRange(1, 5000), default=50, show_default=True, help="Samples per digit for iw_nll.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @json_option
-def parity(spec: ModelSpec, count: int, k: int, seed: int, as_json: bool) -> None:
+def parity(options: LoadOptions, count: int, k: int, seed: int, as_json: bool) -> None:
     """Run the model on --provider and on the CPU provider with the same inputs, and compare.
 
     decode, encode, reconstruct, generate and iw_nll must agree within 1e-4 (pixels and codes)
@@ -28,16 +29,20 @@ def parity(spec: ModelSpec, count: int, k: int, seed: int, as_json: bool) -> Non
     from digitvae.runtime.inference.model import DigitVAE
     from digitvae.runtime.inference.parity import compare
 
-    if not spec.provider:
+    if not options.providers:
         raise ProviderError("parity compares a provider with the CPU provider: name one with --provider (e.g. cuda)")
-    candidate = replace(spec, strict=True).load()
-    reference = DigitVAE.load(candidate.model_dir, "cpu", variant=spec.variant, threads=spec.threads)
+    candidate = DigitVAE.from_options(replace(options, strict=True))
+    reference = DigitVAE.from_options(
+        replace(options, model=str(candidate.model_dir), providers=("cpu",), strict=False)
+    )
     found = compare(candidate, reference, count, k, seed)
     if as_json:
         rows = [{"output": d.output, "max_abs_diff": d.max_abs, "tolerance": d.tolerance} for d in found]
-        click.echo(json.dumps({"providers": candidate.providers, "variant": spec.variant, "outputs": rows}, indent=2))
+        click.echo(
+            json.dumps({"providers": candidate.providers, "variant": options.variant, "outputs": rows}, indent=2)
+        )
     else:
-        click.echo(f"{candidate.name} ({spec.variant}) on {', '.join(candidate.providers)} vs CPUExecutionProvider:")
+        click.echo(f"{candidate.name} ({options.variant}) on {', '.join(candidate.providers)} vs CPUExecutionProvider:")
         for d in found:
             click.echo(f"  {d.output:20s} max |diff| {d.max_abs:.3g} (allowed {d.tolerance:g})")
     bad = [d for d in found if not d.ok]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -11,7 +12,15 @@ import click
 from digitvae.runtime.errors import InputError
 from digitvae.runtime.folders.locate import DEFAULT_MODEL
 
-from .options import models_option, provider_option, require, strict_option, threads_option, variant_option
+from .options import (
+    load_options,
+    models_option,
+    provider_option,
+    require,
+    strict_option,
+    threads_option,
+    variant_option,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +103,7 @@ def serve(
     Each model M is served as M-encoder, M-decoder and M-generate. Stops on Ctrl-C or SIGTERM.
     """
     require("mlserver", extra="serve")
-    from digitvae.serve.models import load_shared, shape_of
+    from digitvae.serve.runtimes import dims_of, load_shared
     from digitvae.serve.server import ServedModel, ServerOptions
     from digitvae.serve.server import serve as run
 
@@ -103,10 +112,10 @@ def serve(
         raise InputError(f"--port, --grpc-port and --metrics-port must differ, got {', '.join(map(str, ports))}")
     served = []
     for model in models or (DEFAULT_MODEL,):
-        load = {"model": model, "variant": variant, "provider": provider, "strict": strict, "threads": threads}
+        options = load_options(model, variant, provider, strict, threads)
         # Loaded here first, so a bad model or option is one error line before the server starts.
-        vae = load_shared(**load)
-        served.append(ServedModel(vae.name, {**load, "model": str(vae.model_dir)}, shape_of(vae)))
+        vae = load_shared(options)
+        served.append(ServedModel(vae.name, replace(options, model=str(vae.model_dir)), dims_of(vae)))
     if replicas:
         load_shared.cache_clear()  # the workers load their own copies
     announcement = (
@@ -114,6 +123,6 @@ def serve(
         f"on http://{host}:{port}/v2 (gRPC {grpc_port}, {replicas} worker{'s' if replicas != 1 else ''}); "
         "Ctrl-C stops"
     )
-    options = ServerOptions(host, port, grpc_port, metrics_port, replicas, max_batch, max_body)
+    server = ServerOptions(host, port, grpc_port, metrics_port, replicas, max_batch, max_body)
     # Announced once the ports are known to be free: a taken port is the only line printed.
-    run(served, options, checked=lambda: click.echo(announcement, err=True))
+    run(served, server, checked=lambda: click.echo(announcement, err=True))

@@ -26,7 +26,7 @@ from digitvae.train.loop import BEST
 from digitvae.train.model import VAE, export_halves
 
 from .folder import folder_files, write_model_folder
-from .opset import BUILD_OPSET, stamp_lowest
+from .opset import BUILD_OPSET, checked_bytes
 from .prior import PriorConfig, fit_model_prior
 from .variants import build_variants, cpu_session, differences
 
@@ -109,12 +109,7 @@ def _annotate(model: onnx.ModelProto, role: str, ckpt: Checkpoint) -> bytes:
     for info in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
         del info.metadata_props[:]
     model.doc_string = f"digitvae {role} (preset {ckpt.preset}, latent_dim {ckpt.model_config.latent_dim})"
-    stamp_lowest(model)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"{role}: the exported model fails onnx.checker: {exc}") from None
-    return model.SerializeToString()
+    return checked_bytes(model, f"{role}: the exported model")
 
 
 def _parity(

@@ -180,6 +180,19 @@ def stamp_lowest(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def checked_bytes(model: onnx.ModelProto, what: str) -> bytes:
+    """Stamp a model with its lowest versions, in place, check it with onnx.checker and return its bytes.
+
+    `what` names the model in the ExportError of a failed check: "{what} fails onnx.checker: ...".
+    """
+    stamp_lowest(model)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"{what} fails onnx.checker: {exc}") from None
+    return model.SerializeToString()
+
+
 def lowest_bytes(blob: bytes) -> bytes:
     """Return a serialized model stamped with its lowest versions: the same bytes when it already is."""
     model = onnx.load_from_string(blob)

@@ -25,8 +25,7 @@ from typing import Any
 from digitvae.runtime.atomic import swapped_in
 from digitvae.runtime.errors import MissingDependencyError, ModelError, OutputError
 from digitvae.runtime.folders.locate import resolve_model_dir
-from digitvae.runtime.folders.onnxscan import check_self_contained
-from digitvae.runtime.folders.reading import read_manifest, sha256_file, verified_bytes
+from digitvae.runtime.folders.reading import checked_graph, read_manifest, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -192,9 +191,7 @@ def export_ort(model: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
             if targets.get(name, entry.path) != entry.path:
                 raise ModelError(f"{model_dir}: {targets[name]} and {entry.path} would both become {name}")
             targets[name] = entry.path
-            blob = verified_bytes(model_dir, entry)
-            check_self_contained(blob, model_dir / entry.path)
-            sources[entry.path] = (entry.sha256, blob)
+            sources[entry.path] = (entry.sha256, checked_graph(model_dir, entry))
 
     def failed(exc: OSError) -> str:
         return f"cannot write {out_dir}: {exc.strerror or exc} (in {where.parent})"

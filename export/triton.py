@@ -24,9 +24,9 @@ from digitvae.runtime.errors import InputError, MissingDependencyError, ModelErr
 from digitvae.runtime.extras import install_command
 from digitvae.runtime.folders.locate import resolve_model_dir
 from digitvae.runtime.folders.manifest import ROLES
-from digitvae.runtime.folders.onnxscan import check_self_contained
-from digitvae.runtime.folders.reading import read_manifest, verified_bytes
-from digitvae.runtime.inference.contract import check_signatures, trial_run
+from digitvae.runtime.folders.reading import read_manifest
+from digitvae.runtime.inference.loading import open_checked
+from digitvae.runtime.inference.sessions import CHUNK
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ VERSION = "1"
 CONFIG_NAME = "config.pbtxt"
 ONNX_NAME = "model.onnx"
 #: The runtime's CHUNK: the most rows it hands onnxruntime at once (bounded working memory).
-MAX_BATCH_SIZE = 4096
+MAX_BATCH_SIZE = CHUNK
 #: About one batch-1 decode on a CPU core (docs/triton.md): a lone request waits at most that
 #: long, while under load the requests that arrive meanwhile share one call.
 QUEUE_DELAY_US = 100
@@ -111,8 +111,6 @@ def config_module() -> Any:
 
 def plan_models(model: str | os.PathLike[str], variant: str = "fp32") -> list[RepoModel]:
     """Return the repository models for one model folder, its ONNX files read and checked against model.json."""
-    from digitvae.runtime.inference.sessions import open_session, session_options
-
     model_dir = resolve_model_dir(model)
     manifest = read_manifest(model_dir)
     name = manifest.name
@@ -123,18 +121,9 @@ def plan_models(model: str | os.PathLike[str], variant: str = "fp32") -> list[Re
         )
     files = manifest.files(variant)
     roles = (*ROLES, "prior") if manifest.prior else ROLES
-    blobs, sessions = {}, {}
-    for role in roles:
-        blobs[role] = verified_bytes(model_dir, files[role])
-        check_self_contained(blobs[role], model_dir / files[role].path)
-        try:
-            sessions[role] = open_session(blobs[role], session_options(1))
-        except Exception as exc:  # onnxruntime raises several unrelated types for bad models
-            raise ModelError(f"{model_dir / files[role].path}: onnxruntime cannot load it: {exc}") from None
     # The configs below are written from the contract: refuse files that do not follow it,
     # or that cannot run a batch of more than one (max_batch_size > 0 needs that).
-    check_signatures(model_dir, manifest, sessions)
-    trial_run(model_dir, manifest, sessions)
+    _, blobs = open_checked(model_dir, manifest, {role: files[role] for role in roles}, {role: 1 for role in roles})
 
     d = manifest.latent_dim
     image = (1, 28, 28)

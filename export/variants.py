@@ -33,7 +33,7 @@ from digitvae.runtime.folders.writing import model_folder_lock, update_metrics
 from digitvae.runtime.inference.sessions import open_session, session_options
 
 from .folder import folder_files, variant_file, write_model_folder
-from .opset import stamp_lowest
+from .opset import checked_bytes
 from .prior import shared_prior_files, with_prior
 
 logger = logging.getLogger(__name__)
@@ -199,12 +199,7 @@ def _finish(model: onnx.ModelProto, source: bytes) -> bytes:
     del model.metadata_props[:]
     model.metadata_props.extend(original.metadata_props)
     model.doc_string = original.doc_string
-    stamp_lowest(model)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"a converted model fails onnx.checker: {exc}") from None
-    return model.SerializeToString()
+    return checked_bytes(model, "a converted model")
 
 
 def _sort_nodes(graph: onnx.GraphProto) -> None:

@@ -26,7 +26,7 @@ from .errors import OutputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["atomic_write", "signals_held", "swapped_in", "write_outcomes"]
+__all__ = ["atomic_write", "remove_quietly", "signals_held", "swapped_in", "write_outcomes"]
 
 _WRITE_MODES = frozenset({"w", "wt", "wb"})
 _MAX_NAME_TRIES = 100
@@ -113,7 +113,7 @@ def _create_temp(target: Path) -> tuple[Path, int]:
     raise OutputError(f"cannot write {target}: could not find a free temporary name in {directory}")
 
 
-def _remove_quietly(path: Path) -> None:
+def remove_quietly(path: Path) -> None:
     """Delete a file, ignoring its absence or any error (cleanup must not mask the real failure)."""
     try:
         os.unlink(path)
@@ -154,7 +154,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", *, encoding: st
                 handle = os.fdopen(fd, "w", encoding=encoding)
         except BaseException:
             os.close(fd)
-            _remove_quietly(temp_path)
+            remove_quietly(temp_path)
             raise
     try:
         try:
@@ -171,7 +171,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", *, encoding: st
     except BaseException:
         if not written:  # a signal held back during the rename is raised after it: the file is in place
             with signals_held():
-                _remove_quietly(temp_path)
+                remove_quietly(temp_path)
                 _outcomes[target] = False
         raise
     _fsync_directory(target.parent)

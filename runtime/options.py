@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import InputError, ProviderError
 from .folders.locate import DEFAULT_MODEL
-from .inference.providers import ProviderSpec
+from .inference.providers import ProviderSpec, normalize
 
 #: Most intra-op threads accepted: far beyond any machine, and within what onnxruntime takes.
 MAX_THREADS = 1024
@@ -86,10 +86,9 @@ class LoadOptions:
         if unknown:
             raise InputError(f"unknown load option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         values = dict(data)
-        if "providers" in values:
-            values["providers"] = tuple(
-                tuple(spec) if isinstance(spec, list) else spec for spec in values["providers"] or ()
-            )
+        providers = values.get("providers")
+        if isinstance(providers, list):  # JSON has no tuples: (name, options) pairs come back as lists
+            values["providers"] = tuple(tuple(spec) if isinstance(spec, list) else spec for spec in providers)
         return cls(**values)
 
     @classmethod
@@ -104,12 +103,10 @@ class LoadOptions:
 def as_provider_specs(providers: ProviderSpec | Sequence[ProviderSpec] | None) -> tuple[ProviderSpec, ...]:
     """Return a provider request as a tuple of specs: None is (), one name or pair a tuple of one.
 
-    () is the default (CPU); a list that names no provider is a mistake, and an error.
+    None and () ask for the default (CPU); any other empty sequence names no provider, a ProviderError.
     """
-    if providers is None:
+    if providers is None or (isinstance(providers, tuple) and not providers):
         return ()
-    if isinstance(providers, list) and not providers:
-        raise ProviderError("providers must name at least one execution provider")
     if isinstance(providers, str) or (
         isinstance(providers, tuple) and len(providers) == 2 and isinstance(providers[1], dict)
     ):
@@ -118,4 +115,6 @@ def as_provider_specs(providers: ProviderSpec | Sequence[ProviderSpec] | None) -
         raise ProviderError(
             f"providers must be a name, a (name, options) pair or a list of them, got {type(providers).__name__}"
         )
+    if not providers:
+        normalize(providers)  # raises the loaders' error for a request that names no provider
     return tuple(cast(Sequence[ProviderSpec], providers))

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-ROLES = ("encoder", "decoder", "generate")
+SERVED_ROLES = ("encoder", "decoder", "generate")
 
 
 def free_ports(count: int) -> list[int]:
@@ -95,7 +95,7 @@ def start(model: str, replicas: int, extra: list[str]) -> tuple[subprocess.Popen
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{http_port}"
-    for role in ROLES:
+    for role in SERVED_ROLES:
         while True:
             if proc.poll() is not None:
                 sys.exit(f"the server exited with {proc.returncode}")

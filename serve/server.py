@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from digitvae.runtime.errors import DigitVAEError, InputError
+from digitvae.runtime.options import LoadOptions
 
 from .limits import BodyLimit, default_max_body, grpc_options, validation_message
-from .specs import ROLES, Shape, metadata_inputs, output_specs, served_name
+from .signatures import SERVED_ROLES, ModelDims, metadata_inputs, output_tensors, served_name
 from .tensors import attach_raw
 
 logger = logging.getLogger(__name__)
@@ -26,9 +27,9 @@ GRACE = 5
 
 #: The MLServer runtime class of each role, by import path (inference workers import them).
 IMPLEMENTATIONS = {
-    "encoder": "digitvae.serve.models.EncoderModel",
-    "decoder": "digitvae.serve.models.DecoderModel",
-    "generate": "digitvae.serve.models.GenerateModel",
+    "encoder": "digitvae.serve.runtimes.EncoderModel",
+    "decoder": "digitvae.serve.runtimes.DecoderModel",
+    "generate": "digitvae.serve.runtimes.GenerateModel",
 }
 
 
@@ -38,11 +39,11 @@ class ServerError(DigitVAEError):
 
 @dataclass(frozen=True)
 class ServedModel:
-    """One model to serve: its name, how to load it and the figures its tensors depend on."""
+    """One model to serve: its name, how to load it and the dimensions its tensors depend on."""
 
     name: str
-    load: dict[str, Any]
-    shape: Shape
+    load_options: LoadOptions
+    dims: ModelDims
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,11 @@ def model_settings(model: ServedModel, max_batch: int) -> list[dict[str, Any]]:
             "name": served_name(model.name, role),
             "implementation": IMPLEMENTATIONS[role],
             "platform": "digitvae",
-            "inputs": [s.metadata() for s in metadata_inputs(role, model.shape)],
-            "outputs": [s.metadata() for s in output_specs(role, model.shape)],
-            "parameters": {"extra": {**model.load, "max_batch": max_batch}},
+            "inputs": [t.metadata() for t in metadata_inputs(role, model.dims)],
+            "outputs": [t.metadata() for t in output_tensors(role, model.dims)],
+            "parameters": {"extra": {**model.load_options.to_dict(), "max_batch": max_batch}},
         }
-        for role in ROLES
+        for role in SERVED_ROLES
     ]
 
 
@@ -112,7 +113,7 @@ async def _run(models: Sequence[ServedModel], options: ServerOptions, workdir: s
         model_repository_root=workdir,
         load_models_at_startup=False,
     )
-    from .models import quiet_client_errors
+    from .runtimes import quiet_client_errors
 
     _quiet_uvicorn()
     _raw_contents_as_bytes()

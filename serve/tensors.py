@@ -25,7 +25,7 @@ _KINDS = {"FP32": "iuf", "INT64": "iu"}
 
 
 @dataclass(frozen=True)
-class TensorSpec:
+class DeclaredTensor:
     """A declared input or output: its name, datatype and shape (-1 for any size)."""
 
     name: str
@@ -58,7 +58,7 @@ class TensorSpec:
 
 
 def read_inputs(
-    inputs: Sequence[Any], forms: Sequence[Sequence[TensorSpec]], max_rows: int
+    inputs: Sequence[Any], forms: Sequence[Sequence[DeclaredTensor]], max_rows: int
 ) -> tuple[int, dict[str, np.ndarray]]:
     """Match request inputs to one of the model's input forms; return its index and the arrays by name.
 
@@ -69,82 +69,82 @@ def read_inputs(
     if len(given) != len(inputs):
         raise InputError("the request names an input twice")
     form = _pick_form(set(given), forms)
-    specs = {s.name: s for s in forms[form]}
-    return form, {name: read_tensor(given[name], specs[name], max_rows) for name in given}
+    declared = {d.name: d for d in forms[form]}
+    return form, {name: read_tensor(given[name], declared[name], max_rows) for name in given}
 
 
-def _pick_form(names: set[Any], forms: Sequence[Sequence[TensorSpec]]) -> int:
-    for index, specs in enumerate(forms):
-        allowed = {s.name for s in specs}
-        required = {s.name for s in specs if not s.optional}
+def _pick_form(names: set[Any], forms: Sequence[Sequence[DeclaredTensor]]) -> int:
+    for index, form in enumerate(forms):
+        allowed = {d.name for d in form}
+        required = {d.name for d in form if not d.optional}
         if required <= names <= allowed:
             return index
-    described = " or ".join(_describe(specs) for specs in forms)
+    described = " or ".join(_describe(form) for form in forms)
     got = ", ".join(sorted(map(str, names))) or "none"
     raise InputError(f"this model takes the inputs {described}; got {got}")
 
 
-def _describe(specs: Sequence[TensorSpec]) -> str:
-    return "(" + ", ".join(f"{s.name}{' (optional)' if s.optional else ''}" for s in specs) + ")"
+def _describe(form: Sequence[DeclaredTensor]) -> str:
+    return "(" + ", ".join(f"{d.name}{' (optional)' if d.optional else ''}" for d in form) + ")"
 
 
-def read_tensor(tensor: Any, spec: TensorSpec, max_rows: int) -> np.ndarray:
+def read_tensor(tensor: Any, declared: DeclaredTensor, max_rows: int) -> np.ndarray:
     """Return one input (v2 JSON values, or gRPC raw contents as bytes) as a numpy array of its declared type.
 
     Datatype and shape are checked first, so the values are only read once their count is known
     to be within `max_rows` rows: nothing is allocated from a size the request merely claims.
     """
     datatype = getattr(tensor.datatype, "value", tensor.datatype)
-    if datatype != spec.datatype:
-        raise InputError(f"input {spec.name!r} must have datatype {spec.datatype}, got {datatype}")
+    if datatype != declared.datatype:
+        raise InputError(f"input {declared.name!r} must have datatype {declared.datatype}, got {datatype}")
     shape = tuple(int(d) for d in tensor.shape)
-    if not spec.fits(shape):
-        shapes = " or ".join(_shape(s) for s in (spec.shape, spec.also) if s is not None)
-        raise InputError(f"input {spec.name!r} must be shaped {shapes}, got {list(shape)}")
+    if not declared.fits(shape):
+        shapes = " or ".join(_shape(s) for s in (declared.shape, declared.also) if s is not None)
+        raise InputError(f"input {declared.name!r} must be shaped {shapes}, got {list(shape)}")
     if not shape or any(d < 0 for d in shape):
-        raise InputError(f"input {spec.name!r} has a negative dimension: {list(shape)}")
+        raise InputError(f"input {declared.name!r} has a negative dimension: {list(shape)}")
     if shape[0] > max_rows:
         raise InputError(
-            f"input {spec.name!r} holds {shape[0]:,} rows; one request takes at most {max_rows:,} (--max-batch)"
+            f"input {declared.name!r} holds {shape[0]:,} rows; one request takes at most {max_rows:,} (--max-batch)"
         )
     if shape[0] == 0:
-        raise InputError(f"input {spec.name!r} is an empty batch {list(shape)}; pass at least one row")
+        raise InputError(f"input {declared.name!r} is an empty batch {list(shape)}; pass at least one row")
     data = getattr(tensor.data, "root", tensor.data)
     expected = math.prod(shape)  # at most max_rows x 784: only the first dimension is free
     if isinstance(data, bytes):
-        return _from_raw(data, spec, shape)
+        return _from_raw(data, declared, shape)
     try:
         array = np.asarray(data)
     except (ValueError, TypeError):
-        raise InputError(f"input {spec.name!r}: data must be a flat or nested list of numbers") from None
-    if array.dtype.kind not in _KINDS[spec.datatype]:
-        what = "integers" if spec.datatype == "INT64" else "numbers"
-        raise InputError(f"input {spec.name!r} ({spec.datatype}): data must hold {what}, got {_kind(array)}")
+        raise InputError(f"input {declared.name!r}: data must be a flat or nested list of numbers") from None
+    if array.dtype.kind not in _KINDS[declared.datatype]:
+        what = "integers" if declared.datatype == "INT64" else "numbers"
+        raise InputError(f"input {declared.name!r} ({declared.datatype}): data must hold {what}, got {_kind(array)}")
     if array.size != expected:
-        raise InputError(f"input {spec.name!r}: shape {list(shape)} needs {expected:,} values, got {array.size:,}")
+        raise InputError(f"input {declared.name!r}: shape {list(shape)} needs {expected:,} values, got {array.size:,}")
     with np.errstate(over="ignore"):
-        out = np.ascontiguousarray(array, dtype=DTYPES[spec.datatype]).reshape(shape)
-    if spec.datatype == "INT64" and not np.array_equal(out, array.reshape(shape)):
-        raise InputError(f"input {spec.name!r}: values do not fit in INT64")
-    return _finite(out, spec)
+        out = np.ascontiguousarray(array, dtype=DTYPES[declared.datatype]).reshape(shape)
+    if declared.datatype == "INT64" and not np.array_equal(out, array.reshape(shape)):
+        raise InputError(f"input {declared.name!r}: values do not fit in INT64")
+    return _finite(out, declared)
 
 
-def _from_raw(raw: bytes, spec: TensorSpec, shape: tuple[int, ...]) -> np.ndarray:
+def _from_raw(raw: bytes, declared: DeclaredTensor, shape: tuple[int, ...]) -> np.ndarray:
     """Return gRPC raw contents (little-endian, as the protocol sends them) as an array of the declared shape."""
-    dtype = np.dtype(DTYPES[spec.datatype]).newbyteorder("<")
+    dtype = np.dtype(DTYPES[declared.datatype]).newbyteorder("<")
     size = math.prod(shape) * dtype.itemsize
     if len(raw) != size:
         raise InputError(
-            f"input {spec.name!r}: shape {list(shape)} needs {size:,} bytes of raw {spec.datatype} contents "
+            f"input {declared.name!r}: shape {list(shape)} needs {size:,} bytes of raw {declared.datatype} contents "
             f"({dtype.itemsize} per value), got {len(raw):,}"
         )
-    out = np.frombuffer(raw, dtype).astype(DTYPES[spec.datatype]).reshape(shape)
-    return _finite(out, spec)
+    out = np.frombuffer(raw, dtype).astype(DTYPES[declared.datatype]).reshape(shape)
+    return _finite(out, declared)
 
 
-def _finite(out: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    if spec.datatype == "FP32" and not np.isfinite(out).all():
-        raise InputError(f"input {spec.name!r}: values must be finite FP32 numbers")
+def _finite(out: np.ndarray, declared: DeclaredTensor) -> np.ndarray:
+    if declared.datatype == "FP32" and not np.isfinite(out).all():
+        raise InputError(f"input {declared.name!r}: values must be finite FP32 numbers")
     return out
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from digitvae.runtime._version import __version__
+from digitvae.runtime.atomic import remove_quietly
 from digitvae.runtime.digits.datadir import default_data_dir
 from digitvae.runtime.errors import DownloadError, OutputError
 
@@ -143,14 +144,6 @@ def _fetch(url: str, part: Path, name: str, timeout: float, progress: ProgressCa
     return digest.hexdigest()
 
 
-def _remove_quietly(path: Path) -> None:
-    """Delete a file if present; cleanup must not mask the error being reported."""
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as exc:
-        logger.warning("could not remove %s: %s", path, exc)
-
-
 def _download_one(
     remote: RemoteFile,
     directory: Path,
@@ -182,12 +175,12 @@ def _download_one(
                 except _RetryableError as exc:
                     reasons[mirror] = str(exc)
                     logger.info("%s: %s", url, exc)
-                    _remove_quietly(part)
+                    remove_quietly(part)
                     continue
                 except _MirrorError as exc:
                     reasons[mirror] = str(exc)
                     logger.info("%s: %s; trying the next mirror", url, exc)
-                    _remove_quietly(part)
+                    remove_quietly(part)
                     break
                 try:
                     os.replace(part, dest)
@@ -197,7 +190,7 @@ def _download_one(
                 return dest
     finally:
         # Reached on success too, where the .part is already renamed away.
-        _remove_quietly(part)
+        remove_quietly(part)
     if len(reasons) > 1 and len(set(reasons.values())) == 1:
         detail = f"{len(reasons)} tried: {next(iter(reasons.values()))}"
     else:

@@ -16,13 +16,12 @@ import numpy as np
 
 from ..arrays import as_seed
 from ..errors import ModelError
+from .sessions import CHUNK
 
 if TYPE_CHECKING:
     from .prior import Prior
 
 _LOG_2PI = math.log(2 * math.pi)
-#: Rows per onnxruntime call: bounds the session's working memory for very large batches.
-CHUNK = 4096
 #: A callback told how many digits are done, for long likelihood computations.
 Progress = Callable[[int], None] | None
 

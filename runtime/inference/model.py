@@ -19,11 +19,11 @@ from ..folders.reading import read_manifest
 from ..options import LoadOptions, as_provider_specs
 from . import likelihood
 from .contract import run_checked
-from .likelihood import CHUNK, Progress
+from .likelihood import Progress
 from .loading import open_checked
 from .prior import LearnedPrior, Prior, UnseededDraws, any_class_rows
 from .providers import ProviderSpec, check_active, normalize, plan
-from .sessions import SMALL_BATCH, SmallBatchRunner, active_providers
+from .sessions import CHUNK, SMALL_BATCH, SmallBatchRunner, active_providers
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -34,6 +34,8 @@ _ENCODED = ["mean", "logvar"]
 _DECODED = ["logits", "image"]
 #: The learned prior's files the runtime loads; small graphs, run on one thread (see load).
 _PRIOR_FILES = ("prior", "prior_density")
+#: Codes z [n, D] and the decoder's labels for them (None for a model that is not conditional).
+Codes = tuple[np.ndarray, np.ndarray | None]
 
 
 class DigitVAE:
@@ -132,10 +134,21 @@ class DigitVAE:
 
         `digit` (one class or one per row) asks a prior fit per class for that class's codes.
         """
+        return self.sample_codes(n, seed, digit)[0]
+
+    def sample_codes(self, n: int, seed: int | None = None, digit: npt.ArrayLike | None = None) -> Codes:
+        """Draw the codes `generate(n, seed, digit)` decodes: z float32 [n, D] and the digits they are for.
+
+        The digits are the decoder's labels, int64 [n], for a conditional model (None for the
+        others, whose decoder takes none): `decode(z, labels)` is `generate(n, seed, digit)`.
+        """
         n = as_count(n)
-        _, label = self._classes(n, digit)
-        noise, uniform = self._noise(n, seed)
-        return self.prior.sample(noise, uniform, label)
+        if self._pooled(n, seed, digit):
+            _, label = self._classes(n, digit)
+            return self._draws.codes(int(label[0]), n), None
+        blocks = list(self._code_blocks(n, seed, digit, CHUNK))
+        labels = [y for _, y in blocks if y is not None]
+        return np.concatenate([z for z, _ in blocks]), np.concatenate(labels) if labels else None
 
     def generate(self, n: int, seed: int | None = None, digit: npt.ArrayLike | None = None) -> np.ndarray:
         """Generate n new digits from the model's prior as float32 [n, 28, 28] in [0, 1].
@@ -145,17 +158,20 @@ class DigitVAE:
         classes 0, 1, ..., 9, 0, ... so every class appears equally often.
         """
         n = as_count(n)
-        pooled = seed is None and (digit is None or np.ndim(digit) == 0) and n <= SMALL_BATCH and not self.num_classes
-        if pooled and isinstance(self.prior, LearnedPrior):
-            # Unseeded codes of one class (or any) are sampled a block ahead: a small batch costs a decode.
-            _, label = self._classes(n, digit)
-            return self._decode(self._draws.codes(int(label[0]), n), None)
+        if self._pooled(n, seed, digit):
+            return self._decode(*self.sample_codes(n, seed, digit))
         out = np.empty((n, IMAGE_SIDE, IMAGE_SIDE), np.float32)
         start = 0
         for block in self.iter_generate(n, seed, digit):
             out[start : start + len(block)] = block
             start += len(block)
         return out
+
+    def _pooled(self, n: int, seed: int | None, digit: Any) -> bool:
+        """Return whether the codes come from the learned prior's pool: a small unseeded batch then costs a decode."""
+        one_class = digit is None or np.ndim(digit) == 0
+        unconditional = not self.num_classes and isinstance(self.prior, LearnedPrior)
+        return seed is None and one_class and n <= SMALL_BATCH and unconditional
 
     def iter_generate(
         self, n: int, seed: int | None = None, digit: npt.ArrayLike | None = None, block: int = CHUNK
@@ -166,25 +182,24 @@ class DigitVAE:
         writing them out as they come keeps memory to one block whatever n is.
         """
         n, block = as_count(n), as_count(block, "block")
+        for z, labels in self._code_blocks(n, seed, digit, block):
+            yield self._decode(z, labels)
+
+    def _code_blocks(self, n: int, seed: int | None, digit: Any, block: int) -> Iterator[Codes]:
+        """Yield the codes of `iter_generate` and the decoder's labels for them, block by block."""
         rows: np.ndarray | None = None
         if digit is not None and np.ndim(digit) != 0:
             self._classes(n, digit)  # a digit per row: all checked before the first block
             rows = np.asarray(digit)
-        if as_seed(seed) is None:
-            draws: Iterator[tuple[np.ndarray, np.ndarray | None]] = (
-                self._noise(min(block, n - i), None) for i in range(0, n, block)
-            )
-        else:
-            draws = self.prior.draw_blocks(np.random.default_rng(seed), n, block)
+        unseeded = (self._draws.inputs(min(block, n - i)) for i in range(0, n, block))
+        draws = unseeded if as_seed(seed) is None else self.prior.draw_blocks(np.random.default_rng(seed), n, block)
         for i, (noise, uniform) in zip(range(0, n, block), draws):
             m = len(noise)
             part = digit if rows is None else rows[i : i + m]
             if part is None and self.num_classes:
                 part = np.arange(i, i + m) % self.num_classes  # every class in turn, continued across blocks
             part, label = self._classes(m, part)
-            yield self._decode(
-                self.prior.sample(noise, uniform, label), self._labels(part, m) if self.num_classes else None
-            )
+            yield self.prior.sample(noise, uniform, label), self._labels(part, m) if self.num_classes else None
 
     def _classes(self, n: int, digit: Any) -> tuple[Any, np.ndarray]:
         """Return the digits asked for and the prior's `label` input for n draws.
@@ -203,12 +218,6 @@ class DigitVAE:
         if digit is not None and self.prior.num_classes:
             return digit, self.prior.class_rows(digit, n)
         return digit, any_class_rows(n)
-
-    def _noise(self, n: int, seed: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Return the prior's random inputs for n draws: from `seed`, or the next rows of a block."""
-        if as_seed(seed) is not None:
-            return self.prior.draw(np.random.default_rng(seed), n)
-        return self._draws.inputs(n)
 
     def decode(self, z: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> np.ndarray:
         """Decode latent codes [N, D] into digits, float32 [N, 28, 28] in [0, 1]."""

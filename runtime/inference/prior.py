@@ -18,15 +18,13 @@ from ..arrays import as_labels
 from ..errors import InputError
 from . import likelihood as lk
 from .contract import run_checked
-from .sessions import SMALL_BATCH, SmallBatchRunner
+from .sessions import CHUNK, SMALL_BATCH, SmallBatchRunner
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
 #: The label that asks a learned prior for any class (its marginal).
 ANY_CLASS = -1
-#: Rows per sampler or density call: bounds onnxruntime's working memory for very large batches.
-CHUNK = 4096
 
 
 class Prior:

@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 #: Largest batch served from preallocated buffers; larger batches use InferenceSession.run,
 #: where the model's own work dwarfs the per-call overhead.
 SMALL_BATCH = 16
+#: Most rows per onnxruntime call: larger batches go through in chunks, which bounds a session's
+#: working memory however many digits or codes a call is given.
+CHUNK = 4096
 _DTYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64}
 
 

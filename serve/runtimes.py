@@ -1,6 +1,6 @@
 """MLServer runtimes for the three served roles of a model: encoder, decoder and generate.
 
-MLServer imports these by path (`digitvae.serve.models.DecoderModel`) in every inference
+MLServer imports these by path (`digitvae.serve.runtimes.DecoderModel`) in every inference
 worker; each worker loads the model once and its three roles share it. A request that breaks
 the declared contract is a 400 with a JSON error body; a 500 means the server itself failed.
 """
@@ -22,23 +22,23 @@ from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 
 from digitvae.runtime.errors import DigitVAEError, InputError
 from digitvae.runtime.inference.model import DigitVAE
+from digitvae.runtime.options import LoadOptions
 
-from .specs import Shape, input_forms
+from .signatures import ModelDims, input_forms
 from .tensors import output, read_inputs, requested
 
 logger = logging.getLogger(__name__)
 
 
 @functools.cache
-def load_shared(model: str, variant: str, provider: str | None, strict: bool, threads: int | None) -> DigitVAE:
+def load_shared(options: LoadOptions) -> DigitVAE:
     """Load a model once per process, so that its encoder, decoder and generate roles share it."""
-    providers = [p for p in provider.split(",") if p.strip()] if provider else None
-    return DigitVAE.load(model, providers=providers, strict=strict, variant=variant, threads=threads)
+    return DigitVAE.from_options(options)
 
 
-def shape_of(vae: DigitVAE) -> Shape:
-    """Return the figures a loaded model's served tensors depend on."""
-    return Shape(vae.latent_dim, vae.num_classes, vae.prior.num_classes)
+def dims_of(vae: DigitVAE) -> ModelDims:
+    """Return the dimensions a loaded model's served tensors depend on."""
+    return ModelDims(vae.latent_dim, vae.num_classes, vae.prior.num_classes)
 
 
 @functools.cache
@@ -80,12 +80,9 @@ class _Served(MLModel):  # type: ignore[misc]
 
     async def load(self) -> bool:
         extra: dict[str, Any] = dict(self.settings.parameters.extra or {}) if self.settings.parameters else {}
-        self.vae = load_shared(
-            str(extra["model"]), str(extra.get("variant", "fp32")), extra.get("provider"),
-            bool(extra.get("strict", False)), extra.get("threads"),
-        )  # fmt: skip
-        self.max_rows = int(extra.get("max_batch", 1024))
-        self.forms = input_forms(self.role, shape_of(self.vae))
+        self.max_rows = int(extra.pop("max_batch", 1024))
+        self.vae = load_shared(LoadOptions.from_dict(extra))
+        self.forms = input_forms(self.role, dims_of(self.vae))
         quiet_client_errors()
         if multiprocessing.parent_process() is not None:  # an inference worker
             _watch_parent()
@@ -158,11 +155,8 @@ class GenerateModel(_Served):
         digit: Any = arrays.get("digit")
         if digit is not None and digit.shape == (1,):
             digit = int(digit[0])  # one digit asks for n of it, as generate(digit=7) does
-        # The same steps as DigitVAE.generate (codes, then the decoder), so z comes back too.
-        z = self.vae.sample_latents(n, seed=seed, digit=digit)
-        labels = None
-        if self.vae.num_classes:
-            labels = np.arange(n) % self.vae.num_classes if digit is None else digit
+        # The codes DigitVAE.generate decodes, and the digits they are for: z comes back too.
+        z, labels = self.vae.sample_codes(n, seed=seed, digit=digit)
         return {"z": z, "image": self.vae.decode(z, labels)}
 
     def _sampler(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .tensors import TensorSpec
+from .tensors import DeclaredTensor
 
 #: The served roles, in the order they are listed; the served name is f"{model}-{role}".
-ROLES = ("encoder", "decoder", "generate")
+SERVED_ROLES = ("encoder", "decoder", "generate")
 _ANY = -1
 _IMAGE = (_ANY, 1, 28, 28)
 
 
 @dataclass(frozen=True)
-class Shape:
-    """The figures of a model that its tensors' shapes and ranges depend on."""
+class ModelDims:
+    """The dimensions of a model that its served tensors' shapes and ranges depend on."""
 
     latent_dim: int
     #: Classes a conditional model's encoder and decoder take (0: not conditional).
@@ -32,45 +32,45 @@ def served_name(model: str, role: str) -> str:
     return f"{model}-{role}"
 
 
-def input_forms(role: str, shape: Shape) -> list[list[TensorSpec]]:
+def input_forms(role: str, dims: ModelDims) -> list[list[DeclaredTensor]]:
     """Return the input forms a role accepts, each a list of declared tensors."""
-    label = [TensorSpec("label", "INT64", (_ANY,))] if shape.num_classes else []
+    label = [DeclaredTensor("label", "INT64", (_ANY,))] if dims.num_classes else []
     if role == "encoder":
-        return [[TensorSpec("image", "FP32", _IMAGE, also=(_ANY, 784)), *label]]
+        return [[DeclaredTensor("image", "FP32", _IMAGE, also=(_ANY, 784)), *label]]
     if role == "decoder":
-        return [[TensorSpec("z", "FP32", (_ANY, shape.latent_dim)), *label]]
+        return [[DeclaredTensor("z", "FP32", (_ANY, dims.latent_dim)), *label]]
     if role == "generate":
         count = (("form", "count"),)
         sampler = (("form", "sampler"),)
         return [
             [
-                TensorSpec("n", "INT64", (1,), notes=count),
-                TensorSpec("seed", "INT64", (1,), optional=True, notes=count),
-                TensorSpec("digit", "INT64", (_ANY,), optional=True, notes=(*count, ("rows", "1 or n"))),
+                DeclaredTensor("n", "INT64", (1,), notes=count),
+                DeclaredTensor("seed", "INT64", (1,), optional=True, notes=count),
+                DeclaredTensor("digit", "INT64", (_ANY,), optional=True, notes=(*count, ("rows", "1 or n"))),
             ],
             [
-                TensorSpec("noise", "FP32", (_ANY, shape.latent_dim), notes=sampler),
-                TensorSpec("uniform", "FP32", (_ANY,), notes=sampler),
-                TensorSpec("label", "INT64", (_ANY,), notes=sampler),
+                DeclaredTensor("noise", "FP32", (_ANY, dims.latent_dim), notes=sampler),
+                DeclaredTensor("uniform", "FP32", (_ANY,), notes=sampler),
+                DeclaredTensor("label", "INT64", (_ANY,), notes=sampler),
             ],
         ]
     raise ValueError(f"unknown role {role!r}")
 
 
-def output_specs(role: str, shape: Shape) -> list[TensorSpec]:
+def output_tensors(role: str, dims: ModelDims) -> list[DeclaredTensor]:
     """Return the outputs a role returns."""
-    latent = TensorSpec("z", "FP32", (_ANY, shape.latent_dim))
+    latent = DeclaredTensor("z", "FP32", (_ANY, dims.latent_dim))
     if role == "encoder":
-        return [TensorSpec("mean", "FP32", latent.shape), TensorSpec("logvar", "FP32", latent.shape)]
+        return [DeclaredTensor("mean", "FP32", latent.shape), DeclaredTensor("logvar", "FP32", latent.shape)]
     if role == "decoder":
-        return [TensorSpec("logits", "FP32", _IMAGE), TensorSpec("image", "FP32", _IMAGE)]
+        return [DeclaredTensor("logits", "FP32", _IMAGE), DeclaredTensor("image", "FP32", _IMAGE)]
     if role == "generate":
         # The count form returns DigitVAE.generate's [n,28,28]; the sampler form decoder.onnx's [N,1,28,28].
-        image = TensorSpec("image", "FP32", (_ANY, 28, 28), notes=(("shape_in_sampler_form", list(_IMAGE)),))
+        image = DeclaredTensor("image", "FP32", (_ANY, 28, 28), notes=(("shape_in_sampler_form", list(_IMAGE)),))
         return [latent, image]
     raise ValueError(f"unknown role {role!r}")
 
 
-def metadata_inputs(role: str, shape: Shape) -> list[TensorSpec]:
+def metadata_inputs(role: str, dims: ModelDims) -> list[DeclaredTensor]:
     """Return every input a role declares in its metadata, all forms together."""
-    return [spec for form in input_forms(role, shape) for spec in form]
+    return [tensor for form in input_forms(role, dims) for tensor in form]
