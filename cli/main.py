@@ -279,8 +279,9 @@ def _training_lines(training: Any) -> list[str]:
     import re
 
     lines = []
-    data: dict[str, Any] = training.get("data") if isinstance(training.get("data"), dict) else {}
-    train: dict[str, Any] = data.get("train") if isinstance(data.get("train"), dict) else {}
+    data = training.get("data")
+    train = data.get("train") if isinstance(data, dict) else None
+    train = train if isinstance(train, dict) else {}
     subset = str(train.get("file", "")).startswith("train5k-")
     if train.get("file"):
         how = " (`digitvae data subset` makes it from MNIST)" if subset else ""
