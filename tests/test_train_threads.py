@@ -36,7 +36,7 @@ def test_bad_counts_are_refused(bad: object) -> None:
 
 
 def test_train_takes_the_threads_asked_for_and_says_so(tmp_path: Path) -> None:
-    import torch
+    torch = pytest.importorskip("torch", reason="needs the [train] extra (torch, onnx, onnxscript)")
     from click.testing import CliRunner
 
     from digitvae.cli.main import cli
