@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mnist_files import TRAIN_IMAGES, VALID_IMAGES
 
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.digits.idx import read_mnist_images
-
-DATA = Path(__file__).parent / "data" / "mnist"
-TRAIN_IMAGES = DATA / "train-images-idx3-ubyte.gz"
-VALID_IMAGES = DATA / "t10k-images-idx3-ubyte.gz"
-
-#: What `export` writes into a model folder, sorted: three variants of each half, the prior, model.json.
-EXPORTED_FILES = sorted(
-    [f"{role}{suffix}.onnx" for role in ("encoder", "decoder") for suffix in ("", ".int8", ".fp16")]
-    + ["prior.onnx", "prior_density.onnx", "model.json"]
-)
-
-HAVE_TORCH = all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx", "onnxscript"))
-needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="needs the [train] extra (torch, onnx, onnxscript)")
 
 
 @pytest.fixture(scope="session")

@@ -93,10 +93,6 @@ def copy_shipped_model(dest: Path) -> Path:
     return dest
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# generate
-
-
 def free_ports(count: int) -> list[int]:
     """Return `count` distinct loopback ports that were free a moment ago."""
     sockets = [socket.socket() for _ in range(count)]

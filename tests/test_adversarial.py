@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, invoke, ok
+from mnist_files import VALID_IMAGES
 
 from digitvae.runtime import DigitVAE, InputError, ModelError, OutlierDetector, OutputError
 from digitvae.runtime.digits.files import write_npy, write_png

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, invoke
+from mnist_files import VALID_IMAGES
 from PIL import Image
 from test_tamper import copy_model, install, needs_onnx
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import HAVE_TORCH, needs_torch
 from helpers import assert_clean_failure, invoke, ok
 from PIL import Image
+from train_extra import HAVE_TORCH, needs_torch
 
 from digitvae.cli.benchmark import QUICK, BenchConfig, run_bench
 from digitvae.cli.coldstart import cold_start

@@ -15,7 +15,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from click.testing import Result
-from conftest import EXPORTED_FILES, TRAIN_IMAGES, VALID_IMAGES, needs_torch
 from helpers import (
     GAP,
     STEP,
@@ -30,7 +29,9 @@ from helpers import (
     read_grid,
     write_png,
 )
+from mnist_files import TRAIN_IMAGES, VALID_IMAGES
 from PIL import Image
+from train_extra import EXPORTED_FILES, needs_torch
 
 from digitvae.runtime import __version__
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 import numpy as np
 import pytest
-from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, copy_shipped_model, invoke, ok
+from mnist_files import VALID_IMAGES
 
 from digitvae.cli.main import cli
 from digitvae.runtime import DigitVAE

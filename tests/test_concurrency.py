@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TRAIN_IMAGES, VALID_IMAGES
+from mnist_files import TRAIN_IMAGES, VALID_IMAGES
 
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.folders.locate import shipped_models_dir

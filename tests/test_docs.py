@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA
+from mnist_files import DATA
 from sybil import Sybil
 from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 from test_plugins import BUILT_IN_OPENVINO, HAVE_OPENVINO, _built_in_openvino_cpu, _openvino_cpu

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, invoke, listing, ok
+from mnist_files import VALID_IMAGES
 from onnxruntime.tools.reduced_build_config_parser import parse_config
 
 import digitvae.export.ort as ort_export

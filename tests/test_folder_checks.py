@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TRAIN_IMAGES
 from helpers import assert_clean_failure, invoke
+from mnist_files import TRAIN_IMAGES
 from signals import snapshot
 
 from digitvae.runtime.errors import ModelError, OutputError

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import TRAIN_IMAGES, VALID_IMAGES
+from mnist_files import TRAIN_IMAGES, VALID_IMAGES
 from signals import STEPS, Ended, at_step_command, command, run, snapshot
 
 from digitvae.runtime.folders.locate import shipped_models_dir

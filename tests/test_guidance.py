@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, copy_shipped_model, invoke, ok, write_png
+from mnist_files import VALID_IMAGES
 from PIL import Image
 
 from digitvae.runtime.errors import DataFormatError

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import needs_torch
+from train_extra import needs_torch
 
 from digitvae.runtime import DigitVAE, ExportError
 from digitvae.runtime.folders.locate import shipped_models_dir

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VALID_IMAGES
 from digit_mlp import classify
 from drawings import Style, decode, draw, encode, gallery
 from helpers import assert_clean_failure, copy_shipped_model, invoke, ok
+from mnist_files import VALID_IMAGES
 from PIL import Image
 
 from digitvae.runtime import DigitVAE, InputError, prepare_digit

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VALID_IMAGES
 from drawings import Style, decode, draw, encode, gallery
+from mnist_files import VALID_IMAGES
 
 from digitvae.runtime import prepare_digit
 from digitvae.runtime.digits.idx import read_mnist_images

@@ -11,7 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from conftest import TRAIN_IMAGES, needs_torch
+from mnist_files import TRAIN_IMAGES
+from train_extra import needs_torch
 
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.errors import InputError, IntegrityError, ModelError

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-from conftest import DATA, TRAIN_IMAGES, VALID_IMAGES, needs_torch
+from mnist_files import DATA, TRAIN_IMAGES, VALID_IMAGES
+from train_extra import needs_torch
 
 from digitvae.cli.quality import quality
 from digitvae.runtime import CheckpointError, DataFormatError, DigitVAE, InputError

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, copy_shipped_model, invoke, listing, ok
+from mnist_files import VALID_IMAGES
 
 from digitvae.runtime import DigitVAE, InputError, ModelError, OutlierDetector
 from digitvae.runtime.folders.locate import shipped_models_dir

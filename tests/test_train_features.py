@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch
+from mnist_files import TRAIN_IMAGES, VALID_IMAGES
+from train_extra import needs_torch
 
 from digitvae.runtime import DigitVAE, InputError
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import HAVE_TORCH, VALID_IMAGES, needs_torch
 from helpers import assert_clean_failure, invoke, ok
+from mnist_files import VALID_IMAGES
+from train_extra import HAVE_TORCH, needs_torch
 
 from digitvae.runtime import DigitVAE, ExportError, IntegrityError, ModelError
 from digitvae.runtime.folders.locate import shipped_models_dir
