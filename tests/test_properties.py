@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
-from test_bad_inputs import png_bytes
+from test_refusals import png_bytes
 
 from digitvae.runtime.arrays import MAX_COUNT, as_count, as_images, as_labels, as_latents
 from digitvae.runtime.digits.files import read_digits, read_npy, read_png

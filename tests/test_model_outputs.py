@@ -137,7 +137,7 @@ def test_nan_from_the_encoder_or_the_logits_is_a_model_error(digits: np.ndarray)
 
 def _crafted_decoder(tmp_path: Path) -> Path:
     """A real ONNX decoder that keeps its first 2 rows: it passes the trial run on a batch of 2."""
-    from test_reliability import _with_decoder
+    from test_inputs import _with_decoder
 
     def slice_two(decoder: Any) -> None:
         from onnx import helper, numpy_helper

@@ -25,7 +25,7 @@ import pytest
 from helpers import assert_clean_failure, invoke
 from mnist_files import VALID_IMAGES
 from PIL import Image
-from test_tamper import copy_model, install, needs_onnx
+from test_model_files import copy_model, install, needs_onnx
 
 from digitvae.runtime import (
     DataFormatError,
