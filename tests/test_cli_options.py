@@ -1,4 +1,4 @@
-"""One house: the same options everywhere, inputs as arguments, a printed seed, file names in scores."""
+"""The command line's options: the same everywhere, inputs as arguments, a printed seed, file names in scores, usage errors."""
 
 from __future__ import annotations
 

@@ -189,3 +189,13 @@ def test_conftest_holds_fixtures_and_hooks_only() -> None:
             continue
         others.append(ast.unparse(node).splitlines()[0])
     assert others == []
+
+
+def test_every_test_module_says_what_it_holds_in_its_first_line() -> None:
+    unsaid = []
+    for path in _files("tests"):
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        lines = doc.splitlines() if doc else [""]
+        if not lines[0].endswith(".") or (len(lines) > 1 and lines[1] != ""):
+            unsaid.append(str(path.relative_to(ROOT)))
+    assert unsaid == []

@@ -1,4 +1,4 @@
-"""prepare_digit and --prepare under hostile pictures: noise, extreme shapes, bad arrays, odd files.
+"""prepare_digit and --prepare at their limits: noise, very thin pictures, bad arrays, corrupt EXIF.
 
 Noise of every kind a camera or a fuzzer makes is "no ink" (an InputError), pictures far longer
 than wide cost memory and time linear in their pixels, every bad array is an InputError with a

@@ -1,5 +1,4 @@
-"""`digitvae serve` under hostile input and signals: malformed tensors over REST and gRPC, bodies
-over the cap, and SIGTERM or SIGINT while clients are busy.
+"""`digitvae serve` under malformed tensors over REST and gRPC, bodies over the cap, and SIGTERM or SIGINT while busy.
 
 Every malformed request is the client's error (REST 4xx, gRPC INVALID_ARGUMENT) with a one-line
 message and no traceback in the log; an oversized one is refused before it is read; a signal
