@@ -53,3 +53,10 @@ def tiny_model(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("models") / "tiny-vae"
     export_checkpoint(tiny_run, out)
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every slow test heavy too, so that the quick run (-m 'not heavy') leaves out the stress runs."""
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.heavy)

@@ -30,6 +30,8 @@ from digitvae.runtime.digits.files import encode_png
 from digitvae.runtime.folders.locate import shipped_models_dir
 from digitvae.runtime.inference.sessions import SmallBatchRunner, session_options
 
+pytestmark = pytest.mark.heavy  # times the runtime and cold starts in child processes
+
 QUICK_CONFIG = dataclasses.replace(BenchConfig(cold_runs=0, torch=False), **{**QUICK, "cold_runs": 0})
 
 

@@ -15,6 +15,7 @@ from mnist_files import VALID_IMAGES
 from digitvae.runtime.folders.locate import shipped_models_dir
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     "plane",
     [

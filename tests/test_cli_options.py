@@ -141,6 +141,7 @@ def test_verbose_works_before_and_after_the_command(tmp_path: Path) -> None:
     assert "info:" not in ok(invoke("generate", "-n", 2, "--seed", 1, "-o", tmp_path / "c.npy")).stderr
 
 
+@pytest.mark.heavy
 def test_score_takes_k_where_the_ranges_allow_it(tmp_path: Path) -> None:
     import json
 

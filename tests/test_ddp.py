@@ -14,7 +14,7 @@ from helpers import free_ports, invoke, ok
 from mnist_files import TRAIN_IMAGES, VALID_IMAGES
 from train_extra import needs_torch
 
-pytestmark = needs_torch
+pytestmark = [needs_torch, pytest.mark.heavy]  # trains in two processes
 
 torch = pytest.importorskip("torch")
 

@@ -325,6 +325,7 @@ def test_a_missing_ort_format_tool_is_named(tmp_path: Path, monkeypatch: pytest.
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.heavy
 def test_the_export_needs_neither_torch_nor_onnx(tmp_path: Path) -> None:
     code = """
         import sys

@@ -8,6 +8,7 @@ import pytest
 from digitvae.runtime import DigitVAE, InputError
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("block", [7, 4096])
 def test_blockwise_draws_give_the_digits_of_one_draw(vae: DigitVAE, block: int) -> None:
     # sample_latents draws all noise, then all uniforms, at once: the reference for every block size.
@@ -30,6 +31,7 @@ def test_a_conditional_model_cycles_the_classes_across_blocks() -> None:
         next(cvae.iter_generate(23, seed=5, digit=np.arange(22) % 10, block=4))
 
 
+@pytest.mark.heavy
 def test_iter_generate_yields_generate_in_blocks(vae: DigitVAE) -> None:
     blocks = list(vae.iter_generate(10_000, seed=4, block=4096))
     assert [len(b) for b in blocks] == [4096, 4096, 1808]
@@ -41,6 +43,7 @@ def test_iter_generate_yields_generate_in_blocks(vae: DigitVAE) -> None:
     )
 
 
+@pytest.mark.heavy
 def test_generate_writes_npy_block_by_block(tmp_path, vae: DigitVAE) -> None:  # type: ignore[no-untyped-def]
     import tracemalloc
 

@@ -16,6 +16,8 @@ from helpers import invoke, ok
 from mnist_files import TRAIN_IMAGES, VALID_IMAGES
 from train_extra import needs_torch
 
+pytestmark = pytest.mark.heavy  # trains in child processes
+
 EPOCHS_BEFORE_SIGINT = 1
 
 

@@ -43,6 +43,7 @@ def test_a_manifest_with_a_byte_order_mark_is_read_and_updated(tmp_path: Path) -
     assert data["metrics"]["likelihood"]["fp32"]["digits"] == 3
 
 
+@pytest.mark.heavy
 def test_concurrent_writers_of_model_json_lose_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
     import shutil

@@ -17,7 +17,10 @@ from digitvae.runtime.digits.idx import read_mnist_images
 
 MODULE = Path(__file__).parents[1] / "web" / "src" / "prepare.js"
 NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed: the JavaScript port cannot be run")
+pytestmark = [
+    pytest.mark.skipif(NODE is None, reason="node is not installed: the JavaScript port cannot be run"),
+    pytest.mark.heavy,
+]  # runs node
 
 #: Reads each case's RGBA bytes, runs rgbaToGray and prepareDigit, writes the 784 floats or the error.
 RUNNER = """

@@ -25,6 +25,8 @@ from digitvae.runtime.errors import DataFormatError, InputError, ModelError
 from digitvae.runtime.folders.locate import shipped_models_dir
 from digitvae.runtime.folders.onnxscan import check_self_contained
 
+pytestmark = pytest.mark.heavy  # runs hundreds of generated examples a test
+
 # Modest example counts keep the whole file to a few seconds; the strategies aim at the edges.
 FAST = settings(
     max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

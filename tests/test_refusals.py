@@ -536,6 +536,7 @@ def test_api_refuses(ctx: Ctx, case: Case) -> None:
     assert ctx.snapshot() == before, "a refused call left a file behind"
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("case", _params("cli"))
 def test_cli_refuses(ctx: Ctx, case: Case) -> None:
     args = case.cli(ctx)  # type: ignore[misc]

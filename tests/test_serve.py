@@ -28,6 +28,8 @@ from digitvae.runtime import DigitVAE
 from digitvae.runtime.digits.idx import read_mnist_labels
 from digitvae.runtime.folders.locate import shipped_models_dir
 
+pytestmark = pytest.mark.heavy  # starts MLServer processes
+
 HAVE_MLSERVER = importlib.util.find_spec("mlserver") is not None
 needs_serve = pytest.mark.skipif(not HAVE_MLSERVER, reason="needs the [serve] extra (MLServer)")
 on_linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find child processes")

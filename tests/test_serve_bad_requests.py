@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from test_serve import Server, _alive, _descendants, _group, needs_serve, on_linux, start_server, stop_group, tensor
 
-pytestmark = [needs_serve, on_linux]
+pytestmark = [needs_serve, on_linux, pytest.mark.heavy]  # starts MLServer processes
 
 HUGE = 3e38  # finite float32 that overflows the models
 _Z = [0.0] * 32

@@ -12,7 +12,7 @@ from train_extra import EXPORTED_FILES, needs_torch
 
 from digitvae.runtime import CheckpointError, DigitVAE, ExportError, OutputError
 
-pytestmark = needs_torch
+pytestmark = [needs_torch, pytest.mark.heavy]  # trains and exports with torch
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")

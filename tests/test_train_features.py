@@ -11,7 +11,7 @@ from train_extra import needs_torch
 
 from digitvae.runtime import DigitVAE, InputError
 
-pytestmark = needs_torch
+pytestmark = [needs_torch, pytest.mark.heavy]  # trains with torch
 
 torch = pytest.importorskip("torch")
 

@@ -191,6 +191,7 @@ def test_a_variant_beyond_tolerance_fails_and_writes_nothing(
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
+@pytest.mark.heavy
 def test_export_makes_the_variants_and_records_the_cost(tiny_model: Path) -> None:
     manifest = read_manifest(tiny_model)
     assert sorted(manifest.variants) == ["fp16", "fp32", "int8"]
