@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mnist_files import TRAIN_IMAGES, VALID_IMAGES
 
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.digits.idx import read_mnist_images
-
-DATA = Path(__file__).parent / "data" / "mnist"
-TRAIN_IMAGES = DATA / "train-images-idx3-ubyte.gz"
-VALID_IMAGES = DATA / "t10k-images-idx3-ubyte.gz"
-
-#: What `export` writes into a model folder, sorted: three variants of each half, the prior, model.json.
-EXPORTED_FILES = sorted(
-    [f"{role}{suffix}.onnx" for role in ("encoder", "decoder") for suffix in ("", ".int8", ".fp16")]
-    + ["prior.onnx", "prior_density.onnx", "model.json"]
-)
-
-HAVE_TORCH = all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx", "onnxscript"))
-needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="needs the [train] extra (torch, onnx, onnxscript)")
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +53,10 @@ def tiny_model(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("models") / "tiny-vae"
     export_checkpoint(tiny_run, out)
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every slow test heavy too, so that the quick run (-m 'not heavy') leaves out the stress runs."""
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.heavy)

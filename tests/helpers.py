@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +95,23 @@ def write_png(array: np.ndarray, path: Path) -> Path:
 def copy_shipped_model(dest: Path) -> Path:
     shutil.copytree(shipped_models_dir() / "mnist-vae", dest)
     return dest
+
+
+def copy_2d_model(tmp_path: Path, edit: Callable[[Path], None] | None = None) -> Path:
+    """Copy the shipped 2-D model to tmp_path/m, apply `edit` to the copy if given; return the copy."""
+    model = tmp_path / "m"
+    shutil.copytree(shipped_models_dir() / "mnist-vae-2d", model)
+    if edit is not None:
+        edit(model)
+    return model
+
+
+def run_cli_process(*args: object) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a child process: onnxruntime's own log lines go to the real stderr."""
+    env = {k: v for k, v in os.environ.items() if k != "DIGITVAE_DEBUG"}
+    code = "from digitvae.cli.main import main; main()"
+    command = [sys.executable, "-c", code, *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 
 def free_ports(count: int) -> list[int]:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.heavy  # runs scripts/arm64_outputs.py in child processes
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "arm64_outputs.py"
 
 

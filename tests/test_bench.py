@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import HAVE_TORCH, needs_torch
 from helpers import assert_clean_failure, invoke, ok
 from PIL import Image
+from train_extra import HAVE_TORCH, needs_torch
 
 from digitvae.bench.benchmark import QUICK, BenchConfig, run_bench
 from digitvae.bench.coldstart import cold_start
@@ -31,6 +31,8 @@ from digitvae.runtime.errors import ProviderError
 from digitvae.runtime.folders.locate import shipped_models_dir
 from digitvae.runtime.inference.sessions import SmallBatchRunner, session_options
 from digitvae.runtime.options import LoadOptions
+
+pytestmark = pytest.mark.heavy  # times the runtime and cold starts in child processes
 
 QUICK_CONFIG = dataclasses.replace(BenchConfig(cold_runs=0, torch=False), **{**QUICK, "cold_runs": 0})
 

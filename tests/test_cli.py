@@ -15,7 +15,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from click.testing import Result
-from conftest import EXPORTED_FILES, TRAIN_IMAGES, VALID_IMAGES, needs_torch
 from helpers import (
     GAP,
     STEP,
@@ -30,7 +29,9 @@ from helpers import (
     read_grid,
     write_png,
 )
+from mnist_files import TRAIN_IMAGES, VALID_IMAGES
 from PIL import Image
+from train_extra import EXPORTED_FILES, needs_torch
 
 from digitvae.runtime import __version__
 
@@ -474,6 +475,7 @@ ERROR_CASES = [
 ]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("case", ERROR_CASES)
 def test_errors_are_clean_and_write_nothing(tmp_path: Path, digits: np.ndarray, case: Case) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
@@ -550,6 +552,7 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Result]:
     return out, invoke("train", *DATA_ARGS, "--epochs", 1, "-o", out)
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_train_one_epoch(cli_run: tuple[Path, Result]) -> None:
     out, result = cli_run
@@ -563,6 +566,7 @@ def test_train_one_epoch(cli_run: tuple[Path, Result]) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt"]
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_train_again_without_resume_fails(cli_run: tuple[Path, Result]) -> None:
     out, _ = cli_run
@@ -572,6 +576,7 @@ def test_train_again_without_resume_fails(cli_run: tuple[Path, Result]) -> None:
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_train_resume(cli_run: tuple[Path, Result], tmp_path: Path) -> None:
     from digitvae.train.checkpoint import load_checkpoint
@@ -603,6 +608,7 @@ def test_train_bad_data_fails(tmp_path: Path) -> None:
     assert listing(tmp_path) == []
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_export_then_generate(cli_run: tuple[Path, Result], tmp_path: Path) -> None:
     model = tmp_path / "models" / "cli-vae"
@@ -627,6 +633,7 @@ def test_export_then_generate(cli_run: tuple[Path, Result], tmp_path: Path) -> N
     assert report["manifest"]["training"]["epochs"] == 1
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_export_into_nonempty_folder_fails(cli_run: tuple[Path, Result], tmp_path: Path) -> None:
     target = tmp_path / "taken"
@@ -646,6 +653,7 @@ def test_export_missing_checkpoint_fails(tmp_path: Path) -> None:
     assert listing(tmp_path) == ["empty-run"]
 
 
+@pytest.mark.heavy
 @needs_torch
 @pytest.mark.parametrize(
     "option", [["--lr", "0.5"], ["--latent-dim", "5"], ["--batch-size", "7"], ["--seed", "3"], ["--preset", "geron"]]

@@ -1,4 +1,4 @@
-"""One house: the same options everywhere, inputs as arguments, a printed seed, file names in scores."""
+"""The command line's options: the same everywhere, inputs as arguments, a printed seed, file names in scores, usage errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 import numpy as np
 import pytest
-from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, copy_shipped_model, invoke, ok
+from mnist_files import VALID_IMAGES
 
 from digitvae.cli.main import cli
 from digitvae.runtime import DigitVAE
@@ -141,6 +141,7 @@ def test_verbose_works_before_and_after_the_command(tmp_path: Path) -> None:
     assert "info:" not in ok(invoke("generate", "-n", 2, "--seed", 1, "-o", tmp_path / "c.npy")).stderr
 
 
+@pytest.mark.heavy
 def test_score_takes_k_where_the_ranges_allow_it(tmp_path: Path) -> None:
     import json
 

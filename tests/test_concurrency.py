@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TRAIN_IMAGES, VALID_IMAGES
+from mnist_files import TRAIN_IMAGES, VALID_IMAGES
 
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.folders.locate import shipped_models_dir
@@ -33,6 +33,7 @@ def call(vae: DigitVAE, digits: np.ndarray, i: int) -> np.ndarray:
     return np.concatenate(vae.encode(digits[i % 100 : i % 100 + 1]), axis=1)
 
 
+@pytest.mark.heavy
 def test_threads_share_one_model_and_get_serial_results(digits: np.ndarray) -> None:
     # One onnxruntime thread per call: the Python threads supply the parallelism, and the
     # serial reference runs quickly.
@@ -82,6 +83,7 @@ def _waiting_on_a_lock(pid: int) -> bool:
         return any(line.split()[1] == "->" and line.split()[5] == str(pid) for line in fh if len(line.split()) > 5)
 
 
+@pytest.mark.heavy
 @pytest.mark.skipif(not Path("/proc/locks").is_file(), reason="needs Linux's /proc/locks to see a waiting writer")
 @pytest.mark.parametrize("writer", sorted(WRITERS))
 def test_every_writer_of_a_model_folder_waits_for_its_lock(tmp_path: Path, writer: str) -> None:

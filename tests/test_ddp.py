@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch
 from helpers import free_ports, invoke, ok
+from mnist_files import TRAIN_IMAGES, VALID_IMAGES
+from train_extra import needs_torch
 
-pytestmark = needs_torch
+pytestmark = [needs_torch, pytest.mark.heavy]  # trains in two processes
 
 torch = pytest.importorskip("torch")
 

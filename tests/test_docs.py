@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA
+from mnist_files import DATA
 from sybil import Sybil
 from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 from test_plugins import BUILT_IN_OPENVINO, HAVE_OPENVINO, _built_in_openvino_cpu, _openvino_cpu
@@ -65,6 +65,7 @@ AROUND = {"serve.md": _serving}
 CONDITIONS = {"edge.md": lambda: {"openvino_cannot_run": _openvino_cannot_run()}}
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_python_blocks_run_as_pasted(document: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The blocks read MNIST from where `digitvae data download` puts it: $DIGITVAE_DATA, here the test digits.

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, invoke, listing, ok
+from mnist_files import VALID_IMAGES
 from onnxruntime.tools.reduced_build_config_parser import parse_config
 
 import digitvae.export.ort as ort_export
@@ -325,6 +325,7 @@ def test_a_missing_ort_format_tool_is_named(tmp_path: Path, monkeypatch: pytest.
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.heavy
 def test_the_export_needs_neither_torch_nor_onnx(tmp_path: Path) -> None:
     code = """
         import sys

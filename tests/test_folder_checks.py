@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TRAIN_IMAGES
 from helpers import assert_clean_failure, invoke
+from mnist_files import TRAIN_IMAGES
 from signals import snapshot
 
 from digitvae.runtime.errors import ModelError, OutputError
@@ -33,6 +33,7 @@ def _one_class_labels(path: Path, count: int = 300) -> Path:
     return path
 
 
+@pytest.mark.heavy
 def test_a_prior_fit_on_labels_of_one_class_is_refused_with_the_readers_rule(model: Path, tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
     pytest.importorskip("onnx")
@@ -47,6 +48,7 @@ def test_a_prior_fit_on_labels_of_one_class_is_refused_with_the_readers_rule(mod
     assert snapshot(model.parent) == before
 
 
+@pytest.mark.heavy
 def test_a_prior_the_reader_would_refuse_is_never_written(
     model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -98,6 +100,7 @@ def test_a_manifest_of_non_json_numbers_is_never_written(model: Path) -> None:
     assert snapshot(model.parent) == before
 
 
+@pytest.mark.heavy
 def test_variants_that_would_not_load_are_never_written(model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("onnx")
     from digitvae.export import variants as V

@@ -22,14 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import TRAIN_IMAGES, VALID_IMAGES
+from mnist_files import TRAIN_IMAGES, VALID_IMAGES
 from signals import STEPS, Ended, at_step_command, command, run, snapshot
 
 from digitvae.runtime.folders.locate import shipped_models_dir
 
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/self/status").is_file(), reason="needs Linux's /proc to see when a command has begun"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not Path("/proc/self/status").is_file(), reason="needs Linux's /proc to see when a command has begun"
+    ),
+    pytest.mark.heavy,  # runs the CLI in child processes and signals them
+]
 
 CODES = {signal.SIGTERM: (143, "terminated"), signal.SIGINT: (130, "interrupted")}
 

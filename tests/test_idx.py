@@ -296,3 +296,15 @@ def test_atomic_write_errors(tmp_path: Path) -> None:
         with atomic_write(tmp_path / "x", "ab"):
             pass
     assert _files(tmp_path) == ["file"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs FIFOs")
+def test_a_labels_fifo_is_refused_not_waited_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from digitvae.runtime import DataFormatError
+    from digitvae.runtime.digits.idx import read_mnist_labels
+
+    os.mkfifo(tmp_path / "labels-idx1-ubyte")
+    with pytest.raises(DataFormatError, match="not a regular file"):
+        read_mnist_labels(tmp_path / "labels-idx1-ubyte")

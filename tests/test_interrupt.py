@@ -12,8 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch
 from helpers import invoke, ok
+from mnist_files import TRAIN_IMAGES, VALID_IMAGES
+from train_extra import needs_torch
+
+pytestmark = pytest.mark.heavy  # trains in child processes
 
 EPOCHS_BEFORE_SIGINT = 1
 

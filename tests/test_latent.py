@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VALID_IMAGES
 from helpers import GAP, STEP, assert_clean_failure, invoke, listing, ok, read_grid, write_png
+from mnist_files import VALID_IMAGES
 
 from digitvae.runtime import DigitVAE, InputError
 from digitvae.runtime.inference.latent import interpolate, lerp, manifold_codes, normal_grid, principal_plane, slerp

@@ -213,3 +213,42 @@ def test_each_runtime_subpackage_says_what_it_holds_and_is_packaged() -> None:
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and len(doc.splitlines()) == 1, f"{init.relative_to(ROOT)} needs a one-line docstring"
         assert f"digitvae.runtime.{folder.name}" in packages
+
+
+def test_no_test_module_imports_conftest() -> None:
+    """pytest loads conftest.py itself: what tests share lives in importable modules beside it."""
+    importers = []
+    for path in _files("tests"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            if any(name.split(".")[0] == "conftest" for name in names):
+                importers.append(str(path.relative_to(ROOT)))
+    assert importers == []
+
+
+def test_conftest_holds_fixtures_and_hooks_only() -> None:
+    tree = ast.parse((ROOT / "tests" / "conftest.py").read_text(encoding="utf-8"))
+    others = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)) or (
+            isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)  # the docstring
+        ):
+            continue
+        if isinstance(node, ast.FunctionDef) and (
+            node.name.startswith("pytest_") or any("fixture" in ast.unparse(d) for d in node.decorator_list)
+        ):
+            continue
+        others.append(ast.unparse(node).splitlines()[0])
+    assert others == []
+
+
+def test_every_test_module_says_what_it_holds_in_its_first_line() -> None:
+    unsaid = []
+    for path in _files("tests"):
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        lines = doc.splitlines() if doc else [""]
+        if not lines[0].endswith(".") or (len(lines) > 1 and lines[1] != ""):
+            unsaid.append(str(path.relative_to(ROOT)))
+    assert unsaid == []

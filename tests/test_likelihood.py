@@ -54,6 +54,7 @@ def test_elbo_is_per_digit_deterministic_and_plausible(vae: DigitVAE, digits: np
     assert abs(many.mean() - elbo.mean()) < 2
 
 
+@pytest.mark.heavy
 def test_importance_weighting_tightens_the_bound(vae: DigitVAE, digits: np.ndarray) -> None:
     one = vae.iw_nll(digits, k=1)
     tight = vae.iw_nll(digits, k=100)
@@ -64,6 +65,7 @@ def test_importance_weighting_tightens_the_bound(vae: DigitVAE, digits: np.ndarr
     assert abs(one.mean() + vae.elbo(digits, samples=10).mean()) < 3
 
 
+@pytest.mark.heavy
 def test_likelihood_is_independent_of_batching(vae: DigitVAE, digits: np.ndarray) -> None:
     whole = vae.iw_nll(digits[:30], k=300, seed=5)
     assert whole.shape == (30,)
@@ -94,6 +96,7 @@ def test_unconditional_model_refuses_labels_and_digits(vae: DigitVAE, digits: np
         vae.reconstruct(digits[:2], labels=[1, 2])
 
 
+@pytest.mark.heavy
 def test_progress_is_told_the_digits_done_batch_by_batch(vae: DigitVAE, digits: np.ndarray) -> None:
     calls: list[int] = []
     vae.iw_nll(digits[:50], k=200, progress=calls.append)
@@ -103,6 +106,7 @@ def test_progress_is_told_the_digits_done_batch_by_batch(vae: DigitVAE, digits: 
     assert calls == [7]
 
 
+@pytest.mark.heavy
 def test_many_samples_go_through_in_chunks_with_the_same_result(vae: DigitVAE, digits: np.ndarray) -> None:
     import tracemalloc
 

@@ -12,6 +12,8 @@ from PIL import Image
 
 from digitvae.runtime import OutlierDetector
 
+pytestmark = pytest.mark.heavy  # runs node
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "node"
 SIDE = 28
 

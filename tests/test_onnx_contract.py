@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import VALID_IMAGES
+from mnist_files import VALID_IMAGES
 
 from digitvae.runtime import DigitVAE, InputError
 from digitvae.runtime.digits.idx import read_mnist_labels

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import needs_torch
+from train_extra import needs_torch
 
 from digitvae.runtime import DigitVAE, ExportError
 from digitvae.runtime.folders.locate import shipped_models_dir
@@ -133,6 +133,7 @@ def test_restamping_a_folder_of_ir_10_files_gives_back_the_shipped_bytes(tmp_pat
     np.testing.assert_array_equal(DigitVAE.load(model).generate(3, seed=1), DigitVAE.load(shipped).generate(3, seed=1))
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_export_writes_every_file_at_its_lowest(tiny_model: Path) -> None:
     for path in sorted(tiny_model.glob("*.onnx")):

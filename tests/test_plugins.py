@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, invoke, ok
+from mnist_files import VALID_IMAGES
 
 from digitvae.runtime import DigitVAE, ProviderError
 from digitvae.runtime.digits.idx import read_mnist_images

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VALID_IMAGES
 from digit_mlp import classify
 from drawings import Style, decode, draw, encode, gallery
 from helpers import assert_clean_failure, copy_shipped_model, invoke, ok
+from mnist_files import VALID_IMAGES
 from PIL import Image
 
 from digitvae.runtime import DigitVAE, InputError, prepare_digit
@@ -53,6 +53,7 @@ def test_the_test_classifier_reads_real_digits() -> None:
     assert np.mean(classify(images) == labels) >= 0.95
 
 
+@pytest.mark.heavy
 def test_the_set_covers_what_users_draw(drawn: list[tuple[int, Path]]) -> None:
     suffixes = {path.suffix for _, path in drawn}
     sizes = {Image.open(path).size for _, path in drawn}
@@ -61,6 +62,7 @@ def test_the_set_covers_what_users_draw(drawn: list[tuple[int, Path]]) -> None:
     assert sorted({d for d, _ in drawn}) == list(range(10))
 
 
+@pytest.mark.heavy
 def test_reconstructions_of_prepared_drawings_read_as_the_digit_drawn(
     prepared: tuple[np.ndarray, np.ndarray], vae: DigitVAE
 ) -> None:
@@ -70,6 +72,7 @@ def test_reconstructions_of_prepared_drawings_read_as_the_digit_drawn(
     assert np.mean(classify(vae.reconstruct(images)) == digits) >= REQUIRED
 
 
+@pytest.mark.heavy
 def test_without_preparing_the_same_drawings_are_not_read(
     drawn: list[tuple[int, Path]], prepared: tuple[np.ndarray, np.ndarray], vae: DigitVAE
 ) -> None:
@@ -84,6 +87,7 @@ def test_without_preparing_the_same_drawings_are_not_read(
         assert np.mean(classify(vae.reconstruct(np.stack(shrunk))) == digits) < 0.5
 
 
+@pytest.mark.heavy
 def test_prepared_digits_are_mnist_shaped(prepared: tuple[np.ndarray, np.ndarray]) -> None:
     """Ink fits a 20x20 box touching two of its sides, mass centred near (14, 14), strokes at full intensity."""
     for image in prepared[1]:
@@ -177,6 +181,7 @@ def test_paper_with_noise_only_has_no_ink() -> None:
         prepare_digit(paper)
 
 
+@pytest.mark.heavy
 def test_cli_reconstruct_prepare(
     drawn: list[tuple[int, Path]], prepared: tuple[np.ndarray, np.ndarray], vae: DigitVAE, tmp_path: Path
 ) -> None:
@@ -194,6 +199,7 @@ def test_cli_reconstruct_prepare(
         assert image.size == (2 * 58, 2 * 58)  # two digits over their reconstructions, at the default --scale 2
 
 
+@pytest.mark.heavy
 def test_cli_without_prepare_is_unchanged(drawn: list[tuple[int, Path]], tmp_path: Path) -> None:
     png = next(p for _, p in drawn if p.suffix == ".png")
     jpeg = next(p for _, p in drawn if p.suffix == ".jpg")
@@ -202,6 +208,7 @@ def test_cli_without_prepare_is_unchanged(drawn: list[tuple[int, Path]], tmp_pat
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.heavy
 def test_cli_score_evaluate_interpolate_prepare(drawn: list[tuple[int, Path]], tmp_path: Path) -> None:
     files = [p for _, p in drawn[:4]]
     scored = ok(invoke("score", "--prepare", *files))
@@ -219,6 +226,7 @@ def test_cli_prepare_reads_idx_digits_up_to_the_limit(vae: DigitVAE, tmp_path: P
     assert np.abs(np.load(tmp_path / "r.npy") - vae.reconstruct(first)).max() < 1e-5
 
 
+@pytest.mark.heavy
 def test_cli_calibrate_and_manifold_prepare(drawn: list[tuple[int, Path]], tmp_path: Path) -> None:
     model = copy_shipped_model(tmp_path / "model")
     calibrated = ok(invoke("calibrate", model, "--prepare", VALID_IMAGES, "-k", "5", "--no-reference"))

@@ -9,15 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VALID_IMAGES
 from drawings import Style, decode, draw, encode, gallery
+from mnist_files import VALID_IMAGES
 
 from digitvae.runtime import prepare_digit
 from digitvae.runtime.digits.idx import read_mnist_images
 
 MODULE = Path(__file__).parents[1] / "web" / "src" / "prepare.js"
 NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed: the JavaScript port cannot be run")
+pytestmark = [
+    pytest.mark.skipif(NODE is None, reason="node is not installed: the JavaScript port cannot be run"),
+    pytest.mark.heavy,
+]  # runs node
 
 #: Reads each case's RGBA bytes, runs rgbaToGray and prepareDigit, writes the 784 floats or the error.
 RUNNER = """

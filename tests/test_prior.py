@@ -11,7 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from conftest import TRAIN_IMAGES, needs_torch
+from mnist_files import TRAIN_IMAGES
+from train_extra import needs_torch
 
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.errors import InputError, IntegrityError, ModelError
@@ -38,6 +39,7 @@ def _mixture(seed: int = 0, d: int = 6):
     return Mixture(weights, rng.standard_normal((4, d)) * 2, covariances)
 
 
+@pytest.mark.heavy
 @needs_fit
 def test_density_graph_matches_scikit_learn() -> None:
     from sklearn.mixture import GaussianMixture
@@ -299,6 +301,7 @@ def test_a_prior_with_the_wrong_signature_is_refused(tmp_path: Path) -> None:
         DigitVAE.load(model)
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_fit_writes_the_prior_atomically_and_records_its_data(tiny_model: Path, tmp_path: Path) -> None:
     from digitvae.export.prior import PriorConfig, fit_model_prior
@@ -321,6 +324,7 @@ def test_fit_writes_the_prior_atomically_and_records_its_data(tiny_model: Path, 
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_export_fits_a_per_class_prior_whose_likelihood_agrees_with_torch(tiny_run: Path, tiny_model: Path) -> None:
     from digitvae.export.prior import PriorConfig, fit_prior
@@ -345,6 +349,7 @@ def test_export_fits_a_per_class_prior_whose_likelihood_agrees_with_torch(tiny_r
     np.testing.assert_allclose(ours, theirs, atol=0.05)
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_prior_fit_command_and_generate_digit(tiny_model: Path, tmp_path: Path) -> None:
     from helpers import assert_clean_failure, invoke, ok
@@ -372,6 +377,7 @@ def test_prior_fit_command_and_generate_digit(tiny_model: Path, tmp_path: Path) 
     assert "gaussian_mixture, 3 components, no classes" in text
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_export_prior_options(tiny_run: Path, tmp_path: Path) -> None:
     from helpers import assert_clean_failure, invoke, ok
@@ -398,6 +404,7 @@ def test_export_prior_options(tiny_run: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_export_without_the_training_digits_says_what_to_do(tiny_run: Path, tmp_path: Path) -> None:
     from digitvae.export.onnx import export_checkpoint
@@ -460,6 +467,7 @@ def test_unseeded_small_batches_decode_codes_drawn_a_block_ahead() -> None:
     assert len(np.unique(many.reshape(len(many), -1), axis=0)) == len(many)
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_rewriting_a_model_folder_keeps_fields_it_does_not_model(tiny_model: Path, tmp_path: Path) -> None:
     from digitvae.export.prior import PriorConfig, fit_model_prior

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
-from test_bad_inputs import png_bytes
+from test_refusals import png_bytes
 
 from digitvae.runtime.arrays import MAX_COUNT, as_count, as_images, as_labels, as_latents
 from digitvae.runtime.digits.files import read_digits, read_npy, read_png
@@ -24,6 +24,8 @@ from digitvae.runtime.digits.idx import looks_like_idx, read_idx, read_mnist_ima
 from digitvae.runtime.errors import DataFormatError, InputError, ModelError
 from digitvae.runtime.folders.locate import shipped_models_dir
 from digitvae.runtime.folders.onnxscan import check_self_contained
+
+pytestmark = pytest.mark.heavy  # runs hundreds of generated examples a test
 
 # Modest example counts keep the whole file to a few seconds; the strategies aim at the edges.
 FAST = settings(

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-from conftest import DATA, TRAIN_IMAGES, VALID_IMAGES, needs_torch
+from mnist_files import DATA, TRAIN_IMAGES, VALID_IMAGES
+from train_extra import needs_torch
 
 from digitvae.cli.quality import quality
 from digitvae.runtime import CheckpointError, DataFormatError, DigitVAE, InputError
@@ -115,6 +116,7 @@ def classifier(fixture_digits: dict[str, np.ndarray]) -> Any:
     return train_classifier(fixture_digits["train"], fixture_digits["train_labels"], train_config=quick)
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_classifier_learns_the_fixture_digits(classifier: Any, fixture_digits: dict[str, np.ndarray]) -> None:
     from digitvae.train.classifier import accuracy
@@ -123,6 +125,7 @@ def test_classifier_learns_the_fixture_digits(classifier: Any, fixture_digits: d
     assert accuracy(classifier, fixture_digits["valid"], fixture_digits["valid_labels"]) >= 0.6
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_classifier_training_is_deterministic_for_a_seed(fixture_digits: dict[str, np.ndarray]) -> None:
     import torch
@@ -163,6 +166,7 @@ def test_shift_augmentation_moves_each_digit_whole(fixture_digits: dict[str, np.
     assert len(offsets) > 10
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_classifier_checkpoint_round_trip_and_corruption(classifier: Any, tmp_path: Path) -> None:
     import torch
@@ -193,6 +197,7 @@ def test_classifier_checkpoint_round_trip_and_corruption(classifier: Any, tmp_pa
             load_classifier(bad)
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_sample_quality_of_the_shipped_model(
     classifier: Any, fixture_digits: dict[str, np.ndarray], vae: DigitVAE
@@ -251,6 +256,7 @@ class RealDigits:
         return np.stack(out).astype(np.float32) / 255
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_conditional_accuracy_counts_the_requested_digit(
     classifier: Any, fixture_digits: dict[str, np.ndarray]
@@ -291,6 +297,7 @@ def saved_classifier(classifier: Any, tmp_path_factory: pytest.TempPathFactory) 
     return path
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_quality_command_json_and_write(saved_classifier: Path, tmp_path: Path) -> None:
     model, twin = tmp_path / "copy", tmp_path / "twin"
@@ -315,6 +322,7 @@ def test_quality_command_json_and_write(saved_classifier: Path, tmp_path: Path) 
     assert table.exit_code == 0 and "FID vs validation digits" in table.stdout and "mnist-vae" in table.stdout
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_quality_command_trains_once_then_reuses_its_classifier(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -335,6 +343,7 @@ def test_quality_command_trains_once_then_reuses_its_classifier(
     assert json.loads(again.stdout)["models"] == json.loads(first.stdout)["models"]
 
 
+@pytest.mark.heavy
 @needs_torch
 def test_quality_command_refuses_other_data_and_missing_labels(saved_classifier: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
@@ -370,6 +379,7 @@ def test_table_shows_conditional_accuracy_only_for_conditional_models() -> None:
     assert table.splitlines()[-1].split()[-4:] == ["9", "-", "-", "90.0%"]
 
 
+@pytest.mark.heavy
 def test_quality_command_loads_without_torch(tmp_path: Path) -> None:
     code = """
         import sys

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, copy_shipped_model, invoke, listing, ok
+from mnist_files import VALID_IMAGES
 
 from digitvae.runtime import DigitVAE, InputError, ModelError, OutlierDetector
 from digitvae.runtime.folders.locate import shipped_models_dir
@@ -181,6 +181,7 @@ def test_score_with_a_fresh_calibration_flags_noise_and_inverted(
     assert "outlier (nll high" in text and "of 4 outside" in text
 
 
+@pytest.mark.heavy
 def test_shipped_model_flags_noise_blank_and_inverted_digits(tmp_path: Path, digits: np.ndarray) -> None:
     # The shipped calibration comes from the 5,000 validation digits (see README).
     np.save(tmp_path / "odd.npy", _odd_images(digits))
@@ -206,6 +207,7 @@ def with_reference(tmp_path: Path) -> tuple[Path, Path]:
     return model, reference
 
 
+@pytest.mark.heavy
 def test_calibrate_with_a_reference_adds_the_ratio_check(with_reference: tuple[Path, Path], digits: np.ndarray) -> None:
     model, reference = with_reference
     score = json.loads((model / "model.json").read_text())["metrics"]["score"]
@@ -225,6 +227,7 @@ def test_calibrate_with_a_reference_adds_the_ratio_check(with_reference: tuple[P
     assert report["scores"][3]["checks"]["ratio"] == pytest.approx(scores["ratio"][3], abs=1e-4)
 
 
+@pytest.mark.heavy
 def test_a_changed_or_missing_reference_is_refused(with_reference: tuple[Path, Path]) -> None:
     model, reference = with_reference
     shutil.rmtree(reference)

@@ -21,12 +21,14 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, free_ports, invoke
+from mnist_files import VALID_IMAGES
 
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.digits.idx import read_mnist_labels
 from digitvae.runtime.folders.locate import shipped_models_dir
+
+pytestmark = pytest.mark.heavy  # starts MLServer processes
 
 HAVE_MLSERVER = importlib.util.find_spec("mlserver") is not None
 needs_serve = pytest.mark.skipif(not HAVE_MLSERVER, reason="needs the [serve] extra (MLServer)")

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXPORTED_FILES, TRAIN_IMAGES, VALID_IMAGES, needs_torch
+from mnist_files import TRAIN_IMAGES, VALID_IMAGES
+from train_extra import EXPORTED_FILES, needs_torch
 
 from digitvae.runtime import CheckpointError, DigitVAE, ExportError, OutputError
 
-pytestmark = needs_torch
+pytestmark = [needs_torch, pytest.mark.heavy]  # trains and exports with torch
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TRAIN_IMAGES, VALID_IMAGES, needs_torch
+from mnist_files import TRAIN_IMAGES, VALID_IMAGES
+from train_extra import needs_torch
 
 from digitvae.runtime import DigitVAE, InputError
 
-pytestmark = needs_torch
+pytestmark = [needs_torch, pytest.mark.heavy]  # trains with torch
 
 torch = pytest.importorskip("torch")
 

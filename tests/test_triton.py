@@ -458,6 +458,7 @@ def test_a_missing_tritonclient_names_the_extra(tmp_path: Path, monkeypatch: pyt
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.heavy
 def test_the_export_needs_neither_torch_nor_onnx(tmp_path: Path) -> None:
     code = """
         import sys

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import HAVE_TORCH, VALID_IMAGES, needs_torch
 from helpers import assert_clean_failure, invoke, ok
+from mnist_files import VALID_IMAGES
+from train_extra import HAVE_TORCH, needs_torch
 
 from digitvae.runtime import DigitVAE, ExportError, IntegrityError, ModelError
 from digitvae.runtime.folders.locate import shipped_models_dir
@@ -190,6 +191,7 @@ def test_a_variant_beyond_tolerance_fails_and_writes_nothing(
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
+@pytest.mark.heavy
 def test_export_makes_the_variants_and_records_the_cost(tiny_model: Path) -> None:
     manifest = read_manifest(tiny_model)
     assert sorted(manifest.variants) == ["fp16", "fp32", "int8"]

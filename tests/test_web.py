@@ -26,6 +26,8 @@ from digitvae.runtime import DigitVAE, OutlierDetector
 from digitvae.runtime.digits.idx import read_mnist_images
 from digitvae.runtime.digits.prepare import prepare_digit
 
+pytestmark = pytest.mark.heavy  # starts node and a headless browser
+
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"
 MODELS = ROOT / "models"

@@ -29,7 +29,10 @@ SERVED = (
     WEB / "node_modules" / "onnxruntime-web" / "dist",
     WEB / "node_modules" / "pako" / "dist",
 )
-pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
+    pytest.mark.heavy,
+]  # starts node servers
 
 #: Request targets that once stopped the server (TypeError: Invalid URL), and their kin.
 MALFORMED_TARGETS = [

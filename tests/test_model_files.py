@@ -1,4 +1,4 @@
-"""Tampered models are refused before onnxruntime sees them: sha256 checks and external-data references."""
+"""A model folder's files: sha256 checks, external-data references, links, FIFOs, directories, and names that find no model."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from helpers import assert_clean_failure, invoke, listing
+from helpers import copy_2d_model as _model_copy
 
-from digitvae.runtime import DigitVAE, IntegrityError, ModelError
+from digitvae.runtime import DigitVAE, InputError, IntegrityError, ModelError
 from digitvae.runtime.folders.locate import shipped_models_dir
 from digitvae.runtime.folders.onnxscan import check_self_contained
 
@@ -408,3 +409,54 @@ def test_shipped_encoder_with_an_external_weight_is_refused(
         DigitVAE.load(model)
     assert str(path) in str(info.value) and repr(location) in str(info.value)
     assert sessions == []
+
+
+def test_a_directory_in_place_of_an_onnx_file_is_a_model_error(tmp_path: Path) -> None:
+    def to_directory(model: Path) -> None:
+        (model / "encoder.onnx").unlink()
+        (model / "encoder.onnx").mkdir()
+
+    with pytest.raises(ModelError, match="not a regular file"):
+        DigitVAE.load(_model_copy(tmp_path, to_directory))
+
+
+def test_an_empty_model_name_is_not_the_current_folder() -> None:
+    with pytest.raises(InputError, match="model is empty"):
+        DigitVAE.load("")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("name", ["model.json", "decoder.onnx"])
+def test_a_fifo_in_a_model_folder_is_refused_not_waited_on(tmp_path, name: str) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from digitvae.runtime import ModelError
+
+    model = _model_copy(tmp_path)
+    (model / name).unlink()
+    os.mkfifo(model / name)
+    with pytest.raises(ModelError, match="not a regular file"):
+        DigitVAE.load(model)
+
+
+def test_links_to_devices_or_out_of_the_folder_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from digitvae.runtime import ModelError
+
+    model = _model_copy(tmp_path)
+    outside = tmp_path / "decoder-elsewhere.onnx"
+    (model / "decoder.onnx").rename(outside)
+    (model / "decoder.onnx").symlink_to(outside)
+    with pytest.raises(ModelError, match="leaves the model folder"):
+        DigitVAE.load(model)
+    (model / "decoder.onnx").unlink()
+    (model / "decoder.onnx").symlink_to("/dev/zero")
+    with pytest.raises(ModelError, match="leaves the model folder|not a regular file"):
+        DigitVAE.load(model)
+
+
+def test_a_model_name_too_long_for_the_file_system_is_not_found(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from digitvae.runtime import ModelNotFoundError
+
+    for name in ("x" * 5000, str(tmp_path / ("y" * 300)), "bad\x00name"):
+        with pytest.raises(ModelNotFoundError, match="no model"):
+            DigitVAE.load(name)

@@ -1,5 +1,4 @@
-"""`digitvae serve` under hostile input and signals: malformed tensors over REST and gRPC, bodies
-over the cap, and SIGTERM or SIGINT while clients are busy.
+"""`digitvae serve` under malformed tensors over REST and gRPC, bodies over the cap, and SIGTERM or SIGINT while busy.
 
 Every malformed request is the client's error (REST 4xx, gRPC INVALID_ARGUMENT) with a one-line
 message and no traceback in the log; an oversized one is refused before it is read; a signal
@@ -30,7 +29,7 @@ import numpy as np
 import pytest
 from test_serve import Server, _alive, _descendants, _group, needs_serve, on_linux, start_server, stop_group, tensor
 
-pytestmark = [needs_serve, on_linux]
+pytestmark = [needs_serve, on_linux, pytest.mark.heavy]  # starts MLServer processes
 
 HUGE = 3e38  # finite float32 that overflows the models
 _Z = [0.0] * 32

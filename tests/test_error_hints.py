@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, copy_shipped_model, invoke, ok, write_png
+from mnist_files import VALID_IMAGES
 from PIL import Image
 
 from digitvae.runtime.errors import DataFormatError
@@ -43,6 +43,7 @@ def test_a_missing_mnist_file_for_prior_fit_points_to_data_download(tmp_path: Pa
     assert DOWNLOAD in assert_clean_failure(result, "no such file")
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("existed", [False, True])
 def test_an_offline_download_leaves_no_folder_it_created(tmp_path: Path, existed: bool) -> None:
     target = tmp_path / "new" / "mnist"
@@ -82,6 +83,7 @@ def _reading(command: str, picture: Path, tmp_path: Path) -> list[object]:
 COMMANDS = ["reconstruct", "evaluate", "score", "calibrate", "interpolate", "manifold"]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_large_png_is_pointed_to_prepare(tmp_path: Path, command: str) -> None:
     picture = _picture(tmp_path / "three.png", (400, 500))
@@ -111,6 +113,7 @@ def test_other_unreadable_files_are_not_pointed_to_prepare(tmp_path: Path) -> No
     assert "--prepare" not in assert_clean_failure(invoke("evaluate", tmp_path / "notes.txt"))
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("command", COMMANDS)
 def test_dark_ink_on_light_paper_is_read_with_a_warning(tmp_path: Path, command: str, digits: np.ndarray) -> None:
     picture = _picture(tmp_path / "three.png", (28, 28))

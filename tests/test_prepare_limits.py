@@ -1,4 +1,4 @@
-"""prepare_digit and --prepare under hostile pictures: noise, extreme shapes, bad arrays, odd files.
+"""prepare_digit and --prepare at their limits: noise, very thin pictures, bad arrays, corrupt EXIF.
 
 Noise of every kind a camera or a fuzzer makes is "no ink" (an InputError), pictures far longer
 than wide cost memory and time linear in their pixels, every bad array is an InputError with a
@@ -59,6 +59,7 @@ SIZES = [(28, 28), (64, 48), (300, 400), (1500, 2000)]
 NOISE_CASES = [pytest.param(kind, size, id=f"{kind}-{size[0]}x{size[1]}") for kind in NOISE for size in SIZES]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(("kind", "size"), NOISE_CASES)
 def test_noise_alone_has_no_ink(kind: str, size: tuple[int, int]) -> None:
     for seed in range(3 if size[0] * size[1] < 10**5 else 1):
@@ -125,6 +126,7 @@ def _measure(what: str) -> tuple[float, int]:
     return float(seconds), int(peak)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("shape", ["1x1000000", "1000000x1", "3x2000000", "20x400000"])
 def test_thin_pictures_cost_memory_linear_in_their_pixels(shape: str) -> None:
     """A strip of 10^6 pixels once padded itself to a square of blocks: 15 GB; now a few bytes a pixel."""
@@ -134,6 +136,7 @@ def test_thin_pictures_cost_memory_linear_in_their_pixels(shape: str) -> None:
     assert peak < 200 << 20 and seconds < 10.0, (peak, seconds)
 
 
+@pytest.mark.heavy
 def test_a_small_png_of_a_thin_picture_is_prepared_in_bounded_memory(tmp_path: Path) -> None:
     """A 1x400,000 PNG is a few hundred bytes; it once took 2.4 GiB to prepare."""
     strip = np.full((1, 400_000), 250, np.uint8)
@@ -188,6 +191,7 @@ def _exif_pointing_past_its_end() -> bytes:
     return b"Exif\x00\x00II*\x00\x08\x00\x00\x00" + struct.pack("<H", 2) + entries + bytes(4)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("suffix", [".jpg", ".png"])
 def test_pillows_warnings_about_a_corrupt_exif_are_one_line_of_ours(tmp_path: Path, suffix: str) -> None:
     picture = np.asarray(draw(3, Style(canvas=(160, 120), pen=6.0)))
