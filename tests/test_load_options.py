@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import VALID_IMAGES
 from helpers import assert_clean_failure, copy_shipped_model, invoke, ok
+from mnist_files import VALID_IMAGES
 
 from digitvae.runtime import DigitVAE, InputError, LoadOptions, ProviderError
 from digitvae.runtime.folders.locate import shipped_models_dir
@@ -177,6 +177,7 @@ def _served_loads(options: LoadOptions, max_batch: int, extra: dict[str, Any] | 
 
 
 @needs_serve
+@pytest.mark.heavy
 def test_options_travel_through_mlserver_settings_to_the_served_models() -> None:
     options = LoadOptions(str(shipped_models_dir() / "mnist-cvae"), "int8", ("cpu",), True, 1)
     found = _served_loads(options, 64)
@@ -189,6 +190,7 @@ def test_options_travel_through_mlserver_settings_to_the_served_models() -> None
 
 
 @needs_serve
+@pytest.mark.heavy
 def test_mlserver_settings_with_an_unknown_option_are_refused() -> None:
     found = _served_loads(LoadOptions(), 8, {"provider": "cpu"})
     assert found["seen"] == []

@@ -35,6 +35,7 @@ def test_bad_counts_are_refused(bad: object) -> None:
         threads.resolve_threads(bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.heavy
 def test_train_takes_the_threads_asked_for_and_says_so(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch", reason="needs the [train] extra (torch, onnx, onnxscript)")
     from click.testing import CliRunner

@@ -22,6 +22,8 @@ from web_page import ROOT, WEB, missing, run_script, served
 
 from digitvae.runtime import DigitVAE
 
+pytestmark = pytest.mark.heavy  # starts node and a headless browser
+
 ASSET = WEB / "public" / "latent-codes.json"
 MODEL = ROOT / "models" / "mnist-vae-2d"
 DATA = Path(os.environ.get("DIGITVAE_SHARED_DATA", ROOT.parent / "shared" / "data" / "mnist"))

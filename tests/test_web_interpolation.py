@@ -16,7 +16,9 @@ import pytest
 from web_page import missing, run_script, served
 
 from digitvae.runtime import DigitVAE
-from digitvae.runtime.prepare import prepare_digit
+from digitvae.runtime.digits.prepare import prepare_digit
+
+pytestmark = pytest.mark.heavy  # starts node and a headless browser
 
 TOLERANCE = 1e-4
 

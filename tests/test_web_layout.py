@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from web_page import ROOT, missing, run_script, served
 
+pytestmark = pytest.mark.heavy  # starts node and a headless browser
+
 SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
 
 

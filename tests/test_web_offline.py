@@ -16,6 +16,8 @@ from web_page import missing, run_script, served
 
 from digitvae.runtime import DigitVAE
 
+pytestmark = pytest.mark.heavy  # starts node and a headless browser
+
 
 @pytest.fixture(scope="module")
 def visits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:

@@ -23,6 +23,8 @@ from web_page import ROOT, WEB, missing, run_script, served
 
 from digitvae.runtime import DigitVAE
 
+pytestmark = pytest.mark.heavy  # starts node and a headless browser
+
 
 def _unbrotli(body: bytes) -> bytes:
     """Decompress brotli with the brotli package, or with node's zlib where it is not installed."""
