@@ -20,7 +20,7 @@ import numpy as np
 
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.atomic import atomic_write
-from digitvae.runtime.idx import read_mnist_images, read_mnist_labels
+from digitvae.runtime.digits.idx import read_mnist_images, read_mnist_labels
 
 MODEL = "mnist-vae-2d"
 IMAGES = "train5k-images-idx3-ubyte.gz"

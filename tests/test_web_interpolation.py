@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from web_page import missing, run_script, served
 
-from digitvae.runtime import DigitVAE
-from digitvae.runtime.prepare import prepare_digit
+from digitvae.runtime import DigitVAE, prepare_digit
 
 TOLERANCE = 1e-4
 
