@@ -13,8 +13,9 @@ const FORMAT_VERSION = 1;
 const ANY_CLASS = -1;
 
 // onnxruntime-web starts its wasm runtime at its first session: it fetches and compiles the
-// 14 MB binary then, and sets itself up (a few hundred ms on one core). The page starts both as
-// it opens (startRuntime), while its modules and the model files download.
+// 14 MB binary then, and sets itself up (a few hundred ms on one core), after the model files
+// are in. The page compiles the binary as it opens (compileOrt) and starts the runtime while
+// the model files download (startRuntime).
 let runtime = null;
 
 // The smallest ONNX model (y = Identity(x), float [1], opset 13, 67 bytes, made with onnx.helper):
@@ -26,8 +27,8 @@ const IDENTITY = new Uint8Array([
 ]);
 
 /**
- * Start compiling onnxruntime-web's wasm binary at `url` (the file it would fetch itself) as it
- * downloads (once); the runtime starts from it when the first model files are being fetched.
+ * Start fetching and compiling onnxruntime-web's wasm binary at `url` (the file it would fetch
+ * itself), once; the runtime starts from it when the first model files are being fetched.
  */
 export function compileOrt(url) {
   compileRuntime(url);
