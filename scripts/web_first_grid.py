@@ -1,10 +1,12 @@
-"""Compare a smaller decoder (int8 by default)'s digits with the fp32 decoder's, as the page's first grid would show them.
+"""Compare the digits of another decoder variant (int8 by default) with the fp32 decoder's.
 
-For each seed, draws n codes from mnist-vae's learned prior (fp32) and decodes them with the fp32
-decoder and the other's; prints the max and mean absolute pixel difference and how often the test digit
-classifier (tests/data/digit-mlp.npz) reads the same digit in both.
+The web page draws its first digits with the int8 decoder (docs/web.md). For each seed, draws n
+codes from the model's learned prior and decodes them with both decoders; prints the max and
+mean absolute pixel difference and how often the test digit classifier (tests/data/digit-mlp.npz)
+reads the same digit in both.
 
     python scripts/web_first_grid.py --seeds 1000 --n 40
+    python scripts/web_first_grid.py --seeds 200 --variant fp16
 """
 
 from __future__ import annotations
