@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from web_page import missing, run_script, served
 
-from digitvae.runtime import DigitVAE
-from digitvae.runtime.digits.prepare import prepare_digit
+from digitvae.runtime import DigitVAE, prepare_digit
 
 pytestmark = pytest.mark.heavy  # starts node and a headless browser
 

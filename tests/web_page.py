@@ -30,9 +30,9 @@ def missing() -> str | None:
 
 
 @contextmanager
-def served() -> Iterator[str]:
-    """Serve web/ on a free loopback port (PORT=0) and yield its base URL."""
-    env = {**os.environ, "PORT": "0"}
+def served(**env_vars: str) -> Iterator[str]:
+    """Serve web/ on a free loopback port (PORT=0), with `env_vars` set, and yield its base URL."""
+    env = {**os.environ, **env_vars, "PORT": "0"}
     proc = subprocess.Popen(["node", "server.js"], cwd=WEB, env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

@@ -3,9 +3,8 @@ import * as ort from "onnxruntime-web";
 
 import { InputError } from "./errors.js";
 import { PIXELS, asCount, asImages } from "./inputs.js";
-import { Model } from "./model.js";
+import { Model, compileOrt } from "./model.js";
 import { Random } from "./rng.js";
-import { Detector } from "./scoring.js";
 
 export const DEFAULT_MODEL = "mnist-vae";
 
@@ -27,6 +26,19 @@ export function variantName(search) {
   return variant;
 }
 
+/**
+ * Return the variant whose decoder draws the page's first digits: int8 on an fp32 page whose
+ * model ships an int8 decoder with the same prior file (a quarter of the fp32 decoder's bytes;
+ * scripts/web_first_grid.py compares their digits), else the page's own variant.
+ */
+export function firstVariant(manifest, variant) {
+  const own = manifest.variants?.[variant];
+  const quick = manifest.variants?.int8;
+  if (variant !== "fp32" || !own || !quick?.decoder) return variant;
+  const samePrior = manifest.prior === "standard_normal" || quick.prior?.sha256 === own.prior?.sha256;
+  return samePrior ? "int8" : variant;
+}
+
 function timed(record, key, promise) {
   const started = performance.now();
   return promise.then((value) => {
@@ -42,8 +54,10 @@ export function bytesFetched() {
 }
 
 /**
- * Return the API object. Generating needs only the prior and the decoder: `generator` resolves
- * to the model's description once those are loaded. The encoder, the prior density and the
+ * Return the API object. Generating needs only the prior and the decoder. `first` resolves once
+ * the first digits' decoder is loaded (`firstVariant`: int8 on an fp32 page); `generator` loads
+ * the page's variant's decoder (asking starts it) and resolves to the model's description, and
+ * every call without a `variant` option waits for that decoder. The encoder, the prior density and the
  * outlier checks' reference model load on first need (`loadAll`: the pad's first use, or any
  * call that encodes or scores); `ready` starts that and resolves to the description with all files.
  *
@@ -51,20 +65,65 @@ export function bytesFetched() {
  */
 export function createApi(name, variant = "fp32") {
   const timings = {};
+  const started = performance.now();
+  // onnxruntime-web's wasm downloads and compiles while model.json and the model files download.
+  compileOrt(new URL("ort-wasm-simd-threaded.wasm", import.meta.resolve("onnxruntime-web")));
   const base = new URL(`/models/${name}/`, location.href);
-  const generating = Model.load(base, { variant, roles: ["prior", "decoder"] }).then((model) => {
-    Object.assign(timings, model.timings);
+  const manifest = Model.manifest(base);
+  const models = new Map(); // variant -> Promise of its Model with the prior and the decoder loaded
+  const created = [];
+  /** Return the Model of a variant with its prior and decoder, loading it (once) on first need. */
+  const modelOf = (which) => {
+    if (!models.has(which)) {
+      const loading = manifest.then(async (m) => {
+        if (!m.variants?.[which]) {
+          const known = Object.keys(m.variants ?? {}).join(", ");
+          throw new InputError(`variant must be one of ${name}'s variants (${known}), got ${JSON.stringify(which)}`);
+        }
+        const model = new Model(base, m, which);
+        created.forEach((other) => model.share(other)); // the prior, loaded once for all variants
+        created.push(model);
+        const loadStarted = performance.now();
+        const { fetchMs, sessionsMs } = await model.ensure(["prior", "decoder"]);
+        model.timings = { fetchMs, sessionsMs, loadMs: performance.now() - loadStarted };
+        return model;
+      });
+      models.set(which, loading);
+      loading.catch(() => models.delete(which)); // may be tried again
+    }
+    return models.get(which);
+  };
+  // The first digits come from `firstVariant`'s decoder; every call without a variant uses the
+  // page's, fetched after the first digits are shown (or on a call's first need).
+  const first = manifest.then((m) => firstVariant(m, variant));
+  const firstModel = first.then((which) => modelOf(which)).then((model) => {
+    Object.assign(timings, model.timings, { loadMs: performance.now() - started });
     return model;
   });
+  let pageModel = null;
+  const generating = () => {
+    pageModel ??= firstModel.then((model) =>
+      model.variant === variant ? model : timed(timings, "variantLoadMs", modelOf(variant)),
+    );
+    return pageModel;
+  };
+  /** Return the model for a call's `variant` option (the page's when undefined). */
+  const forCall = (which) => (which === undefined || which === variant ? generating() : modelOf(which));
   let full = null;
   let detector = null;
   /** Load the encoder, the prior density and the detector's reference model (once). */
   const loadAll = () => {
     if (full === null) {
-      full = generating.then((model) =>
+      full = generating().then((model) =>
         timed(timings, "encoderLoadMs", model.ensure(["encoder", "prior_density"]).then(() => model)),
       );
-      detector = full.then((model) => timed(timings, "detectorLoadMs", Detector.load(model)));
+      detector = full.then((model) =>
+        timed(
+          timings,
+          "detectorLoadMs",
+          import("./scoring.js").then(({ Detector }) => Detector.load(model)),
+        ),
+      );
       detector.catch(() => {}); // reported where it is awaited; not an unhandled rejection meanwhile
     }
     return full;
@@ -72,7 +131,12 @@ export function createApi(name, variant = "fp32") {
   const api = {
     ort,
     timings,
-    generator: generating.then((model) => api.info(model)),
+    /** A Promise of the description of the model the first digits come from (its `variant`: int8 on an fp32 page). */
+    first: firstModel.then((model) => api.info(model)),
+    /** A Promise of the description once the page's variant's prior and decoder are loaded (asking starts it). */
+    get generator() {
+      return generating().then((model) => api.info(model));
+    },
     loadAll,
     get ready() {
       return loadAll().then((model) => api.info(model));
@@ -104,9 +168,12 @@ export function createApi(name, variant = "fp32") {
         .getEntriesByType("resource")
         .map((e) => ({ url: e.name, bytes: e.transferSize, size: e.decodedBodySize }));
     },
-    /** Decode codes z (Float32Array n x D) to pixels (Float32Array n x 784 in [0, 1]). */
-    async decode(z, n, labels) {
-      const model = await generating;
+    /**
+     * Decode codes z (Float32Array n x D) to pixels (Float32Array n x 784 in [0, 1]) with the
+     * page's variant's decoder, or `variant`'s.
+     */
+    async decode(z, n, labels, { variant: which } = {}) {
+      const model = await forCall(which);
       return timed(timings, "decodeMs", model.decode(z, n, labels));
     },
     /** Encode images (Float32Array n x 784 in [0, 1]) to {mean, logvar} (Float32Arrays n x D). */
@@ -129,9 +196,10 @@ export function createApi(name, variant = "fp32") {
      * (Float32Array n) replace the page's random draws: numpy's default_rng(seed) draws (first
      * standard_normal((n, D), float32), then random(n, float32)) give Python's digits for that seed.
      * A conditional model's decoder gets the same classes (any class: digit i % classes).
+     * `variant` decodes with that variant's decoder instead of the page's (the first digits: int8).
      */
-    async generate(n, { seed, digit = -1, noise, uniform } = {}) {
-      const model = await generating;
+    async generate(n, { seed, digit = -1, noise, uniform, variant: which } = {}) {
+      const model = await forCall(which);
       const count = asCount(n, "n");
       const started = performance.now();
       const random = new Random(seed);

@@ -1,7 +1,6 @@
 // The page: load the model, show load and inference times, generate grids, score drawn digits.
 import { DEFAULT_MODEL, createApi, modelName, variantName } from "./api.js";
 import { drawDigits } from "./digits.js";
-import { COLOURS, Explorer } from "./explorer.js";
 import { Pad } from "./pad.js";
 
 const $ = (id) => document.getElementById(id);
@@ -40,10 +39,11 @@ function seedValue() {
   return Number.isInteger(value) ? value : undefined;
 }
 
-async function generate(api, info) {
+async function generate(api, info, variant) {
   const digit = Number($("digit").value);
   const n = 40;
-  await api.generate(n, { seed: seedValue(), digit }).then(({ images }) => drawDigits($("grid"), images, n, 10));
+  const { images } = await api.generate(n, { seed: seedValue(), digit, variant });
+  drawDigits($("grid"), images, n, 10);
   const what = digit < 0 ? "any digit" : `the digit ${digit}`;
   $("grid-caption").textContent = `${n} digits (${what}) from ${info.model}'s prior in ${ms(api.timings.generateMs)}`;
   showTimings(api);
@@ -111,6 +111,7 @@ async function onStroke(api, info, pad, prepare) {
 
 /** Load the latent explorer into its card; resolves to the Explorer. */
 async function startExplorer(api) {
+  const { COLOURS, Explorer } = await import("./explorer.js");
   $("legend").replaceChildren(
     ...COLOURS.map((colour, digit) => {
       const li = document.createElement("li");
@@ -200,6 +201,12 @@ async function keepOffline() {
   return answered;
 }
 
+function showStatus(info, note = "") {
+  $("status").textContent =
+    `${info.model}${info.variant === "fp32" ? "" : ` (${info.variant})`}: ${info.latentDim} latents, prior ${info.prior}; onnxruntime-web ${info.ortVersion} ` +
+    `(wasm, ${info.threads} thread${info.threads === 1 ? "" : "s"})${note}`;
+}
+
 async function main() {
   let name = DEFAULT_MODEL;
   let variant = "fp32";
@@ -212,27 +219,37 @@ async function main() {
   const api = createApi(name, variant);
   api.pad = { last: null, strokes: 0 };
   window.digitvae = api;
+  const failed = (err) => {
+    $("status").textContent = `Cannot load ${name}: ${err.message}`;
+    $("status").className = "bad";
+  };
+  // The first digits come from the first decoder loaded (int8 on an fp32 page: a quarter of the
+  // bytes, and digits within 0.002 of fp32's per pixel on average: docs/web.md); the page's own
+  // decoder follows, draws them again and everything after.
   let info;
+  try {
+    info = await api.first;
+  } catch (err) {
+    return failed(err);
+  }
+  const interim = info.variant !== variant;
+  showStatus(info, interim ? `; loading the ${variant} decoder` : "");
+  const select = $("digit");
+  select.disabled = !info.priorClasses && !info.numClasses;
+  await generate(api, info, info.variant);
+  api.firstDigitsShown();
+  showTimings(api);
   try {
     info = await api.generator;
   } catch (err) {
-    $("status").textContent = `Cannot load ${name}: ${err.message}`;
-    $("status").className = "bad";
-    return;
+    return failed(err);
   }
   showFiles(info);
-  $("status").textContent =
-    `${info.model}${info.variant === "fp32" ? "" : ` (${info.variant})`}: ${info.latentDim} latents, prior ${info.prior}; onnxruntime-web ${info.ortVersion} ` +
-    `(wasm, ${info.threads} thread${info.threads === 1 ? "" : "s"})`;
-  const select = $("digit");
-  select.disabled = !info.priorClasses && !info.numClasses;
-  showTimings(api);
+  showStatus(info);
+  if (interim) await generate(api, info);
   $("generate").onclick = () => generate(api, info);
   $("each").onclick = () => generateEach(api, info);
   $("each").disabled = select.disabled;
-  await generate(api, info);
-  api.firstDigitsShown();
-  showTimings(api);
   api.offline = keepOffline();
   api.offline.catch((err) => console.warn(`no offline copy: ${err.message}`));
   if (!select.disabled) await generateEach(api, info);

@@ -6,10 +6,47 @@ import * as ort from "onnxruntime-web";
 
 import { InputError, ModelError } from "./errors.js";
 import { asCount, asImages, asLabels, asLatents } from "./inputs.js";
+import { compileRuntime } from "./runtime.js";
 
 const FORMAT = "digitvae-model";
 const FORMAT_VERSION = 1;
 const ANY_CLASS = -1;
+
+// onnxruntime-web starts its wasm runtime at its first session: it fetches and compiles the
+// 14 MB binary then, and sets itself up (a few hundred ms on one core), after the model files
+// are in. The page compiles the binary as it opens (compileOrt) and starts the runtime while
+// the model files download (startRuntime).
+let runtime = null;
+
+// The smallest ONNX model (y = Identity(x), float [1], opset 13, 67 bytes, made with onnx.helper):
+// its session starts the runtime before the model files are in.
+const IDENTITY = new Uint8Array([
+  8, 7, 18, 0, 58, 55, 10, 16, 10, 1, 120, 18, 1, 121, 34, 8, 73, 100, 101, 110, 116, 105, 116, 121, 18, 1, 119,
+  90, 15, 10, 1, 120, 18, 10, 10, 8, 8, 1, 18, 4, 10, 2, 8, 1, 98, 15, 10, 1, 121, 18, 10, 10, 8, 8, 1, 18, 4, 10, 2,
+  8, 1, 66, 4, 10, 0, 16, 13,
+]);
+
+/**
+ * Start fetching and compiling onnxruntime-web's wasm binary at `url` (the file it would fetch
+ * itself), once; the runtime starts from it when the first model files are being fetched.
+ */
+export function compileOrt(url) {
+  compileRuntime(url);
+  ort.env.wasm.wasmPaths ??= { mjs: new URL("./runtime.js", import.meta.url).href, wasm: String(url) };
+}
+
+/**
+ * Start onnxruntime-web's runtime (once): its setup holds this thread, so it starts once the
+ * model files are requested and runs while they download. A failure here is not one: the
+ * first model session then starts the runtime itself and reports what fails.
+ */
+function startRuntime() {
+  runtime ??= ort.InferenceSession.create(IDENTITY, { executionProviders: ["wasm"] }).then(
+    (session) => session.release(),
+    () => {},
+  );
+  return runtime;
+}
 
 /** Return the hex sha256 of an ArrayBuffer. */
 async function sha256(buffer) {
@@ -64,12 +101,33 @@ export class Model {
    */
   static async load(base, { variant = "fp32", roles = ["encoder", "decoder", "prior", "prior_density"] } = {}) {
     const started = performance.now();
-    const manifest = await (await fetchOk(new URL("model.json", base), "model.json")).json();
-    readManifest(manifest, base);
-    const model = new Model(base, manifest, variant);
+    const model = new Model(base, await Model.manifest(base), variant);
     const { fetchMs, sessionsMs } = await model.ensure(roles);
     model.timings = { fetchMs, sessionsMs, loadMs: performance.now() - started };
     return model;
+  }
+
+  /** Fetch and check the model.json of the folder served at `base`. */
+  static async manifest(base) {
+    const manifest = await (await fetchOk(new URL("model.json", base), "model.json")).json();
+    readManifest(manifest, base);
+    return manifest;
+  }
+
+  /**
+   * Use another variant's sessions (loaded or loading) for every role whose file is the same
+   * (the same sha256: the int8 and fp32 variants share prior.onnx), instead of loading it again.
+   */
+  share(other) {
+    for (const [role, loading] of Object.entries(other.loading)) {
+      if (role in this.loading || this.files[role]?.sha256 !== other.files[role]?.sha256) continue;
+      this.loading[role] = loading.then((session) => {
+        this.sessions[role] = session;
+        this.bytes[this.files[role].path] = other.bytes[other.files[role].path];
+        return session;
+      });
+      this.loading[role].catch(() => delete this.loading[role]);
+    }
   }
 
   /** Load the roles not loaded yet; resolve to {fetchMs, sessionsMs} of this call. */
@@ -79,9 +137,11 @@ export class Model {
       (role) => !(role.startsWith("prior") && this.prior === "standard_normal") && !(role in this.loading),
     );
     const buffers = wanted.map((role) => this.#fetchRole(role));
+    const runtimeReady = startRuntime();
     let fetched = started;
     const sessions = (async () => {
       const ready = await Promise.all(buffers);
+      await runtimeReady;
       fetched = performance.now();
       const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
       const created = [];
@@ -201,8 +261,8 @@ export class Model {
     return out;
   }
 
-  /** Release the onnxruntime sessions. */
+  /** Release the onnxruntime sessions (shared ones too). */
   async release() {
-    await Promise.all(Object.values(this.sessions).map((s) => s.release()));
+    await Promise.all([...new Set(Object.values(this.sessions))].map((s) => s.release()));
   }
 }

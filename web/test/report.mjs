@@ -5,7 +5,8 @@
 // Serves the page on a free loopback port, runs test/browser-check.mjs RUNS times on random
 // inputs and test/speed-check.mjs RUNS times per variant (fp32, int8), and prints the median of
 // each figure with the sizes of the files the page fetched (as on disk, and gzip -9 / brotli 11
-// compressed; the server itself sends brotli 5 for files over 1 MiB).
+// compressed; the server itself sends brotli 5 for files over 1 MiB, or brotli 11 where
+// `npm run precompress` made it: onnxruntime-web's wasm).
 import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
