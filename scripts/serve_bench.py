@@ -302,23 +302,26 @@ def measure(
 
 
 def summary(rows: list[dict[str, Any]], servers: list[Server]) -> None:
-    """Print each case's median over the rounds per server, and each server's ratio to the first one."""
-    print("\nmedian over rounds (digits/s, p50 / p99 ms); ratio of digits/s to the first configuration:")
-    keys = sorted({(r["case"], r["protocol"], r["concurrency"]) for r in rows}, key=lambda k: (k[0], k[1], k[2]))
+    """Print each case's medians over the rounds per server, and its digits/s ratio to the first server.
+
+    The ratio is the median of the ratios within each round, where the servers were measured
+    one after the other under the same load from the rest of the machine.
+    """
+    print("\nmedians over rounds: digits/s (p50 / p99 ms), and x the first configuration's digits/s in the same round:")
+    keys = sorted({(r["case"], r["protocol"], r["concurrency"]) for r in rows})
     for key in keys:
+        mine = [r for r in rows if (r["case"], r["protocol"], r["concurrency"]) == key]
+        first = {r["round"]: r["digits_per_s"] for r in mine if r["server"] == servers[0].label}
         parts = []
-        base = None
         for server in servers:
-            mine = [
-                r for r in rows if (r["case"], r["protocol"], r["concurrency"]) == key and r["server"] == server.label
-            ]
-            if not mine:
+            own = [r for r in mine if r["server"] == server.label]
+            if not own:
                 continue
-            rate = float(np.median([r["digits_per_s"] for r in mine]))
-            p50 = float(np.median([r["p50_ms"] for r in mine]))
-            p99 = float(np.median([r["p99_ms"] for r in mine]))
-            base = base or rate
-            parts.append(f"{server.label} {rate:,.0f} ({p50:.2f} / {p99:.2f}) x{rate / base:.2f}")
+            rate = float(np.median([r["digits_per_s"] for r in own]))
+            p50 = float(np.median([r["p50_ms"] for r in own]))
+            p99 = float(np.median([r["p99_ms"] for r in own]))
+            ratio = float(np.median([r["digits_per_s"] / first[r["round"]] for r in own if first.get(r["round"])]))
+            parts.append(f"{server.label} {rate:,.0f} ({p50:.2f} / {p99:.2f}) x{ratio:.2f}")
         print(f"  {key[0]:11} {key[1]:4} c={key[2]:<3} " + " | ".join(parts))
 
 

@@ -6,8 +6,9 @@ that arrive together are then run as one: their feeds are joined row after row, 
 once, and each request gets its own rows of the outputs back. A batch is run as soon as it holds
 `max_rows` rows, once a quarter of `delay` went by without another request joining it, or
 `delay` seconds after its first request arrived, whichever comes first; a request of
-`max_rows` rows or more runs alone at once. So a lone request waits a quarter of the delay, not
-all of it, while requests that are being read as a batch gathers (over REST or gRPC) join it.
+`max_rows` rows or more runs alone at once. A batch waits at all only if the one before it (of
+its kind) held several requests: a lone client's requests run on the next turn of the event
+loop, taking along only the requests that arrived meanwhile, and so wait microseconds.
 
 A gathering batch looks again on every turn of the event loop instead of sleeping on a timer:
 on a busy machine a process woken by a timer waits for a core, which cost milliseconds per
@@ -66,6 +67,8 @@ class Batcher:
         self.delay = delay
         self._observe = observe
         self._pending: dict[Hashable, _Pending] = {}
+        #: The kinds whose last batch held several requests: their next batch waits for more.
+        self._busy: set[Hashable] = set()
 
     async def __call__(self, kind: Hashable, feeds: Arrays) -> Arrays:
         """Return the outputs for one request's row-wise feeds, run alone or with others of the same kind."""
@@ -95,7 +98,8 @@ class Batcher:
             return  # run already, full
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if now - pending.last >= self.delay * QUIET or now >= pending.deadline:
+        waits = kind in self._busy
+        if not waits or now - pending.last >= self.delay * QUIET or now >= pending.deadline:
             self._flush(kind)
         else:
             loop.call_soon(self._tick, kind, pending)
@@ -106,6 +110,10 @@ class Batcher:
             return
         # A request whose client went away (its task cancelled) is not computed.
         jobs = [job for job in pending.jobs if not job.future.done()]
+        if len(pending.jobs) > 1:
+            self._busy.add(kind)
+        else:
+            self._busy.discard(kind)
         if not jobs:
             return
         if len(jobs) == 1:

@@ -90,7 +90,7 @@ def test_concurrent_requests_share_calls_and_each_gets_its_own_rows() -> None:
 
 
 @needs_serve
-def test_a_lone_request_does_not_wait_for_the_delay() -> None:
+def test_a_lone_client_does_not_wait_and_a_busy_one_waits_a_quarter_of_the_delay() -> None:
     batcher, model = _batcher(max_rows=64, delay=2.0)
 
     async def one() -> tuple[dict[str, np.ndarray], float]:
@@ -98,10 +98,19 @@ def test_a_lone_request_does_not_wait_for_the_delay() -> None:
         out = await batcher(3, {"x": np.ones((2, 3), np.int64)})
         return out, time.perf_counter() - began
 
-    out, took = asyncio.run(one())
-    np.testing.assert_array_equal(out["out"], np.full((2, 3), 13))
-    # It runs once no other request joined for a quarter of the delay, not after all of it.
-    assert 0.5 <= took < 1.9 and model.calls == [(3, 2)]
+    async def run() -> list[float]:
+        lone = [(await one())[1] for _ in range(3)]
+        await _gather(batcher, [(3, np.ones((1, 3), np.int64))] * 4)  # several at once: a busy kind
+        _, after_busy = await one()
+        _, lone_again = await one()
+        return [*lone, after_busy, lone_again]
+
+    took = asyncio.run(run())
+    # Alone, a request runs on the next turn of the loop; after a batch of several, the next one
+    # waits until no other request joined for a quarter of the delay (0.5 s), and then, having
+    # run alone, the one after it does not wait.
+    assert max(took[:3]) < 0.4 and 0.5 <= took[3] < 1.9 and took[4] < 0.4, took
+    assert [rows for _, rows in model.calls] == [2, 2, 2, 4, 2, 2]
 
 
 @needs_serve
@@ -154,6 +163,7 @@ def test_a_cancelled_request_is_not_computed() -> None:
     batcher, model = _batcher(max_rows=64, delay=5.0)
 
     async def run() -> Any:
+        await _gather(batcher, [(1, np.full((1, 3), 1))] * 3)  # a busy kind: the next batch waits
         gone = asyncio.ensure_future(batcher(1, {"x": np.full((4, 3), 7)}))
         kept = asyncio.ensure_future(batcher(1, {"x": np.full((2, 3), 1)}))
         await asyncio.sleep(0)
@@ -162,7 +172,7 @@ def test_a_cancelled_request_is_not_computed() -> None:
 
     out = asyncio.run(run())
     np.testing.assert_array_equal(out["out"], np.full((2, 3), 11))
-    assert model.calls == [(1, 2)]
+    assert model.calls == [(1, 3), (1, 2)]
 
 
 # --- a real server ---------------------------------------------------------------------------
