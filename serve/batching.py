@@ -6,9 +6,10 @@ that arrive together are then run as one: their feeds are joined row after row, 
 once, and each request gets its own rows of the outputs back. A batch is run as soon as it holds
 `max_rows` rows, once a quarter of `delay` went by without another request joining it, or
 `delay` seconds after its first request arrived, whichever comes first; a request of
-`max_rows` rows or more runs alone at once. A batch waits at all only if the one before it (of
-its kind) held several requests: a lone client's requests run on the next turn of the event
-loop, taking along only the requests that arrived meanwhile, and so wait microseconds.
+`max_rows` rows or more runs alone at once. A batch waits at all only while requests of its kind
+come together: when the batch before it held several, or its first request came within a
+quarter of `delay` of the one before. Otherwise (a lone client) it runs on the next turn of the
+event loop, taking along only the requests that arrived meanwhile, and waits microseconds.
 
 A gathering batch looks again on every turn of the event loop instead of sleeping on a timer:
 on a busy machine a process woken by a timer waits for a core, which cost milliseconds per
@@ -54,6 +55,8 @@ class _Pending:
     rows: int = 0
     deadline: float = 0.0
     last: float = 0.0
+    #: Whether to wait for more requests at all (else run on the next turn of the loop).
+    waits: bool = False
 
 
 class Batcher:
@@ -69,6 +72,8 @@ class Batcher:
         self._pending: dict[Hashable, _Pending] = {}
         #: The kinds whose last batch held several requests: their next batch waits for more.
         self._busy: set[Hashable] = set()
+        #: When the latest request of each kind arrived (event loop time).
+        self._arrived: dict[Hashable, float] = {}
 
     async def __call__(self, kind: Hashable, feeds: Arrays) -> Arrays:
         """Return the outputs for one request's row-wise feeds, run alone or with others of the same kind."""
@@ -81,11 +86,14 @@ class Batcher:
         if pending is not None and pending.rows + rows > self.max_rows:
             self._flush(kind)  # this request would overfill the batch: run that one, start the next
             pending = None
+        now = loop.time()
         if pending is None:
-            pending = self._pending[kind] = _Pending(deadline=loop.time() + self.delay)
+            close = now - self._arrived.get(kind, -np.inf) < self.delay * QUIET
+            pending = self._pending[kind] = _Pending(deadline=now + self.delay, waits=close or kind in self._busy)
             loop.call_soon(self._tick, kind, pending)
+        self._arrived[kind] = now
         job = _Job(feeds, rows, loop.create_future())
-        pending.last = loop.time()
+        pending.last = now
         pending.jobs.append(job)
         pending.rows += rows
         if pending.rows >= self.max_rows:
@@ -98,8 +106,7 @@ class Batcher:
             return  # run already, full
         loop = asyncio.get_running_loop()
         now = loop.time()
-        waits = kind in self._busy
-        if not waits or now - pending.last >= self.delay * QUIET or now >= pending.deadline:
+        if not pending.waits or now - pending.last >= self.delay * QUIET or now >= pending.deadline:
             self._flush(kind)
         else:
             loop.call_soon(self._tick, kind, pending)

@@ -91,26 +91,47 @@ def test_concurrent_requests_share_calls_and_each_gets_its_own_rows() -> None:
 
 @needs_serve
 def test_a_lone_client_does_not_wait_and_a_busy_one_waits_a_quarter_of_the_delay() -> None:
-    batcher, model = _batcher(max_rows=64, delay=2.0)
+    batcher, model = _batcher(max_rows=64, delay=0.4)
 
-    async def one() -> tuple[dict[str, np.ndarray], float]:
+    async def one() -> float:
         began = time.perf_counter()
         out = await batcher(3, {"x": np.ones((2, 3), np.int64)})
-        return out, time.perf_counter() - began
+        np.testing.assert_array_equal(out["out"], np.full((2, 3), 13))
+        return time.perf_counter() - began
 
     async def run() -> list[float]:
-        lone = [(await one())[1] for _ in range(3)]
-        await _gather(batcher, [(3, np.ones((1, 3), np.int64))] * 4)  # several at once: a busy kind
-        _, after_busy = await one()
-        _, lone_again = await one()
-        return [*lone, after_busy, lone_again]
+        lone = []
+        for _ in range(3):
+            await asyncio.sleep(0.15)  # requests further apart than a quarter of the delay (0.1 s)
+            lone.append(await one())
+        await _gather(batcher, [(3, np.ones((1, 3), np.int64))] * 4)  # several at once
+        after_busy = await one()
+        await asyncio.sleep(0.15)
+        return [*lone, after_busy, await one()]
 
     took = asyncio.run(run())
     # Alone, a request runs on the next turn of the loop; after a batch of several, the next one
-    # waits until no other request joined for a quarter of the delay (0.5 s), and then, having
-    # run alone, the one after it does not wait.
-    assert max(took[:3]) < 0.4 and 0.5 <= took[3] < 1.9 and took[4] < 0.4, took
+    # waits until no other request joined for a quarter of the delay, and then, having run alone
+    # and arrived apart from it, the one after it does not wait.
+    assert max(took[:3]) < 0.05 and 0.1 <= took[3] < 0.39 and took[4] < 0.05, took
     assert [rows for _, rows in model.calls] == [2, 2, 2, 4, 2, 2]
+
+
+@needs_serve
+def test_requests_arriving_close_together_wait_for_each_other() -> None:
+    batcher, model = _batcher(max_rows=64, delay=0.4)
+
+    async def run() -> None:
+        # One after another, each arriving 20 ms after the one before: within a quarter of the delay.
+        tasks = []
+        for i in range(5):
+            tasks.append(asyncio.ensure_future(batcher(1, {"x": np.full((1, 3), i)})))
+            await asyncio.sleep(0.02)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(run())
+    # The first ran at once (nothing came before it); the next four waited for each other.
+    assert [rows for _, rows in model.calls] == [1, 4]
 
 
 @needs_serve
@@ -196,7 +217,7 @@ def _command() -> list[str]:
 class Served:
     """A running `digitvae serve` with batching on and metrics.
 
-    Batches wait up to 4 ms (1 ms without a new request): long enough for gRPC requests, which
+    Batches wait up to 20 ms (5 ms without a new request): long enough for gRPC requests, which
     reach the model further apart than REST ones, to be batched on a busy machine too.
     """
 
@@ -205,7 +226,7 @@ class Served:
         self.log = tmp / "serve.log"
         env = {k: v for k, v in os.environ.items() if k != "DIGITVAE_DEBUG" and not k.startswith("MLSERVER")}
         env["TMPDIR"] = str(tmp)
-        args = ["--port", self.http, "--grpc-port", self.grpc, "--metrics-port", self.metrics, "--batch-delay", 4000]
+        args = ["--port", self.http, "--grpc-port", self.grpc, "--metrics-port", self.metrics, "--batch-delay", 20000]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [*_command(), "serve", "-m", "mnist-vae", "-m", "mnist-cvae", *map(str, args)],
@@ -261,6 +282,11 @@ class Served:
             found = re.search(pattern, text, re.MULTILINE)
             values[part] = float(found.group(1)) if found else 0.0
         return values["sum"], values["count"]
+
+    def batched_all(self) -> tuple[float, float]:
+        """Return (requests, model calls) the batcher has counted over every served model."""
+        counts = [self.batched(f"{m}-{r}") for m in ("mnist-vae", "mnist-cvae") for r in ("decoder", "generate")]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -389,9 +415,12 @@ json.dump({{"alone": alone, "together": together}}, sys.stdout)
 @needs_serve
 @on_linux
 def test_concurrent_grpc_raw_requests_get_exactly_their_digits_alone(served: Served) -> None:
-    requests = _mixed_requests()
+    # One kind of request, so that they reach the same batcher often enough to be batched: gRPC
+    # requests reach the models further apart than REST ones. And a few of every other kind.
+    requests = [("mnist-vae-generate", {"n": np.array([1 + i % 8]), "seed": np.array([200 + i])}) for i in range(40)]
+    requests += _mixed_requests()[:10]
     specs = [(model, {k: v.tolist() for k, v in inputs.items()}) for model, inputs in requests]
-    before = served.batched("mnist-cvae-decoder")
+    before = served.batched_all()
     # In a process of its own, as the other gRPC client tests: protobuf names are registered once per process.
     done = subprocess.run(
         [sys.executable, "-c", _GRPC_CLIENT.format(port=served.grpc)],
@@ -413,8 +442,8 @@ def test_concurrent_grpc_raw_requests_get_exactly_their_digits_alone(served: Ser
     for (model, inputs), got in zip(requests, replies["alone"]):
         rest = served.outputs(model, inputs)
         np.testing.assert_array_equal(np.asarray(got["image"], np.float32), rest["image"])
-    after = served.batched("mnist-cvae-decoder")
-    assert after[1] - before[1] < after[0] - before[0]  # batched: fewer calls than requests
+    after = served.batched_all()
+    assert after[1] - before[1] < after[0] - before[0], (before, after)  # batched: fewer calls than requests
 
 
 @needs_serve
