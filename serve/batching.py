@@ -78,7 +78,9 @@ class Batcher:
     async def __call__(self, kind: Hashable, feeds: Arrays) -> Arrays:
         """Return the outputs for one request's row-wise feeds, run alone or with others of the same kind."""
         rows = len(next(iter(feeds.values())))
-        if rows >= self.max_rows:
+        if rows >= self.max_rows or any(len(array) != rows for array in feeds.values()):
+            # Feeds of unequal rows (z and label, say) are the model's to refuse: joined with
+            # others' they could line up, and rows would be paired across requests.
             self._called(rows, 1)
             return self._run(kind, feeds)
         loop = asyncio.get_running_loop()

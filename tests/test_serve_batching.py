@@ -171,6 +171,36 @@ def test_one_bad_request_fails_alone_and_the_others_get_their_rows() -> None:
 
 
 @needs_serve
+def test_requests_with_feeds_of_unequal_rows_never_join_a_batch() -> None:
+    from digitvae.serve.batching import Batcher
+
+    calls: list[tuple[int, int]] = []
+
+    def paired(kind: Hashable, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x, label = feeds["x"], feeds["label"]
+        calls.append((len(x), len(label)))
+        if len(x) != len(label):
+            raise InputError(f"label has {len(label)} rows for {len(x)} codes")
+        return {"out": x[:, 0] * 10 + label}
+
+    batcher = Batcher(paired, 64, 5.0)
+    # Two wrong requests whose rows would add up to a well-formed batch (2+3 codes, 3+2 labels).
+    requests = [
+        {"x": np.ones((2, 3), np.int64), "label": np.zeros(3, np.int64)},
+        {"x": np.ones((3, 3), np.int64), "label": np.zeros(2, np.int64)},
+        {"x": np.full((1, 3), 2), "label": np.array([5])},
+    ]
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(*(batcher(0, r) for r in requests), return_exceptions=True)
+
+    results = asyncio.run(run())
+    assert isinstance(results[0], InputError) and isinstance(results[1], InputError)
+    np.testing.assert_array_equal(results[2]["out"], [25])
+    assert sorted(calls) == [(1, 1), (2, 3), (3, 2)]
+
+
+@needs_serve
 def test_a_failure_of_the_server_itself_fails_the_whole_batch() -> None:
     batcher, _ = _batcher(max_rows=64, delay=5.0)
     requests = _requests(4, seed=2)
