@@ -25,6 +25,9 @@ from .options import (
 logger = logging.getLogger(__name__)
 
 _PORT = click.IntRange(1, 65535)
+#: Batching's defaults, measured with scripts/serve_bench.py (docs/serve.md).
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_BATCH_DELAY_US = 400
 _UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
 #: gRPC takes messages of at most 2 GiB - 1 bytes; below 64 KiB not even one image fits.
 _BODY_RANGE = (64 << 10, (2 << 30) - 1)
@@ -84,6 +87,21 @@ class ByteSize(click.ParamType):  # type: ignore[type-arg]
     help="Largest request in bytes, REST body (413 beyond it) or gRPC message (RESOURCE_EXHAUSTED), e.g. 32MiB "
     "[default: enough for --max-batch images as JSON, 19.4 MiB at 1,024].",
 )
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 4096),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Most rows (digits or codes) one model call gathers from concurrent requests (1: no batching); "
+    "a request of this many rows or more runs alone.",
+)
+@click.option(
+    "--batch-delay",
+    type=click.IntRange(0, 1_000_000),
+    default=DEFAULT_BATCH_DELAY_US,
+    show_default=True,
+    help="Most microseconds a request waits for others to join its batch.",
+)
 def serve(
     models: tuple[str, ...],
     variant: str,
@@ -97,6 +115,8 @@ def serve(
     replicas: int,
     max_batch: int,
     max_body: int | None,
+    batch_size: int,
+    batch_delay: int,
 ) -> None:
     """Serve models over the Open Inference Protocol (KServe v2 REST and gRPC), as Triton does.
 
@@ -110,6 +130,8 @@ def serve(
     ports = [p for p in (port, grpc_port, metrics_port) if p is not None]
     if len(set(ports)) != len(ports):
         raise InputError(f"--port, --grpc-port and --metrics-port must differ, got {', '.join(map(str, ports))}")
+    if batch_size > 1:
+        threads = _batching_threads(threads)
     served = []
     for model in models or (DEFAULT_MODEL,):
         options = load_options(model, variant, provider, strict, threads)
@@ -123,6 +145,23 @@ def serve(
         f"on http://{host}:{port}/v2 (gRPC {grpc_port}, {replicas} worker{'s' if replicas != 1 else ''}); "
         "Ctrl-C stops"
     )
-    server = ServerOptions(host, port, grpc_port, metrics_port, replicas, max_batch, max_body)
+    server = ServerOptions(
+        host, port, grpc_port, metrics_port, replicas, max_batch, max_body, batch_size, batch_delay / 1e6
+    )
     # Announced once the ports are known to be free: a taken port is the only line printed.
     run(served, server, checked=lambda: click.echo(announcement, err=True))
+
+
+def _batching_threads(threads: int | None) -> int:
+    """Return the onnxruntime threads a batching server runs with: one, so that batched rows equal rows alone.
+
+    With several threads onnxruntime splits a call's work at places that depend on the batch's
+    size, and a digit's last bit could then differ between a batch and its request alone.
+    """
+    if threads not in (None, 1):
+        raise InputError(
+            f"--threads {threads} cannot be used with batching: batched requests run with one onnxruntime "
+            "thread so that each gets exactly the digits it would get alone; pass --batch-size 1 to use "
+            "more threads without batching"
+        )
+    return 1

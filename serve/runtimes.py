@@ -24,6 +24,7 @@ from digitvae.runtime.errors import DigitVAEError, InputError
 from digitvae.runtime.inference.model import DigitVAE
 from digitvae.runtime.options import LoadOptions
 
+from .batching import Batcher
 from .signatures import ModelDims, input_forms
 from .tensors import output, read_inputs, requested
 
@@ -58,6 +59,26 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="digitvae-parent-watch", daemon=True).start()
 
 
+@functools.cache
+def batch_metrics() -> tuple[Any, Any]:
+    """Return the histograms of rows and of requests per batched model call (registered once per process).
+
+    In prometheus_client's default registry, which MLServer's /metrics serves when inference
+    runs in the server process (`mlserver.register` puts metrics in a registry it serves only
+    with workers, whose metrics reach it through files either way).
+    """
+    from prometheus_client import Histogram
+
+    labels = ["model_name", "model_version"]
+    buckets = [2**i for i in range(13)]
+    return (
+        Histogram(
+            "digitvae_batch_rows", "Rows (digits or codes) per model call when batching", labels, buckets=buckets
+        ),
+        Histogram("digitvae_batch_requests", "Requests per model call when batching", labels, buckets=buckets),
+    )
+
+
 class _QuietClientErrors(logging.Filter):
     """Drop MLServer's traceback for a request refused with a 4xx: the client gets the reason."""
 
@@ -74,13 +95,20 @@ def quiet_client_errors() -> None:
 
 
 class _Served(MLModel):  # type: ignore[misc]
-    """What the roles share: loading from the settings' parameters, reading inputs, errors as 400s."""
+    """What the roles share: loading from the settings' parameters, reading inputs, batching, errors as 400s.
+
+    A role checks each request and makes its row-wise feeds in `prepare`, and computes the
+    outputs of feeds in `run`: one request's, or several joined by the batcher.
+    """
 
     role = ""
 
     async def load(self) -> bool:
         extra: dict[str, Any] = dict(self.settings.parameters.extra or {}) if self.settings.parameters else {}
         self.max_rows = int(extra.pop("max_batch", 1024))
+        batch_size = int(extra.pop("batch_size", 1))
+        batch_delay = float(extra.pop("batch_delay", 0.0))
+        self.batcher = Batcher(self.run, batch_size, batch_delay, self._observe) if batch_size > 1 else None
         self.vae = load_shared(LoadOptions.from_dict(extra))
         self.forms = input_forms(self.role, dims_of(self.vae))
         quiet_client_errors()
@@ -91,7 +119,8 @@ class _Served(MLModel):  # type: ignore[misc]
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         try:
             form, arrays = read_inputs(payload.inputs, self.forms, self.max_rows)
-            results = self.compute(form, arrays)
+            feeds = self.prepare(form, arrays)
+            results = await self.batcher(form, feeds) if self.batcher else self.run(form, feeds)
             names = requested(payload.outputs, results)
         except InputError as exc:
             raise InferenceError(str(exc)) from None
@@ -105,8 +134,18 @@ class _Served(MLModel):  # type: ignore[misc]
             outputs=[ResponseOutput(**output(name, results[name])) for name in names],
         )
 
-    def compute(self, form: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Return the outputs for one request's checked inputs."""
+    def _observe(self, rows: int, requests: int) -> None:
+        """Record a model call's rows and requests in the Prometheus histograms (`--metrics-port`)."""
+        labels = {"model_name": self.name, "model_version": self.version or ""}
+        batch_metrics()[0].labels(**labels).observe(rows)
+        batch_metrics()[1].labels(**labels).observe(requests)
+
+    def prepare(self, form: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Return one request's row-wise feeds (one row per digit or code) for `run`; InputError if it is refused."""
+        return arrays
+
+    def run(self, form: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Return the row-wise outputs for row-wise feeds of the input form `form`."""
         raise NotImplementedError
 
 
@@ -115,8 +154,12 @@ class EncoderModel(_Served):
 
     role = "encoder"
 
-    def compute(self, form: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        mean, logvar = self.vae.encode(arrays["image"], arrays.get("label"))
+    def prepare(self, form: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # One image shape, so that requests sending either can be joined.
+        return {**arrays, "image": arrays["image"].reshape(-1, 1, 28, 28)}
+
+    def run(self, form: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        mean, logvar = self.vae.encode(feeds["image"], feeds.get("label"))
         return {"mean": mean, "logvar": logvar}
 
 
@@ -125,8 +168,8 @@ class DecoderModel(_Served):
 
     role = "decoder"
 
-    def compute(self, form: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        logits, image = self.vae.decoder_outputs(arrays["z"], arrays.get("label"))
+    def run(self, form: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        logits, image = self.vae.decoder_outputs(feeds["z"], feeds.get("label"))
         return {"logits": logits, "image": image}
 
 
@@ -140,12 +183,20 @@ class GenerateModel(_Served):
 
     role = "generate"
 
-    def compute(self, form: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def prepare(self, form: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if form == 0:
-            return self._count(arrays)
-        return self._sampler(arrays)
+            return self._codes(arrays)
+        return self._sampler_feeds(arrays)
 
-    def _count(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, form: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if form == 0:
+            return {"z": feeds["z"], "image": self.vae.decode(feeds["z"], feeds.get("labels"))}
+        z = self.vae.prior.sample(feeds["noise"], feeds["uniform"], feeds["label"])
+        _, image = self.vae.decoder_outputs(z, feeds["label"] if self.vae.num_classes else None)
+        return {"z": z, "image": image}
+
+    def _codes(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Draw a count-form request's codes (and the digits they are for): its feeds, drawn alone whatever the batch."""
         n = int(arrays["n"][0])
         if not 1 <= n <= self.max_rows:
             raise InputError(f"n must be between 1 and {self.max_rows:,} (--max-batch), got {n:,}")
@@ -157,9 +208,9 @@ class GenerateModel(_Served):
             digit = int(digit[0])  # one digit asks for n of it, as generate(digit=7) does
         # The codes DigitVAE.generate decodes, and the digits they are for: z comes back too.
         z, labels = self.vae.sample_codes(n, seed=seed, digit=digit)
-        return {"z": z, "image": self.vae.decode(z, labels)}
+        return {"z": z} if labels is None else {"z": z, "labels": labels}
 
-    def _sampler(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _sampler_feeds(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         noise, uniform, label = arrays["noise"], arrays["uniform"], arrays["label"]
         n = len(noise)
         if len(uniform) != n or len(label) != n:
@@ -174,6 +225,4 @@ class GenerateModel(_Served):
             allowed = f"{low} to {high}" if high >= low + 1 else str(low)
             why = " (a conditional model's decoder needs a class)" if classes else " (-1: any class)"
             raise InputError(f"label must be {allowed}{why}, got values in [{label.min()}, {label.max()}]")
-        z = self.vae.prior.sample(noise, uniform, label)
-        _, image = self.vae.decoder_outputs(z, label if classes else None)
-        return {"z": z, "image": image}
+        return arrays

@@ -58,10 +58,17 @@ class ServerOptions:
     max_batch: int = 1024
     #: The largest request body (REST) or message (gRPC) in bytes; None: enough for max_batch images.
     max_body: int | None = None
+    #: Most rows one batched model call gathers from concurrent requests (1: no batching).
+    batch_size: int = 1
+    #: Most seconds a request waits for others to join its batch.
+    batch_delay: float = 0.0
 
 
-def model_settings(model: ServedModel, max_batch: int) -> list[dict[str, Any]]:
+def model_settings(
+    model: ServedModel, max_batch: int, batch_size: int = 1, batch_delay: float = 0.0
+) -> list[dict[str, Any]]:
     """Return the MLServer model settings (as model-settings.json holds them) of a model's three roles."""
+    batching = {"batch_size": batch_size, "batch_delay": batch_delay} if batch_size > 1 else {}
     return [
         {
             "name": served_name(model.name, role),
@@ -69,7 +76,7 @@ def model_settings(model: ServedModel, max_batch: int) -> list[dict[str, Any]]:
             "platform": "digitvae",
             "inputs": [t.metadata() for t in metadata_inputs(role, model.dims)],
             "outputs": [t.metadata() for t in output_tensors(role, model.dims)],
-            "parameters": {"extra": {**model.load_options.to_dict(), "max_batch": max_batch}},
+            "parameters": {"extra": {**model.load_options.to_dict(), "max_batch": max_batch, **batching}},
         }
         for role in SERVED_ROLES
     ]
@@ -126,7 +133,11 @@ async def _run(models: Sequence[ServedModel], options: ServerOptions, workdir: s
     for sig in (signal.SIGINT, signal.SIGTERM):
         # Replaces MLServer's own handlers, to know that a signal (not a failure) stopped it.
         loop.add_signal_handler(sig, _stopper(server, sig, stopped_by))
-    listing = [ModelSettings.model_validate(s) for m in models for s in model_settings(m, options.max_batch)]
+    listing = [
+        ModelSettings.model_validate(s)
+        for m in models
+        for s in model_settings(m, options.max_batch, options.batch_size, options.batch_delay)
+    ]
     await server.start(listing)
     if not stopped_by:
         return None
