@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 _PORT = click.IntRange(1, 65535)
 #: Batching's defaults, measured with scripts/serve_bench.py (docs/serve.md).
-DEFAULT_BATCH_SIZE = 64
+DEFAULT_BATCH_SIZE = 1
 DEFAULT_BATCH_DELAY_US = 400
 _UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
 #: gRPC takes messages of at most 2 GiB - 1 bytes; below 64 KiB not even one image fits.
