@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ def test_the_default_takes_the_free_cores(
     monkeypatch: pytest.MonkeyPatch, cores: int, load: float, processes: int, expected: int
 ) -> None:
     monkeypatch.setattr(threads, "usable_cores", lambda: cores)
-    monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(threads, "busy_cores", lambda: round(load))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert threads.resolve_threads(None, processes) == expected
 
@@ -75,3 +76,25 @@ def test_train_refuses_zero_threads_as_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["train", "--threads", "0", "-o", str(tmp_path / "run")])
     assert result.exit_code == 2 and "--threads" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_busy_cores_is_the_working_share_of_the_cores_over_the_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    # /proc/stat's cpu line: user nice system idle iowait irq softirq steal; 1.5 of 2 cores busy.
+    samples = iter([(1000, 600), (1400, 700)])
+    monkeypatch.setattr(threads, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads, "SAMPLE_SECONDS", 0)
+    assert threads.busy_cores() == 2  # 2 * 300 / 400 = 1.5, rounded to even
+    samples = iter([(1000, 600), (1400, 900)])
+    assert threads.busy_cores() == 0  # 0.5 -> 0
+
+
+def test_without_proc_stat_the_load_average_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "_cpu_times", lambda: None)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+    assert threads.busy_cores() == 1
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc/stat (Linux)")
+def test_busy_cores_reads_this_machine() -> None:
+    assert 0 <= threads.busy_cores() <= (os.cpu_count() or 1)

@@ -9,6 +9,7 @@ that are free now.
 from __future__ import annotations
 
 import os
+import time
 
 from digitvae.runtime.errors import InputError
 
@@ -24,8 +25,43 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: How long `busy_cores` watches the machine: long enough to average out the scheduler's ticks.
+SAMPLE_SECONDS = 0.25
+
+
 def busy_cores() -> int:
-    """Return how many cores other work keeps busy: the one-minute load average, rounded (0 where unknown)."""
+    """Return how many cores other work keeps busy now, rounded (0 where it cannot be told).
+
+    Linux: the share of time the cores spent working over SAMPLE_SECONDS (/proc/stat), while
+    this process waits. The load average would do elsewhere, but it lags by minutes: a job that
+    has just ended would still count, and a run right after another would take one thread.
+    """
+    first = _cpu_times()
+    if first is None:
+        return _load_average()
+    time.sleep(SAMPLE_SECONDS)
+    second = _cpu_times()
+    if second is None:
+        return _load_average()
+    total = second[0] - first[0]
+    idle = second[1] - first[1]
+    return round((os.cpu_count() or 1) * (total - idle) / total) if total > 0 else 0
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """Return the whole machine's (total, idle + iowait) clock ticks from /proc/stat, or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 6:
+        return None
+    ticks = [int(v) for v in fields[1:]]
+    return sum(ticks[:8]), ticks[3] + ticks[4]
+
+
+def _load_average() -> int:
     try:
         return round(os.getloadavg()[0])
     except (AttributeError, OSError):  # pragma: no cover - Windows
