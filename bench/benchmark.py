@@ -21,8 +21,8 @@ import numpy as np
 
 from digitvae.runtime.folders.locate import DEFAULT_MODEL
 from digitvae.runtime.folders.reading import verified_bytes
-from digitvae.runtime.inference import providers as eps
 from digitvae.runtime.inference.model import DigitVAE
+from digitvae.runtime.inference.providers import normalize, plan
 from digitvae.runtime.inference.sessions import open_session
 from digitvae.runtime.options import LoadOptions
 
@@ -148,13 +148,13 @@ class _PlainSessions:
     def __init__(self, vae: DigitVAE, variant: str) -> None:
         files = vae.manifest.files(variant)
         # The providers the model really runs on, plugin EPs included, with default session options.
-        plan = eps.plan(eps.normalize(vae.providers), strict=True)
+        chosen = plan(normalize(vae.providers), strict=True)
         self.encoder, self.decoder = (
-            open_session(verified_bytes(vae.model_dir, files[role]), None, plan) for role in ("encoder", "decoder")
+            open_session(verified_bytes(vae.model_dir, files[role]), None, chosen) for role in ("encoder", "decoder")
         )
         # With a learned prior, generating is a run of its sampler, then of the decoder.
         self.prior = (
-            open_session(verified_bytes(vae.model_dir, files["prior"]), None, plan) if vae.manifest.prior else None
+            open_session(verified_bytes(vae.model_dir, files["prior"]), None, chosen) if vae.manifest.prior else None
         )
         self.rng = np.random.default_rng()
         self.d, self.classes = vae.latent_dim, vae.num_classes

@@ -16,8 +16,8 @@ import numpy as np
 
 from ..arrays import as_labels
 from ..errors import InputError
-from . import likelihood as lk
 from .contract import run_checked
+from .likelihood import standard_normal_log_prob
 from .sessions import CHUNK, SMALL_BATCH, SmallBatchRunner
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class Prior:
 
     def log_prob(self, z: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
         """Return log p(z) (log p(z | label) per row where given) in nats, float64 [...] over z's last axis."""
-        return lk.standard_normal_log_prob(z)
+        return standard_normal_log_prob(z)
 
 
 class LearnedPrior(Prior):
