@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import free_ports
 
 from digitvae.runtime import DigitVAE
 from digitvae.runtime.errors import InputError
@@ -229,16 +229,6 @@ def test_a_cancelled_request_is_not_computed() -> None:
 # --- a real server ---------------------------------------------------------------------------
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _command() -> list[str]:
     script = Path(sys.executable).with_name("digitvae")
     return [str(script)] if script.is_file() else [sys.executable, "-c", "from digitvae.cli.main import main; main()"]
@@ -252,7 +242,7 @@ class Served:
     """
 
     def __init__(self, tmp: Path) -> None:
-        self.http, self.grpc, self.metrics = _free_ports(3)
+        self.http, self.grpc, self.metrics = free_ports(3)
         self.log = tmp / "serve.log"
         env = {k: v for k, v in os.environ.items() if k != "DIGITVAE_DEBUG" and not k.startswith("MLSERVER")}
         env["TMPDIR"] = str(tmp)

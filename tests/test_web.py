@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from web_page import missing
 
 from digitvae.runtime import DigitVAE, OutlierDetector
 from digitvae.runtime.digits.idx import read_mnist_images
@@ -32,27 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"
 MODELS = ROOT / "models"
 FIXTURE = Path(__file__).parent / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-PACKAGES = ("onnxruntime-web", "pako", "playwright-core")
 TOLERANCE = 1e-4  # max abs difference on pixels, codes and log-variances
-
-
-def _missing() -> str | None:
-    """Return why the browser check cannot run here, or None."""
-    if shutil.which("node") is None:
-        return "node is not installed"
-    absent = [name for name in PACKAGES if not (WEB / "node_modules" / name / "package.json").is_file()]
-    if absent:
-        return f"web/ lacks npm packages {', '.join(absent)} (run `npm ci` in web/)"
-    if not CHROMIUM.is_file():
-        return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    return None
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """Serve web/ on a free loopback port (PORT=0) and yield its base URL."""
-    reason = _missing()
+    reason = missing()
     if reason:
         pytest.skip(reason)
     env = {**os.environ, "PORT": "0"}
