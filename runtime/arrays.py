@@ -38,6 +38,13 @@ def _as_array(value: Any, what: str) -> np.ndarray:
     return array
 
 
+def all_finite(array: np.ndarray) -> bool:
+    """Return whether every value of a float array is finite (no NaN, no infinity)."""
+    # isfinite, not a sum: a sum of huge or opposite infinite values warns (RuntimeWarning) on
+    # exactly the arrays this reports; count_nonzero costs a third of ndarray.all at batch 1.
+    return int(np.count_nonzero(np.isfinite(array))) == array.size
+
+
 def _float32(array: np.ndarray) -> np.ndarray:
     """Return a contiguous float32 copy or view; values beyond float32's range become inf."""
     if array.dtype == np.float32:
@@ -76,7 +83,7 @@ def as_images(images: Any) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.floating):
         raise InputError(f"images must be uint8 (0-255) or float (0-1), got dtype {array.dtype}")
     out = _float32(array.reshape(n, 1, IMAGE_SIDE, IMAGE_SIDE))
-    if not np.isfinite(out).all():
+    if not all_finite(out):
         bad = int(np.count_nonzero(~np.isfinite(out)))
         raise InputError(
             f"images contain {bad} NaN or infinite value(s) (after conversion to float32); pixel values must be in [0, 1]"
@@ -103,7 +110,7 @@ def as_latents(z: Any, latent_dim: int) -> np.ndarray:
     if array.dtype.kind not in "fiu":
         raise InputError(f"z must be a float array, got dtype {array.dtype}")
     out = _float32(array)
-    if not np.isfinite(out).all():
+    if not all_finite(out):
         bad = int(np.count_nonzero(~np.isfinite(out)))
         raise InputError(f"z contains {bad} NaN or infinite value(s) (after conversion to float32)")
     return out

@@ -451,7 +451,7 @@ def test_unseeded_small_batches_decode_codes_drawn_a_block_ahead() -> None:
     from digitvae.runtime.inference.prior import ANY_CLASS, BlockPool
 
     vae = DigitVAE.load()
-    vae._draws.rng = np.random.default_rng(42)  # the generator an unseeded call would seed from the OS
+    vae._draws.unseeded.rng = np.random.default_rng(42)  # the generator an unseeded call would seed from the OS
     firsts = [vae.generate(1), vae.generate(2), vae.generate(1, digit=7)]
     rng = np.random.default_rng(42)
     noise, uniform = vae.prior.draw(rng, BlockPool.BLOCK)

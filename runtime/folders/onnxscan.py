@@ -1,4 +1,4 @@
-"""A strict scan of ONNX protobuf bytes for external-data references, without the onnx package.
+"""Strict scans of ONNX protobuf bytes, without the onnx package: external data, and the declared signature.
 
 digitvae models are self-contained: every tensor keeps its data inside its .onnx file, which
 model.json pins with a sha256. The runtime hands onnxruntime those verified bytes, so a
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 from ..errors import ModelError
 
-__all__ = ["check_self_contained"]
+__all__ = ["DeclaredArg", "DeclaredGraph", "check_self_contained", "declared_graph"]
 
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
 #: protobuf's own default nesting limit; crafted subgraph chains stop here.
@@ -160,3 +161,92 @@ def check_self_contained(data: bytes, path: Path) -> None:
                 stack.append((child, a, b, depth + 1))
     except _Malformed as exc:
         raise ModelError(f"{path}: not a valid ONNX model (malformed protobuf: {exc})") from None
+
+
+# ModelProto.graph 7; GraphProto.initializer 5, input 11, output 12; ValueInfoProto name 1, type 2;
+# TypeProto.tensor_type 1; TypeProto.Tensor elem_type 1, shape 2; TensorShapeProto.dim 1;
+# Dimension dim_value 1, dim_param 2.
+_GRAPH, _INITIALIZER, _INPUT, _OUTPUT = 7, 5, 11, 12
+#: TensorProto.DataType numbers as onnxruntime names them in NodeArg.type.
+_ELEM_TYPES = {1: "float", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "double"}
+
+
+@dataclass(frozen=True)
+class DeclaredArg:
+    """A graph input or output as its protobuf declares it, named as onnxruntime's NodeArg names it."""
+
+    name: str
+    type: str  # "tensor(float)", "tensor(int64)", ...
+    shape: list[int | str | None]  # a size, a symbolic name, or None where the file gives neither
+
+
+@dataclass(frozen=True)
+class DeclaredGraph:
+    """A graph's declared inputs (initializers excluded, as onnxruntime does) and outputs."""
+
+    inputs: list[DeclaredArg]
+    outputs: list[DeclaredArg]
+
+    def get_inputs(self) -> list[DeclaredArg]:
+        """Return the inputs, as InferenceSession.get_inputs does."""
+        return self.inputs
+
+    def get_outputs(self) -> list[DeclaredArg]:
+        """Return the outputs, as InferenceSession.get_outputs does."""
+        return self.outputs
+
+
+def declared_graph(data: bytes, path: Path) -> DeclaredGraph:
+    """Return the inputs and outputs an ONNX model's main graph declares; ModelError if malformed."""
+    buf = memoryview(data)
+    inputs: list[DeclaredArg] = []
+    outputs: list[DeclaredArg] = []
+    initializers: set[str] = set()
+    try:
+        for number, wire, a, b in _fields(buf, 0, len(buf)):
+            if number != _GRAPH or wire != _LEN:
+                continue
+            for field, kind, x, y in _fields(buf, a, b):
+                if kind != _LEN:
+                    continue
+                if field == _INPUT:
+                    inputs.append(_value_info(buf, x, y))
+                elif field == _OUTPUT:
+                    outputs.append(_value_info(buf, x, y))
+                elif field == _INITIALIZER:
+                    initializers.update(
+                        _text(buf, m, n) for f, w, m, n in _fields(buf, x, y) if f == _TENSOR_NAME and w == _LEN
+                    )
+    except _Malformed as exc:
+        raise ModelError(f"{path}: not a valid ONNX model (malformed protobuf: {exc})") from None
+    return DeclaredGraph([arg for arg in inputs if arg.name not in initializers], outputs)
+
+
+def _value_info(buf: memoryview, start: int, end: int) -> DeclaredArg:
+    """Read a ValueInfoProto: its name, its tensor element type and its shape."""
+    name, elem, shape = "", 0, []
+    for number, wire, a, b in _fields(buf, start, end):
+        if number == 1 and wire == _LEN:
+            name = _text(buf, a, b)
+        elif number == 2 and wire == _LEN:
+            for t, tw, ta, tb in _fields(buf, a, b):
+                if t != 1 or tw != _LEN:
+                    continue  # a sequence, map or optional type: no tensor_type to read
+                for f, fw, fa, fb in _fields(buf, ta, tb):
+                    if f == 1 and fw == _VARINT:
+                        elem = fa
+                    elif f == 2 and fw == _LEN:
+                        shape = [_dim(buf, da, db) for d, dw, da, db in _fields(buf, fa, fb) if d == 1 and dw == _LEN]
+    kind = _ELEM_TYPES.get(elem)
+    return DeclaredArg(name, f"tensor({kind})" if kind else f"element type {elem}", shape)
+
+
+def _dim(buf: memoryview, start: int, end: int) -> int | str | None:
+    """Read a TensorShapeProto.Dimension: its size, its symbolic name, or None."""
+    value: int | str | None = None
+    for number, wire, a, b in _fields(buf, start, end):
+        if number == 1 and wire == _VARINT:
+            value = a - (1 << 64) if a >= 1 << 63 else a  # int64 as a varint: two's complement
+        elif number == 2 and wire == _LEN:
+            value = _text(buf, a, b)
+    return value

@@ -11,19 +11,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ..arrays import IMAGE_SIDE, as_count, as_images, as_labels, as_latents, as_seed
+from ..arrays import IMAGE_SIDE, as_count, as_images, as_labels, as_latents
 from ..errors import InputError
 from ..folders.locate import DEFAULT_MODEL, resolve_model_dir
-from ..folders.manifest import ROLES, Manifest
+from ..folders.manifest import PRIOR_ROLES, ROLES, Manifest
 from ..folders.reading import read_manifest
 from ..options import LoadOptions, as_provider_specs
 from . import likelihood
 from .contract import run_checked
+from .draws import Codes, Draws
+from .generator import ComposedGenerator
 from .likelihood import Progress
-from .loading import open_checked
-from .prior import LearnedPrior, Prior, UnseededDraws, any_class_rows
+from .loading import open_model
+from .prior import LearnedPrior, Prior
 from .providers import ProviderSpec, check_active, normalize, plan
-from .sessions import CHUNK, SMALL_BATCH, SmallBatchRunner, active_providers
+from .sessions import CHUNK, SMALL_BATCH, LazySession, Runners, SmallBatchRunner, active_providers
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -32,10 +34,6 @@ logger = logging.getLogger(__name__)
 
 _ENCODED = ["mean", "logvar"]
 _DECODED = ["logits", "image"]
-#: The learned prior's files the runtime loads; small graphs, run on one thread (see load).
-_PRIOR_FILES = ("prior", "prior_density")
-#: Codes z [n, D] and the decoder's labels for them (None for a model that is not conditional).
-Codes = tuple[np.ndarray, np.ndarray | None]
 
 
 class DigitVAE:
@@ -48,23 +46,33 @@ class DigitVAE:
         self,
         manifest: Manifest,
         model_dir: Path,
-        encoder: ort.InferenceSession,
+        encoder: ort.InferenceSession | LazySession,
         decoder: ort.InferenceSession,
         prior: Prior | None = None,
     ) -> None:
         self.manifest = manifest
         self.model_dir = model_dir
-        self._encoder = encoder
+        self._encoder_slot = encoder if isinstance(encoder, LazySession) else LazySession.opened(encoder)
         self._decoder = decoder
         #: The latent prior p(z): N(0, I), or the model's learned prior.
         self.prior = prior or Prior(manifest.latent_dim)
-        # Small batches skip InferenceSession.run's per-call conversions (CPU only).
-        self._small = {"encoder": SmallBatchRunner(encoder), "decoder": SmallBatchRunner(decoder)}
-        # Unseeded draws come from blocks made ahead from one generator seeded by the OS.
-        self._draws = UnseededDraws(self.prior)
-        enc_active = active_providers(encoder)
-        #: The providers that really run both halves, in order of preference.
-        self.providers: list[str] = [p for p in active_providers(decoder) if p in enc_active]
+        # Small batches skip InferenceSession.run's per-call conversions (CPU only); the encoder's
+        # runner is made with its session, on first use.
+        self._small = Runners(lambda: self._encoder, SmallBatchRunner(decoder))
+        self._draws = Draws(manifest.name, self.prior, manifest.num_classes, self._labels)
+        self._composed: ComposedGenerator | None = None  # see from_options
+        both = [self._encoder, decoder] if self._encoder_slot.is_open else [decoder]
+        #: The providers that really run both halves, in order of preference (an encoder not yet
+        #: opened will run on the CPU provider alone, as the decoder then does).
+        self.providers = [p for p in active_providers(decoder) if all(p in active_providers(s) for s in both)]
+
+    @property
+    def _encoder(self) -> ort.InferenceSession:
+        return self._encoder_slot.get()
+
+    @_encoder.setter
+    def _encoder(self, session: ort.InferenceSession) -> None:
+        self._encoder_slot, _ = LazySession.opened(session), self._small.pop("encoder", None)
 
     @classmethod
     def load(
@@ -91,25 +99,23 @@ class DigitVAE:
     @classmethod
     def from_options(cls, options: LoadOptions) -> DigitVAE:
         """Load the model that `options` name, as they say (see LoadOptions), and start its sessions."""
-        strict, threads = options.strict, options.threads
+        strict = options.strict
         chosen = plan(normalize(options.provider_request()), strict=strict)
         model_dir = resolve_model_dir(options.model)
         manifest = read_manifest(model_dir)
-        files = manifest.files(options.variant)
         learned = bool(manifest.prior) and options.prior
-        # generator.onnx (sampler and decoder in one graph) is for apps; here the pool below makes
-        # small batches as cheap, and leaving it out saves a third copy of the decoder's weights.
-        files = {role: files[role] for role in (*ROLES, *(_PRIOR_FILES if learned else ()))}
-        # The prior's graphs are small: a thread pool of their own would only spin beside the
-        # decoder's and steal its cores (4 ms stalls of batch-1 calls on two cores).
-        role_threads = {role: 1 if role in _PRIOR_FILES else threads for role in files}
-        sessions, _ = open_checked(model_dir, manifest, files, role_threads, chosen, strict=strict)
+        roles = (*ROLES, *(PRIOR_ROLES if learned else ()))
+        sessions = open_model(model_dir, manifest, options.variant, roles, options.threads, chosen, strict=strict)
         learned_prior = None
         if learned:
+            description = dict(manifest.prior or {})
             learned_prior = LearnedPrior(
-                manifest.latent_dim, dict(manifest.prior or {}), sessions["prior"], sessions["prior_density"]
+                manifest.latent_dim, description, sessions["prior"].get(), sessions["prior_density"]
             )
-        vae = cls(manifest, model_dir, sessions["encoder"], sessions["decoder"], learned_prior)
+        vae = cls(manifest, model_dir, sessions["encoder"], sessions["decoder"].get(), learned_prior)
+        if learned and not vae.num_classes and vae.providers == ["CPUExecutionProvider"]:
+            files = manifest.files(options.variant)
+            vae._composed = ComposedGenerator(model_dir, files["prior"], files["decoder"], options.threads, vae._images)
         check_active(chosen.started, vae.providers, strict=strict)
         logger.info("loaded %s from %s on %s", manifest.name, model_dir, ", ".join(vae.providers))
         return vae
@@ -143,10 +149,9 @@ class DigitVAE:
         others, whose decoder takes none): `decode(z, labels)` is `generate(n, seed, digit)`.
         """
         n = as_count(n)
-        if self._pooled(n, seed, digit):
-            _, label = self._classes(n, digit)
-            return self._draws.codes(int(label[0]), n), None
-        blocks = list(self._code_blocks(n, seed, digit, CHUNK))
+        if self._draws.pooled(n, seed, digit):
+            return self._draws.pooled_codes(n, digit), None
+        blocks = list(self._draws.code_blocks(n, seed, digit, CHUNK))
         labels = [y for _, y in blocks if y is not None]
         return np.concatenate([z for z, _ in blocks]), np.concatenate(labels) if labels else None
 
@@ -158,20 +163,20 @@ class DigitVAE:
         classes 0, 1, ..., 9, 0, ... so every class appears equally often.
         """
         n = as_count(n)
-        if self._pooled(n, seed, digit):
-            return self._decode(*self.sample_codes(n, seed, digit))
+        if self._draws.pooled(n, seed, digit):
+            return self._decode(self._draws.pooled_codes(n, digit), None)
+        if n <= CHUNK:  # one block: decoded where it is made, with no copy into a result
+            ((noise, uniform, label, labels),) = self._draws.input_blocks(n, seed, digit, CHUNK)
+            image = self._composed.images(noise, uniform, label) if self._composed and n <= SMALL_BATCH else None
+            if image is not None:
+                return image.reshape(n, IMAGE_SIDE, IMAGE_SIDE)
+            return self._decode(self.prior.sample(noise, uniform, label), labels)
         out = np.empty((n, IMAGE_SIDE, IMAGE_SIDE), np.float32)
         start = 0
         for block in self.iter_generate(n, seed, digit):
             out[start : start + len(block)] = block
             start += len(block)
         return out
-
-    def _pooled(self, n: int, seed: int | None, digit: Any) -> bool:
-        """Return whether the codes come from the learned prior's pool: a small unseeded batch then costs a decode."""
-        one_class = digit is None or np.ndim(digit) == 0
-        unconditional = not self.num_classes and isinstance(self.prior, LearnedPrior)
-        return seed is None and one_class and n <= SMALL_BATCH and unconditional
 
     def iter_generate(
         self, n: int, seed: int | None = None, digit: npt.ArrayLike | None = None, block: int = CHUNK
@@ -182,42 +187,8 @@ class DigitVAE:
         writing them out as they come keeps memory to one block whatever n is.
         """
         n, block = as_count(n), as_count(block, "block")
-        for z, labels in self._code_blocks(n, seed, digit, block):
+        for z, labels in self._draws.code_blocks(n, seed, digit, block):
             yield self._decode(z, labels)
-
-    def _code_blocks(self, n: int, seed: int | None, digit: Any, block: int) -> Iterator[Codes]:
-        """Yield the codes of `iter_generate` and the decoder's labels for them, block by block."""
-        rows: np.ndarray | None = None
-        if digit is not None and np.ndim(digit) != 0:
-            self._classes(n, digit)  # a digit per row: all checked before the first block
-            rows = np.asarray(digit)
-        unseeded = (self._draws.inputs(min(block, n - i)) for i in range(0, n, block))
-        draws = unseeded if as_seed(seed) is None else self.prior.draw_blocks(np.random.default_rng(seed), n, block)
-        for i, (noise, uniform) in zip(range(0, n, block), draws):
-            m = len(noise)
-            part = digit if rows is None else rows[i : i + m]
-            if part is None and self.num_classes:
-                part = np.arange(i, i + m) % self.num_classes  # every class in turn, continued across blocks
-            part, label = self._classes(m, part)
-            yield self.prior.sample(noise, uniform, label), self._labels(part, m) if self.num_classes else None
-
-    def _classes(self, n: int, digit: Any) -> tuple[Any, np.ndarray]:
-        """Return the digits asked for and the prior's `label` input for n draws.
-
-        A conditional model without `digit` is asked for every class in turn; the prior's
-        `label` is the digit where the prior has classes, else -1 (any class).
-        """
-        if digit is None and self.num_classes:
-            digit = np.arange(n) % self.num_classes
-        elif digit is not None and not self.num_classes and not self.prior.num_classes:
-            raise InputError(
-                f"model {self.name!r} cannot be asked for a digit: it is not conditional and its prior "
-                "has no classes (fit one per class with `digitvae prior fit MODEL --data IMAGES --labels LABELS`, "
-                "or use a conditional model such as mnist-cvae)"
-            )
-        if digit is not None and self.prior.num_classes:
-            return digit, self.prior.class_rows(digit, n)
-        return digit, any_class_rows(n)
 
     def decode(self, z: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> np.ndarray:
         """Decode latent codes [N, D] into digits, float32 [N, 28, 28] in [0, 1]."""
@@ -225,13 +196,12 @@ class DigitVAE:
         return self._decode(z, self._labels(labels, len(z)))
 
     def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+        """Decode checked codes into [N, 28, 28] (run_checked holds each image output's shape and finiteness)."""
         if len(z) <= CHUNK:
-            return _image_rows(self._run_decoder("image", z, y), len(z))
+            return self._run_decoder("image", z, y).reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
         out = np.empty((len(z), IMAGE_SIDE, IMAGE_SIDE), np.float32)
         for i in range(0, len(z), CHUNK):
-            out[i : i + CHUNK] = _image_rows(
-                self._run_decoder("image", z[i : i + CHUNK], _rows(y, i)), len(z[i : i + CHUNK])
-            )
+            out[i : i + CHUNK] = self._run_decoder("image", z[i : i + CHUNK], _rows(y, i))[:, 0]
         return out
 
     def decoder_outputs(self, z: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -245,22 +215,17 @@ class DigitVAE:
             feeds = {"z": part} if y is None else {"z": part, "label": y[i : i + CHUNK]}
             shape = (len(part), 1, IMAGE_SIDE, IMAGE_SIDE)
             out = run_checked(self._decoder, _DECODED, feeds, "decoder", (shape, shape), self._small["decoder"])
-            image[i : i + len(part)] = _image_rows(out[1], len(part)).reshape(shape)
-            logits[i : i + len(part)] = out[0]
+            logits[i : i + len(part)], image[i : i + len(part)] = out
         return logits, image
 
     def encode(self, images: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Encode digits into the posterior's mean and log-variance, each float32 [N, D]."""
         x = as_images(images)
         y = self._labels(labels, len(x))
-        means, logvars = [], []
-        for i in range(0, len(x), CHUNK):
-            mean, logvar = self.encoder_chunk(x[i : i + CHUNK], _rows(y, i))
-            means.append(mean)
-            logvars.append(logvar)
-        if len(means) == 1:
-            return means[0], logvars[0]
-        return np.concatenate(means), np.concatenate(logvars)
+        chunks = [self.encoder_chunk(x[i : i + CHUNK], _rows(y, i)) for i in range(0, len(x), CHUNK)]
+        if len(chunks) == 1:
+            return chunks[0][0], chunks[0][1]
+        return np.concatenate([mean for mean, _ in chunks]), np.concatenate([logvar for _, logvar in chunks])
 
     def reconstruct(self, images: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> np.ndarray:
         """Encode digits and decode their posterior means: float32 [N, 28, 28] in [0, 1]."""
@@ -326,6 +291,10 @@ class DigitVAE:
         # Pixels in [0, 1] are ordinary inputs: run_checked blames NaN or infinity on the model.
         return run_checked(self._encoder, _ENCODED, feeds, "encoder", (code, code), self._small["encoder"])
 
+    def _images(self, noise: np.ndarray, uniform: np.ndarray, label: np.ndarray) -> np.ndarray:
+        """Return the images [n, 1, 28, 28] the sampler and the decoder make of these draws, one session each."""
+        return self._run_decoder("image", self.prior.sample(noise, uniform, label), None)
+
     def logits_chunk(self, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         """Return the decoder's logits [m, 1, 28, 28] for at most CHUNK codes already checked (see `decode`)."""
         return self._run_decoder("logits", z, labels)
@@ -341,8 +310,3 @@ class DigitVAE:
 
 def _rows(labels: np.ndarray | None, start: int, count: int = CHUNK) -> np.ndarray | None:
     return None if labels is None else labels[start : start + count]
-
-
-def _image_rows(image: np.ndarray, n: int) -> np.ndarray:
-    """Return a decoder's image output (shape and finiteness checked by run_checked) as [n, 28, 28]."""
-    return image.reshape(n, IMAGE_SIDE, IMAGE_SIDE)

@@ -18,7 +18,7 @@ from ..arrays import as_labels
 from ..errors import InputError
 from .contract import run_checked
 from .likelihood import standard_normal_log_prob
-from .sessions import CHUNK, SMALL_BATCH, SmallBatchRunner
+from .sessions import CHUNK, SMALL_BATCH, LazySession, SmallBatchRunner
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -88,19 +88,32 @@ class LearnedPrior(Prior):
     """A prior given by two ONNX graphs: the sampler and the log-density (see docs/contract.md)."""
 
     def __init__(
-        self, latent_dim: int, description: dict[str, Any], sampler: ort.InferenceSession, density: ort.InferenceSession
+        self,
+        latent_dim: int,
+        description: dict[str, Any],
+        sampler: ort.InferenceSession,
+        density: ort.InferenceSession | LazySession,
     ) -> None:
         super().__init__(latent_dim)
         self.kind = str(description["kind"])
         self._classes = int(description["classes"])
         self._sampler = sampler
-        self._density = density
+        # The density serves likelihoods only: a LazySession opens it on the first.
+        self._density_slot = density if isinstance(density, LazySession) else LazySession.opened(density)
         self._small = SmallBatchRunner(sampler)
 
     @property
     def num_classes(self) -> int:
         """Return how many classes the prior can be asked for (0 = none)."""
         return self._classes
+
+    @property
+    def _density(self) -> ort.InferenceSession:
+        return self._density_slot.get()
+
+    @_density.setter
+    def _density(self, session: ort.InferenceSession) -> None:
+        self._density_slot = LazySession.opened(session)
 
     @property
     def uses_uniform(self) -> bool:
@@ -140,10 +153,11 @@ class LearnedPrior(Prior):
             # One label per leading row of z, repeated over any sample axes after it.
             rows = np.repeat(np.asarray(label, np.int64), len(flat) // len(label))
         out = np.empty(len(flat))
+        density = self._density
         for i in range(0, len(flat), CHUNK):
             part = flat[i : i + CHUNK]
             feeds = {"z": part, "label": rows[i : i + CHUNK]}
-            out[i : i + CHUNK] = run_checked(self._density, ["log_prob"], feeds, "prior density", ((len(part),),))[0]
+            out[i : i + CHUNK] = run_checked(density, ["log_prob"], feeds, "prior density", ((len(part),),))[0]
         return out.reshape(shape)
 
 
@@ -174,7 +188,7 @@ class BlockPool:
                 self._block = self._make(self.BLOCK)
                 start, end = 0, n
             self._next = end
-            return tuple(None if a is None else a[start:end] for a in self._block)
+            return tuple([None if a is None else a[start:end] for a in self._block])
 
 
 def draw_pool(prior: Prior, rng: np.random.Generator) -> BlockPool:

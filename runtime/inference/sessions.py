@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,11 +79,49 @@ def active_providers(session: ort.InferenceSession) -> list[str]:
     return [p for p in reported if p in taken or p == "CPUExecutionProvider"]
 
 
+class LazySession:
+    """A session made on first use, once, however many threads ask at the same time.
+
+    A model's encoder and prior density serve calls an app may never make: opening them at load
+    would add their onnxruntime set-up (about a third of a load) to every start.
+    """
+
+    def __init__(self, opener: Callable[[], ort.InferenceSession]) -> None:
+        self._opener: Callable[[], ort.InferenceSession] | None = opener
+        self._session: ort.InferenceSession | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def opened(cls, session: ort.InferenceSession) -> LazySession:
+        """Return a LazySession holding a session already made."""
+        lazy = cls(lambda: session)
+        lazy.get()
+        return lazy
+
+    @property
+    def is_open(self) -> bool:
+        """Return whether the session has been made."""
+        return self._session is not None
+
+    def get(self) -> ort.InferenceSession:
+        """Return the session, making it on the first call (a failure is raised, and raised again next time)."""
+        session = self._session
+        if session is None:
+            with self._lock:
+                if self._session is None:
+                    assert self._opener is not None
+                    self._session = self._opener()
+                    self._opener = None  # drops the model bytes it held
+                session = self._session
+        return session
+
+
 @dataclass
 class _Plan:
     """Bound buffers for one batch size."""
 
     inputs: dict[str, np.ndarray]
+    filled: list[tuple[str, np.ndarray]]  # the inputs as pairs: iterated on every call
     outputs: dict[str, np.ndarray]
     call: tuple[Any, ...]
     keep: list[Any]  # the OrtValues that wrap the buffers must live as long as the plan
@@ -112,6 +150,9 @@ class SmallBatchRunner:
             for dtype, shape in [*self._inputs.values(), *self._outputs.values()]
         )
         self.enabled = static and session.get_providers() == ["CPUExecutionProvider"]
+        # The binding's own method: the Python wrapper's graph-capture check (1 us of a 30 us
+        # decode) concerns captured graphs, which a CPU session never has.
+        self._run = getattr(getattr(session, "_sess", None), "run_with_ortvaluevector", session.run_with_ortvaluevector)
 
     def _plan(self, n: int) -> _Plan:
         import onnxruntime as ort
@@ -129,7 +170,7 @@ class SmallBatchRunner:
         run_options = ort.RunOptions()
         run_options.log_severity_level = 4  # a failed run falls back to the ordinary path, which says why
         call = (run_options, list(inputs), feeds, list(outputs), fetches, [cpu] * len(outputs))
-        return _Plan(inputs, outputs, call, [values, feeds, fetches])
+        return _Plan(inputs, list(inputs.items()), outputs, call, [values, feeds, fetches])
 
     def run(self, outputs: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray] | None:
         """Return copies of these outputs for these feeds, or None to ask for the ordinary path."""
@@ -142,7 +183,7 @@ class SmallBatchRunner:
                 return self._first_run(n, outputs, feeds)
             if not _fill(plan, feeds):
                 return None
-            self._session.run_with_ortvaluevector(*plan.call)
+            self._run(*plan.call)
             return [plan.outputs[name].copy() for name in outputs]
         finally:
             self._lock.release()
@@ -159,7 +200,7 @@ class SmallBatchRunner:
         for buffer in plan.outputs.values():
             buffer.fill(np.nan)
         try:
-            self._session.run_with_ortvaluevector(*plan.call)
+            self._run(*plan.call)
         except Exception as exc:
             self._disable(f"small-batch path failed: {exc}")
             return None
@@ -181,9 +222,25 @@ class SmallBatchRunner:
 
 def _fill(plan: _Plan, feeds: Mapping[str, np.ndarray]) -> bool:
     """Copy the feeds into the bound inputs; False when they do not fit (the ordinary path says why)."""
-    try:
-        for name, buffer in plan.inputs.items():
-            np.copyto(buffer, feeds[name], casting="same_kind")
-    except (KeyError, ValueError, TypeError):
-        return False
+    for name, buffer in plan.filled:
+        value = feeds.get(name)
+        # Exactly the buffer's shape and dtype, as the callers' checks leave them: anything else
+        # (another dtype, a row count that would broadcast) goes the ordinary way.
+        if type(value) is not np.ndarray or value.shape != buffer.shape or value.dtype != buffer.dtype:
+            return False
+        buffer[...] = value
     return True
+
+
+class Runners(dict[str, SmallBatchRunner]):
+    """A model's small-batch runners by role: the decoder's made now, the encoder's when first asked for."""
+
+    def __init__(self, encoder: Callable[[], ort.InferenceSession], decoder: SmallBatchRunner) -> None:
+        super().__init__(decoder=decoder)
+        self._encoder = encoder
+
+    def __missing__(self, role: str) -> SmallBatchRunner:
+        if role != "encoder":
+            raise KeyError(role)
+        runner = self[role] = SmallBatchRunner(self._encoder())
+        return runner
