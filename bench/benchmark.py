@@ -28,6 +28,7 @@ from digitvae.runtime.options import LoadOptions
 
 from .bounds import gemm_peak, latency_bound, throughput_bound
 from .coldstart import BASELINE, cold_start
+from .targets import measure_targets
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,15 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     report["latency_bound"] = latency_bound(vae, report["latency"], calls, config.repeats)
     if config.cold_runs:
         report["cold_start"] = cold_start(config.load_options, config.cold_runs)
+    fraction = report["bound"].get("fraction", {}).get("digitvae") if task == "decode_1024" else None
+    gc.collect()
+    gc.disable()
+    try:
+        report["targets"] = measure_targets(
+            vae, config.load_options, config.repeats, config.latency_calls * 10, config.cold_runs, fraction
+        )
+    finally:
+        gc.enable()
     return report
 
 

@@ -1,4 +1,4 @@
-"""A `digitvae bench` report as text: header, latency, throughput, bounds, cold start."""
+"""A `digitvae bench` report as text: header, latency, throughput, bounds, cold start, targets."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """Render a bench report as text: header, latency, throughput, bounds, cold start."""
-    sections = (_header_lines, _latency_lines, _throughput_lines, _bound_lines, _cold_start_lines)
+    """Render a bench report as text: header, latency, throughput, bounds, cold start, targets."""
+    sections = (_header_lines, _latency_lines, _throughput_lines, _bound_lines, _cold_start_lines, _target_lines)
     return "\n".join(line for section in sections for line in section(report))
 
 
@@ -101,6 +101,19 @@ def _cold_start_lines(report: dict[str, Any]) -> list[str]:
     ]
     if cold.get("dont_write_bytecode"):
         lines.append("  (PYTHONDONTWRITEBYTECODE is set: modules without cached bytecode compile on every start)")
+    return lines
+
+
+def _target_lines(report: dict[str, Any]) -> list[str]:
+    targets = report.get("targets")
+    if not targets:
+        return []
+    lines = ["", "targets, each a ratio measured in this run" + " " * 44 + "ratio   target"]
+    for row in targets.values():
+        mark = "met" if row["met"] else "MISSED"
+        figures = f" ({row['ours_us']:,.1f} us vs {row['plain_us']:,.1f} us)" if "ours_us" in row else ""
+        label = f"{row['ours']} / {row['plain']}{figures}"
+        lines.append(f"  {label:<84}{row['ratio']:6.2f}   {row['target']} {row['limit']:g}: {mark}")
     return lines
 
 

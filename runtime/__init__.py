@@ -8,7 +8,6 @@
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .digits.prepare import prepare_digit
 from .errors import (
     CheckpointError,
     DataFormatError,
@@ -30,6 +29,7 @@ from .inference.model import DigitVAE
 from .options import LoadOptions
 
 if TYPE_CHECKING:
+    from .digits.prepare import prepare_digit
     from .outliers.detector import OutlierDetector
 
 __all__ = [
@@ -57,9 +57,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Generating digits needs no outlier scoring: import it on first use to keep start-up short.
+    # Generating digits needs neither outlier scoring nor picture preparation: each is imported
+    # on first use, which keeps a start that only generates short.
     if name == "OutlierDetector":
         from .outliers.detector import OutlierDetector
 
         return OutlierDetector
+    if name == "prepare_digit":
+        from .digits.prepare import prepare_digit
+
+        return prepare_digit
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ..arrays import IMAGE_SIDE, as_count, as_images, as_labels, as_latents
 from ..errors import InputError
@@ -28,6 +27,7 @@ from .providers import ProviderSpec, check_active, normalize, plan
 from .sessions import CHUNK, SMALL_BATCH, LazySession, Runners, SmallBatchRunner, active_providers
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
     import onnxruntime as ort
 
 logger = logging.getLogger(__name__)
