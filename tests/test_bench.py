@@ -84,6 +84,19 @@ def test_report_has_every_figure_positive_and_finite(costed_model: Path) -> None
     for name in ("digitvae", "onnxruntime"):
         assert stream["fraction"][name] == pytest.approx(stream["gemv_us"] / latency[name]["p50"])
     assert "torch" not in latency and "cold_start" not in report
+    targets = report["targets"]
+    assert sorted(targets) == ["decode1024_bound", "generate1", "int8_speedup", "seeded_generate1"]
+    assert targets["decode1024_bound"]["ratio"] == bound["fraction"]["digitvae"]
+    for row in targets.values():
+        assert _positive(float(row["ratio"]))
+        assert row["met"] == (
+            row["ratio"] <= row["limit"] if row["target"] == "at most" else row["ratio"] >= row["limit"]
+        )
+    for key in ("generate1", "seeded_generate1", "int8_speedup"):
+        assert _positive(targets[key]["ours_us"]) and _positive(targets[key]["plain_us"])
+    assert targets["int8_speedup"]["ratio"] == pytest.approx(
+        targets["int8_speedup"]["plain_us"] / targets["int8_speedup"]["ours_us"], rel=0.5
+    )
 
 
 @pytest.mark.parametrize(
@@ -135,6 +148,16 @@ def test_cold_start_measures_fresh_processes(tmp_path: Path) -> None:
     assert result["dont_write_bytecode"] == bool(sys.flags.dont_write_bytecode)
 
 
+def test_the_load_target_times_fresh_loads_against_bare_imports() -> None:
+    from digitvae.bench.targets import _cold
+
+    row = _cold(LoadOptions(), 1)
+    assert row["ours"] == 'python -c "from digitvae.runtime import DigitVAE; DigitVAE.load()"'
+    assert row["plain"] == 'python -c "import onnxruntime, numpy"'
+    assert _positive(row["ours_us"]) and _positive(row["plain_us"])
+    assert row["ratio"] == pytest.approx(row["ours_us"] / row["plain_us"])
+
+
 def test_cold_start_children_get_the_load_options_as_json() -> None:
     from digitvae.bench.command import child_argv, generate_args
 
@@ -165,8 +188,13 @@ def test_cli_bench_quick_json_and_text() -> None:
         "decode batch 256",
         "hardware bound",
         "batch-1 bound: streaming",
+        "targets, each a ratio measured in this run",
+        "generate(1) / InferenceSession.run, decoder",
+        "generate(1, seed=s), a new s each call / decode(z)",
+        "int8 decode, batch 1024 / fp32 decode, batch 1024",
     ):
         assert fragment in text
+    assert report["targets"]["generate1"]["target"] == "at most" and report["targets"]["generate1"]["limit"] == 1.05
     assert_clean_failure(invoke("bench", "--quick", "--variant", "int4"), "no variant 'int4'")
 
 
