@@ -183,7 +183,10 @@ class SmallBatchRunner:
                 return self._first_run(n, outputs, feeds)
             if not _fill(plan, feeds):
                 return None
-            self._run(*plan.call)
+            try:
+                self._run(*plan.call)
+            except Exception:  # onnxruntime raises several unrelated types: the ordinary path says what failed
+                return None
             return [plan.outputs[name].copy() for name in outputs]
         finally:
             self._lock.release()
