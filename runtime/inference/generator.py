@@ -20,8 +20,6 @@ import numpy as np
 from ..arrays import all_finite
 from ..errors import DigitVAEError
 from ..folders.compose import compose_generator
-from ..folders.manifest import ModelFile
-from ..folders.reading import checked_graph
 from .sessions import SMALL_BATCH, SmallBatchRunner, open_session, session_options
 
 if TYPE_CHECKING:
@@ -36,14 +34,16 @@ _CHECKED_SIZES = (1, SMALL_BATCH)
 
 
 class ComposedGenerator:
-    """The sampler and decoder as one CPU session for batches of up to SMALL_BATCH draws, made on first use."""
+    """The sampler and decoder as one CPU session for batches of up to SMALL_BATCH draws, made on first use.
 
-    def __init__(
-        self, model_dir: Path, sampler: ModelFile, decoder: ModelFile, threads: int | None, reference: Reference
-    ) -> None:
-        self._model_dir = model_dir
-        self._files = (sampler, decoder)
+    It holds the two graphs' bytes as verified at load, and drops them once it has tried to
+    compose them: nothing is read from disk after load.
+    """
+
+    def __init__(self, sampler: bytes, decoder: bytes, threads: int | None, reference: Reference, where: Path) -> None:
+        self._graphs: tuple[bytes, bytes] | None = (sampler, decoder)
         self._threads = threads
+        self._where = where  # the model folder, for log lines
         self._reference: Reference | None = reference
         self._runner: SmallBatchRunner | None = None
         self._lock = threading.Lock()
@@ -63,27 +63,23 @@ class ComposedGenerator:
 
     def _open(self) -> SmallBatchRunner | None:
         with self._lock:
-            if self._runner is None and self._reference is not None:
-                reference, self._reference = self._reference, None  # one attempt, whatever its outcome
-                session = self._compose()
+            if self._runner is None and self._reference is not None and self._graphs is not None:
+                # One attempt, whatever its outcome.
+                (reference, self._reference), (graphs, self._graphs) = (self._reference, None), (self._graphs, None)
+                session = self._compose(*graphs)
                 if session is not None and _matches(session, reference):
                     self._runner = SmallBatchRunner(session)
             return self._runner
 
-    def _compose(self) -> ort.InferenceSession | None:
-        try:
-            sampler, decoder = (checked_graph(self._model_dir, entry) for entry in self._files)
-        except DigitVAEError as exc:  # the files changed since load: the loaded sessions still serve
-            logger.warning("%s; generating through the sessions opened at load", exc)
-            return None
+    def _compose(self, sampler: bytes, decoder: bytes) -> ort.InferenceSession | None:
         data = compose_generator(sampler, decoder)
         if data is None:
-            logger.debug("%s: the sampler and decoder do not compose; generating through both", self._model_dir)
+            logger.debug("%s: the sampler and decoder do not compose; generating through both", self._where)
             return None
         try:
             return open_session(data, session_options(self._threads))
         except Exception as exc:  # onnxruntime raises several unrelated types
-            logger.debug("%s: the composed generator does not load (%s); generating through both", self._model_dir, exc)
+            logger.debug("%s: the composed generator does not load (%s); generating through both", self._where, exc)
             return None
 
 

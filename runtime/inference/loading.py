@@ -35,11 +35,11 @@ def open_model(
     plan: Plan,
     *,
     strict: bool = False,
-) -> dict[str, LazySession]:
+) -> tuple[dict[str, LazySession], dict[str, bytes]]:
     """Open a model's files for these roles, each checked; on the CPU alone, LAZY_ROLES open on first use.
 
     Other providers open everything at load, so that the providers a model reports and `strict`
-    speak for every file then.
+    speak for every file then. Returns the sessions and the verified bytes of those opened now.
     """
     files = manifest.files(variant)
     # The prior's graphs are small: a thread pool of their own would only spin beside the
@@ -49,9 +49,9 @@ def open_model(
     lazy = [role for role in roles if cpu_only and role in LAZY_ROLES]
     sessions = {role: open_lazily(model_dir, manifest, role, files[role], role_threads[role]) for role in lazy}
     eager = {role: files[role] for role in roles if role not in lazy}
-    opened, _ = open_checked(model_dir, manifest, eager, role_threads, plan, strict=strict)
+    opened, blobs = open_checked(model_dir, manifest, eager, role_threads, plan, strict=strict)
     sessions.update((role, LazySession.opened(session)) for role, session in opened.items())
-    return sessions
+    return sessions, blobs
 
 
 def open_checked(

@@ -105,7 +105,9 @@ class DigitVAE:
         manifest = read_manifest(model_dir)
         learned = bool(manifest.prior) and options.prior
         roles = (*ROLES, *(PRIOR_ROLES if learned else ()))
-        sessions = open_model(model_dir, manifest, options.variant, roles, options.threads, chosen, strict=strict)
+        sessions, blobs = open_model(
+            model_dir, manifest, options.variant, roles, options.threads, chosen, strict=strict
+        )
         learned_prior = None
         if learned:
             description = dict(manifest.prior or {})
@@ -114,8 +116,7 @@ class DigitVAE:
             )
         vae = cls(manifest, model_dir, sessions["encoder"], sessions["decoder"].get(), learned_prior)
         if learned and not vae.num_classes and vae.providers == ["CPUExecutionProvider"]:
-            files = manifest.files(options.variant)
-            vae._composed = ComposedGenerator(model_dir, files["prior"], files["decoder"], options.threads, vae._images)
+            vae._composed = ComposedGenerator(blobs["prior"], blobs["decoder"], options.threads, vae._images, model_dir)
         check_active(chosen.started, vae.providers, strict=strict)
         logger.info("loaded %s from %s on %s", manifest.name, model_dir, ", ".join(vae.providers))
         return vae
