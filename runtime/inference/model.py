@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..arrays import IMAGE_SIDE, as_count, as_images, as_labels, as_latents
+from ..arrays import IMAGE_SIDE, all_finite, as_count, as_images, as_labels, as_latents
 from ..errors import InputError
 from ..folders.locate import DEFAULT_MODEL, resolve_model_dir
 from ..folders.manifest import PRIOR_ROLES, ROLES, Manifest
@@ -197,13 +197,18 @@ class DigitVAE:
         return self._decode(z, self._labels(labels, len(z)))
 
     def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
-        """Decode checked codes into [N, 28, 28] (run_checked holds each image output's shape and finiteness)."""
-        if len(z) <= CHUNK:
+        """Decode checked codes into [N, 28, 28]; every image output's shape and finiteness checked."""
+        if len(z) <= SMALL_BATCH:
             return self._run_decoder("image", z, y).reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
-        out = np.empty((len(z), IMAGE_SIDE, IMAGE_SIDE), np.float32)
+        out = np.empty((len(z), 1, IMAGE_SIDE, IMAGE_SIDE), np.float32)
+        small = self._small["decoder"]
         for i in range(0, len(z), CHUNK):
-            out[i : i + CHUNK] = self._run_decoder("image", z[i : i + CHUNK], _rows(y, i))[:, 0]
-        return out
+            part, labels, into = z[i : i + CHUNK], _rows(y, i), out[i : i + CHUNK]
+            feeds = {"z": part} if labels is None else {"z": part, "label": labels}
+            # Decoded in place; where that is not possible, or the images are not finite, run_checked says why.
+            if not (small.run_into("image", feeds, into) and all_finite(into)):
+                into[...] = self._run_decoder("image", part, labels)
+        return out.reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
 
     def decoder_outputs(self, z: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Return both of the decoder's outputs for codes [N, D]: logits and image, float32 [N, 1, 28, 28]."""
