@@ -12,28 +12,33 @@ export const FORMAT_VERSION = 1;
 const PIXELS = 784;
 const TYPES = { int8: Int8Array, float32: Float32Array };
 
-// A 146-byte WebAssembly module with one function, dot(w, x, n) -> f32: the dot product of n int8
-// weights at byte w and n float32 inputs at byte x of its exported memory (n a multiple of 4),
-// four lanes at a time (SIMD: v128.load32_zero, i16x8.extend_low_i8x16_s, i32x4.extend_low_i16x8_s,
+// A 247-byte WebAssembly module, assembled by hand, with one function and its memory:
+// layer(w, x, y, n, inputs, outputs) writes to y (float32 [n, outputs]) the products of the int8
+// weights at w ([outputs, inputs]) and the float32 inputs at x ([n, inputs]), byte offsets into
+// the memory, `inputs` a multiple of 4. Each product is a dot(w, x, inputs) of four lanes at a
+// time (SIMD: v128.load32_zero, i16x8.extend_low_i8x16_s, i32x4.extend_low_i16x8_s,
 // f32x4.convert_i32x4_s, f32x4.mul, f32x4.add; the four lanes summed at the end). The same
-// products in a JavaScript loop took 55-125 ms for 40 digits in the page, before the loop was
-// compiled; this takes a few ms. Assembled by hand; `decode` uses the JavaScript loop where
-// WebAssembly SIMD is not available.
+// products in a JavaScript loop took 55-125 ms for the first 40 digits in the page, before the
+// loop was compiled; `decode` uses that loop where WebAssembly SIMD is not available.
 // prettier-ignore
-const DOT = new Uint8Array([
-  0, 97, 115, 109, 1, 0, 0, 0, 1, 8, 1, 96, 3, 127, 127, 127, 1, 125, 3, 2, 1, 0, 5, 3, 1, 0, 1, 7, 16, 2, 3, 100,
-  111, 116, 0, 0, 6, 109, 101, 109, 111, 114, 121, 2, 0, 10, 99, 1, 97, 1, 1, 123, 32, 1, 32, 2, 65, 2, 116, 106,
-  33, 2, 2, 64, 3, 64, 32, 1, 32, 2, 79, 13, 1, 32, 3, 32, 0, 253, 92, 0, 0, 253, 135, 1, 253, 167, 1, 253, 250, 1,
-  32, 1, 253, 0, 0, 0, 253, 230, 1, 253, 228, 1, 33, 3, 32, 0, 65, 4, 106, 33, 0, 32, 1, 65, 16, 106, 33, 1, 12, 0,
-  11, 11, 32, 3, 253, 31, 0, 32, 3, 253, 31, 1, 146, 32, 3, 253, 31, 2, 146, 32, 3, 253, 31, 3, 146, 11,
+const LAYER = new Uint8Array([
+  0, 97, 115, 109, 1, 0, 0, 0, 1, 17, 2, 96, 3, 127, 127, 127, 1, 125, 96, 6, 127, 127, 127, 127, 127, 127, 0, 3,
+  3, 2, 0, 1, 5, 3, 1, 0, 1, 7, 18, 2, 5, 108, 97, 121, 101, 114, 0, 1, 6, 109, 101, 109, 111, 114, 121, 2,
+  0, 10, 187, 1, 2, 97, 1, 1, 123, 32, 1, 32, 2, 65, 2, 116, 106, 33, 2, 2, 64, 3, 64, 32, 1, 32, 2, 79,
+  13, 1, 32, 3, 32, 0, 253, 92, 0, 0, 253, 135, 1, 253, 167, 1, 253, 250, 1, 32, 1, 253, 0, 0, 0, 253, 230, 1,
+  253, 228, 1, 33, 3, 32, 0, 65, 4, 106, 33, 0, 32, 1, 65, 16, 106, 33, 1, 12, 0, 11, 11, 32, 3, 253, 31, 0,
+  32, 3, 253, 31, 1, 146, 32, 3, 253, 31, 2, 146, 32, 3, 253, 31, 3, 146, 11, 87, 1, 2, 127, 2, 64, 3, 64, 32,
+  6, 32, 3, 79, 13, 1, 65, 0, 33, 7, 2, 64, 3, 64, 32, 7, 32, 5, 79, 13, 1, 32, 2, 32, 0, 32, 7, 32,
+  4, 108, 106, 32, 1, 32, 6, 32, 4, 108, 65, 2, 116, 106, 32, 4, 16, 0, 56, 2, 0, 32, 2, 65, 4, 106, 33, 2,
+  32, 7, 65, 1, 106, 33, 7, 12, 0, 11, 11, 32, 6, 65, 1, 106, 33, 6, 12, 0, 11, 11, 11,
 ]);
 const PAGE = 65536;
 
-/** Return the dot kernel {dot, memory}, or null where WebAssembly SIMD is not available. */
-function dotKernel() {
-  if (typeof WebAssembly !== "object" || !WebAssembly.validate(DOT)) return null;
-  const { dot, memory } = new WebAssembly.Instance(new WebAssembly.Module(DOT)).exports;
-  return { dot, memory };
+/** Return the layer kernel {layer, memory}, or null where WebAssembly SIMD is not available. */
+function layerKernel() {
+  if (typeof WebAssembly !== "object" || !WebAssembly.validate(LAYER)) return null;
+  const { layer, memory } = new WebAssembly.Instance(new WebAssembly.Module(LAYER)).exports;
+  return { layer, memory };
 }
 
 /** Grow a WebAssembly memory to at least `bytes`. */
@@ -110,7 +115,7 @@ export class FirstDecoder {
       throw new ModelError(`the first-digits file's decoder does not end in ${PIXELS} sigmoid pixels`);
     }
     // The weights of each layer whose inputs are a multiple of 4 go into the kernel's memory once.
-    this.kernel = simd ? dotKernel() : null;
+    this.kernel = simd ? layerKernel() : null;
     if (this.kernel) {
       let end = 0;
       for (const layer of this.layers) {
@@ -188,16 +193,18 @@ export class FirstDecoder {
     return x;
   }
 
-  /** Return a layer's outputs for inputs x (n rows) with the WebAssembly kernel. */
+  /** Return a layer's outputs for inputs x (n rows) with the WebAssembly kernel: (q . x) scale + bias, then the activation. */
   #simd({ inputs, outputs, at, scale, bias, activation }, x, n) {
-    const { dot, memory } = this.kernel;
-    reserve(memory, this.inputsAt + x.byteLength);
+    const { layer, memory } = this.kernel;
+    const sumsAt = this.inputsAt + Math.ceil(x.byteLength / 16) * 16;
+    reserve(memory, sumsAt + n * outputs * 4);
     new Float32Array(memory.buffer, this.inputsAt, x.length).set(x);
+    layer(at, this.inputsAt, sumsAt, n, inputs, outputs);
+    const sums = new Float32Array(memory.buffer, sumsAt, n * outputs);
     const act = activation === "elu" ? elu : sigmoid;
     const y = new Float32Array(n * outputs);
     for (let i = 0; i < n; i++) {
-      const row = this.inputsAt + i * inputs * 4;
-      for (let o = 0; o < outputs; o++) y[i * outputs + o] = act(dot(at + o * inputs, row, inputs) * scale[o] + bias[o]);
+      for (let o = 0; o < outputs; o++) y[i * outputs + o] = act(sums[i * outputs + o] * scale[o] + bias[o]);
     }
     return y;
   }
