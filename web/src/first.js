@@ -111,8 +111,9 @@ export class FirstDecoder {
       inputs = out;
       return { inputs: n, outputs: out, weight: q, scale, bias, activation };
     });
-    if (inputs !== PIXELS || this.layers.at(-1).activation !== "sigmoid") {
-      throw new ModelError(`the first-digits file's decoder does not end in ${PIXELS} sigmoid pixels`);
+    const inner = this.layers.slice(0, -1).every((layer) => layer.activation === "elu");
+    if (inputs !== PIXELS || !inner || this.layers.at(-1).activation !== "sigmoid") {
+      throw new ModelError(`the first-digits file's decoder is not ELU layers ending in ${PIXELS} sigmoid pixels`);
     }
     // The weights of each layer whose inputs are a multiple of 4 go into the kernel's memory once.
     this.kernel = simd ? layerKernel() : null;
