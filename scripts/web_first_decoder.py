@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import onnx
 from onnx import numpy_helper
 
 from digitvae.runtime.atomic import atomic_write
+from digitvae.runtime.errors import DigitVAEError, IntegrityError, ModelError
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -43,7 +45,7 @@ LABEL_OPS = {"Shape", "Unsqueeze", "Equal", "Cast", "Concat", "Expand"}
 PRIOR_OPS = {"Gather", "Unsqueeze", "Less", "Cast", "ArgMax", "MatMul", "Squeeze", "Add"}
 
 
-class UnsupportedGraph(ValueError):
+class UnsupportedGraph(ModelError):
     """A decoder or prior graph the JavaScript first-digits path does not implement."""
 
 
@@ -120,7 +122,7 @@ def first_decoder(model: str, models: Path = MODELS) -> bytes:
     files = manifest["variants"]["fp32"]
     decoder = folder / files["decoder"]["path"]
     if _sha256(decoder) != files["decoder"]["sha256"]:
-        raise UnsupportedGraph(f"{decoder}: sha256 differs from model.json")
+        raise IntegrityError(f"{decoder}: sha256 differs from model.json")
     layers, classes = decoder_layers(decoder)
     latent = int(manifest["latent_dim"])
     if layers[0][0].shape[1] != latent + classes or layers[-1][0].shape[0] != 784:
@@ -147,7 +149,7 @@ def first_decoder(model: str, models: Path = MODELS) -> bytes:
     if manifest["prior"] != "standard_normal":
         prior = folder / files["prior"]["path"]
         if _sha256(prior) != files["prior"]["sha256"]:
-            raise UnsupportedGraph(f"{prior}: sha256 differs from model.json")
+            raise IntegrityError(f"{prior}: sha256 differs from model.json")
         mixture = prior_mixture(prior)
         k, d, _ = mixture["cholesky"].shape
         rows, cols = np.tril_indices(d)
@@ -207,7 +209,12 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for model in args.models:
-        data = first_decoder(model)
+        if not (MODELS / model / "model.json").is_file():
+            sys.exit(f"error: {model} is not a shipped model: no {MODELS / model / 'model.json'}")
+        try:
+            data = first_decoder(model)
+        except DigitVAEError as err:
+            sys.exit(f"error: {err}")
         with atomic_write(args.out / f"{model}.bin", "wb") as f:
             f.write(data)
 

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -163,6 +166,19 @@ def test_the_script_refuses_graphs_it_cannot_draw() -> None:
         script.decoder_layers(ROOT / "models" / "mnist-vae" / "encoder.onnx")
     with pytest.raises(script.UnsupportedGraph, match="not the mixture sampler"):
         script.prior_mixture(ROOT / "models" / "mnist-vae" / "prior_density.onnx")
+
+
+def test_the_script_writes_whole_files_and_refuses_an_unknown_model_in_one_line(tmp_path: Path) -> None:
+    script = [sys.executable, str(ROOT / "scripts" / "web_first_decoder.py"), "--out", str(tmp_path)]
+    run = subprocess.run([*script, "mnist-vae"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "mnist-vae.bin").read_bytes() == (FILES / "mnist-vae.bin").read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["mnist-vae.bin"]  # no temporary file left
+    run = subprocess.run([*script, "no-such-model"], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert run.stderr.splitlines() == [
+        f"error: no-such-model is not a shipped model: no {ROOT / 'models' / 'no-such-model' / 'model.json'}"
+    ]
 
 
 @pytest.fixture(scope="module")

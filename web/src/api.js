@@ -298,7 +298,7 @@ export function createApi(name, variant = "fp32") {
      * (Float32Array n) replace the page's random draws: numpy's default_rng(seed) draws (first
      * standard_normal((n, D), float32), then random(n, float32)) give Python's digits for that seed.
      * A conditional model's decoder gets the same classes (any class: digit i % classes).
-     * `variant` decodes with that variant's decoder instead of the page's (the first digits: int8).
+     * `variant` decodes with that variant's decoder instead of the page's.
      */
     async generate(n, { seed, digit = -1, noise, uniform, variant: which } = {}) {
       const model = await forCall(which);
