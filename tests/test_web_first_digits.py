@@ -1,7 +1,10 @@
-"""The default page's first digits come from the int8 decoder; the fp32 decoder follows for everything after.
+"""Where the page refuses its first-digits file, its first digits come from the int8 decoder; fp32 follows.
 
-The int8 decoder is a quarter of the fp32 decoder's bytes over the wire, and its digits read as
-fp32's (scripts/web_first_grid.py measures it over 1,000 seeds). The page fetches the fp32 decoder
+The default page draws its first digits in JavaScript from web/public/first-decoder/mnist-vae.bin
+(tests/test_web_first_decoder.py). Where that file was made from another decoder.onnx than
+model.json's, the page refuses it and takes onnxruntime-web's path, checked here: its first digits
+come from the int8 decoder, a quarter of the fp32 decoder's bytes over the wire, whose digits read
+as fp32's (scripts/web_first_grid.py measures it over 1,000 seeds). The page fetches the fp32 decoder
 once the first digits are shown and draws them again with it; every API call without a `variant`
 waits for the fp32 decoder (Python's fp32 digits within 1e-4), and `variant: "int8"` asks for int8's.
 """
@@ -45,7 +48,7 @@ def opened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     (out / "input.json").write_text(json.dumps(payload))
     with served() as url:
         result: dict[str, Any] = run_script(
-            "first-digits-check.mjs", url, out / "input.json", out, result=out / "first-digits.json"
+            "first-digits-check.mjs", url, out / "input.json", out, "stale", result=out / "first-digits.json"
         )
     result["expected"] = {
         "decoded": vae.decode(z).reshape(len(z), 784),
@@ -57,6 +60,14 @@ def opened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 def _pixels(values: list[float], n: int) -> np.ndarray:
     return np.asarray(values, np.float32).reshape(n, 784)
+
+
+def test_a_stale_first_digits_file_is_refused_for_onnxruntime_webs_path(opened: dict[str, Any]) -> None:
+    timings = opened["timings"]
+    assert timings["firstPath"] == "onnxruntime-web" and opened["firstGrid"]["path"] == "onnxruntime-web"
+    assert "made from another decoder" in timings["firstRefused"], timings["firstRefused"]
+    assert opened["first"]["path"] == "onnxruntime-web"
+    assert "/first-decoder/mnist-vae.bin" in opened["requested"]
 
 
 def test_the_first_digits_come_from_the_int8_decoder_and_fp32_follows(opened: dict[str, Any]) -> None:

@@ -1,10 +1,11 @@
 """What the page costs to open: compressed, revalidated files, and only what the first digits need.
 
 The server sends every file brotli- or gzip-compressed as the client's Accept-Encoding asks, with
-a strong ETag per representation (a 304 for a matching If-None-Match). The page fetches only the
-prior and the int8 decoder before its first digits (tests/test_web_first_digits.py: the fp32
-decoder follows, for everything after); the encoder and the outlier checks' files follow on the
-pad's first use. Bytes over the wire are deterministic; times are not, and are not checked.
+a strong ETag per representation (a 304 for a matching If-None-Match). The default page fetches
+only model.json and its first-digits file before its first digits, drawn in JavaScript
+(tests/test_web_first_decoder.py): no ONNX file and no onnxruntime-web, which follow with the fp32
+decoder for everything after; the encoder and the outlier checks' files follow on the pad's
+first use. A ?variant=int8 page draws its first digits with onnxruntime-web and its int8 decoder. Bytes over the wire are deterministic; times are not, and are not checked.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ def _unbrotli(body: bytes) -> bytes:
 
 
 #: Bytes over the wire before the first digits (headers and compressed bodies) of the default page:
-#: onnxruntime's wasm (2.8 MB with brotli), the prior and the int8 decoder (0.5 MB; the fp32
-#: decoder, 2.4 MB over the wire as float32 weights barely compress, comes after the first digits).
+#: the first-digits file (0.69 MB with brotli); onnxruntime's wasm (2.4-2.8 MB with brotli), the
+#: prior and the fp32 decoder (2.4 MB over the wire as float32 weights barely compress) come after.
 DEFAULT_BUDGET = 4_000_000
-#: The same with ?variant=int8, whose first digits are the same files.
+#: The same with ?variant=int8, whose first digits are onnxruntime's wasm, the prior and the int8 decoder.
 INT8_BUDGET = 4_000_000
 #: Max abs difference of the int8 page's pixels from Python's int8 run (dynamic quantization
 #: rounds activations per batch; onnxruntime-web and onnxruntime may round a few differently).
@@ -136,14 +137,17 @@ def _before(result: dict[str, Any]) -> list[str]:
     return [entry["url"] for entry in result["timings"]["filesBeforeFirstDigits"]]
 
 
-def test_the_first_digits_fetch_only_the_prior_and_the_int8_decoder(opened: dict[str, Any]) -> None:
+def test_the_first_digits_fetch_only_model_json_and_the_first_digits_file(opened: dict[str, Any]) -> None:
     before = _before(opened)
-    assert any(u.endswith("/models/mnist-vae/decoder.int8.onnx") for u in before)
-    assert any(u.endswith("/models/mnist-vae/prior.onnx") for u in before)
+    assert any(u.endswith("/first-decoder/mnist-vae.bin") for u in before), before
+    assert any(u.endswith("/models/mnist-vae/model.json") for u in before), before
+    assert not [u for u in before if u.endswith(".onnx") or "/ort/" in u or u.endswith("/src/model.js")], before
     assert not [u for u in before if any(lazy in u for lazy in LAZY)], before
-    # The fp32 decoder after the first digits, the pad's first use the rest; the drawn digit is scored.
+    assert opened["timings"]["firstPath"] == "javascript"
+    # onnxruntime-web, the prior and the fp32 decoder after the first digits, the pad's first use
+    # the rest; the drawn digit is scored.
     after = opened["after"]
-    for lazy in LAZY:
+    for lazy in (*LAZY, "/mnist-vae/prior.onnx", "/ort/ort-wasm-simd-threaded.wasm"):
         assert any(lazy in u for u in after), lazy
     assert set(opened["info"]["bytes"]) == {"encoder.onnx", "decoder.onnx", "prior.onnx", "prior_density.onnx"}
 
@@ -154,7 +158,7 @@ def test_the_first_digits_cost_at_most_the_budget_over_the_wire(opened: dict[str
     assert timings["firstDigitsMs"] > 0
     assert timings["bytesBeforeFirstDigits"] >= sum(f["bytes"] for f in files) > 0
     assert timings["bytesBeforeFirstDigits"] <= DEFAULT_BUDGET, timings["bytesBeforeFirstDigits"]
-    wasm = next(f for f in files if f["url"].endswith(".wasm"))
+    wasm = next(f for f in opened["afterFiles"] if f["url"].endswith(".wasm"))  # fetched after them
     assert wasm["bytes"] < wasm["size"] / 4  # sent compressed
     encodings = {r["url"]: r["encoding"] for r in opened["responses"] if r["status"] == 200}
     assert not [u for u, e in encodings.items() if e not in ("br", "gzip")], encodings

@@ -1,9 +1,11 @@
 // window.digitvae: the page's model for scripts and tests, each call waiting for the model to load.
-import * as ort from "onnxruntime-web";
-
-import { InputError } from "./errors.js";
-import { PIXELS, asCount, asImages } from "./inputs.js";
-import { Model, compileOrt } from "./model.js";
+//
+// onnxruntime-web (./model.js) is imported on first need: on an fp32 page the first digits come
+// from plain JavaScript (./first.js) and onnxruntime-web loads after them, for everything else.
+import { InputError, ModelError } from "./errors.js";
+import { FirstDecoder, firstDecoderUrl } from "./first.js";
+import { PIXELS, asCount, asImages, asPriorLabels } from "./inputs.js";
+import { fetchManifest } from "./manifest.js";
 import { Random } from "./rng.js";
 
 export const DEFAULT_MODEL = "mnist-vae";
@@ -54,8 +56,21 @@ export function bytesFetched() {
 }
 
 /**
+ * Fetch the model's first-digits file (public/first-decoder/NAME.bin) and read it against its
+ * model.json; rejects with a ModelError saying why it cannot draw the first digits.
+ */
+async function readFirst(name, manifest) {
+  const url = firstDecoderUrl(name, location.href);
+  const response = await fetch(url);
+  if (!response.ok) throw new ModelError(`no first-digits file at ${url}: HTTP ${response.status}`);
+  const [buffer, m] = await Promise.all([response.arrayBuffer(), manifest]);
+  return FirstDecoder.read(buffer, m);
+}
+
+/**
  * Return the API object. Generating needs only the prior and the decoder. `first` resolves once
- * the first digits' decoder is loaded (`firstVariant`: int8 on an fp32 page); `generator` loads
+ * the first digits' decoder is loaded: on an fp32 page the JavaScript one (`readFirst`), else, or
+ * where its file is refused, `firstVariant`'s in onnxruntime-web (int8 on an fp32 page); `generator` loads
  * the page's variant's decoder (asking starts it) and resolves to the model's description, and
  * every call without a `variant` option waits for that decoder. The encoder, the prior density and the
  * outlier checks' reference model load on first need (`loadAll`: the pad's first use, or any
@@ -66,16 +81,40 @@ export function bytesFetched() {
 export function createApi(name, variant = "fp32") {
   const timings = {};
   const started = performance.now();
-  // onnxruntime-web's wasm downloads and compiles while model.json and the model files download.
-  compileOrt(new URL("ort-wasm-simd-threaded.wasm", import.meta.resolve("onnxruntime-web")));
   const base = new URL(`/models/${name}/`, location.href);
-  const manifest = Model.manifest(base);
+  const manifest = fetchManifest(base);
+  let runtime = null;
+  /** Import onnxruntime-web and the page's Model (once); its wasm downloads and compiles from then on. */
+  const loadRuntime = () => {
+    runtime ??= import("./model.js").then((module) => {
+      module.compileOrt(new URL("ort-wasm-simd-threaded.wasm", import.meta.resolve("onnxruntime-web")));
+      api.ort = module.ort;
+      return module;
+    });
+    return runtime;
+  };
+  // The first grid in plain JavaScript where the page is fp32's and its first-digits file was
+  // made from this model.json's decoder and prior; else (null) with onnxruntime-web, as before.
+  const quick =
+    variant === "fp32"
+      ? readFirst(name, manifest).then(
+          (decoder) => {
+            timings.firstLoadMs = performance.now() - started;
+            return decoder;
+          },
+          (err) => {
+            timings.firstRefused = err.message;
+            return null;
+          },
+        )
+      : Promise.resolve(null);
+  if (variant !== "fp32") loadRuntime();
   const models = new Map(); // variant -> Promise of its Model with the prior and the decoder loaded
   const created = [];
   /** Return the Model of a variant with its prior and decoder, loading it (once) on first need. */
   const modelOf = (which) => {
     if (!models.has(which)) {
-      const loading = manifest.then(async (m) => {
+      const loading = Promise.all([manifest, loadRuntime()]).then(async ([m, { Model }]) => {
         if (!m.variants?.[which]) {
           const known = Object.keys(m.variants ?? {}).join(", ");
           throw new InputError(`variant must be one of ${name}'s variants (${known}), got ${JSON.stringify(which)}`);
@@ -93,18 +132,28 @@ export function createApi(name, variant = "fp32") {
     }
     return models.get(which);
   };
-  // The first digits come from `firstVariant`'s decoder; every call without a variant uses the
-  // page's, fetched after the first digits are shown (or on a call's first need).
-  const first = manifest.then((m) => firstVariant(m, variant));
-  const firstModel = first.then((which) => modelOf(which)).then((model) => {
-    Object.assign(timings, model.timings, { loadMs: performance.now() - started });
-    return model;
+  // The first digits come from the JavaScript decoder, or else from `firstVariant`'s decoder in
+  // onnxruntime-web; every call without a variant uses the page's, fetched after the first
+  // digits are shown (or on a call's first need).
+  const firstPath = quick.then((decoder) => {
+    timings.firstPath = decoder ? "javascript" : "onnxruntime-web";
+    if (decoder) return { decoder };
+    return manifest
+      .then((m) => modelOf(firstVariant(m, variant)))
+      .then((model) => {
+        Object.assign(timings, model.timings, { loadMs: performance.now() - started });
+        return { model };
+      });
   });
   let pageModel = null;
   const generating = () => {
-    pageModel ??= firstModel.then((model) =>
-      model.variant === variant ? model : timed(timings, "variantLoadMs", modelOf(variant)),
-    );
+    pageModel ??= firstPath.then(({ model }) => {
+      if (model) return model.variant === variant ? model : timed(timings, "variantLoadMs", modelOf(variant));
+      return modelOf(variant).then((loaded) => {
+        Object.assign(timings, loaded.timings);
+        return loaded;
+      });
+    });
     return pageModel;
   };
   /** Return the model for a call's `variant` option (the page's when undefined). */
@@ -129,10 +178,16 @@ export function createApi(name, variant = "fp32") {
     return full;
   };
   const api = {
-    ort,
+    /** onnxruntime-web's module, once imported (null before). */
+    ort: null,
     timings,
-    /** A Promise of the description of the model the first digits come from (its `variant`: int8 on an fp32 page). */
-    first: firstModel.then((model) => api.info(model)),
+    /**
+     * A Promise of the description of what draws the first digits: `path` "javascript" (the
+     * first-digits file) or "onnxruntime-web" (then `variant` says which decoder: int8 on an fp32 page).
+     */
+    first: firstPath.then(({ decoder, model }) => (decoder ? api.describeFirst(decoder) : api.info(model))),
+    /** The first grid as drawn: {path, digit, noise, uniform, labels, z, images}, once drawn (null before). */
+    firstGrid: null,
     /** A Promise of the description once the page's variant's prior and decoder are loaded (asking starts it). */
     get generator() {
       return generating().then((model) => api.info(model));
@@ -149,15 +204,62 @@ export function createApi(name, variant = "fp32") {
       return {
         model: model.name,
         variant: model.variant,
+        path: "onnxruntime-web",
         latentDim: model.latentDim,
         numClasses: model.numClasses,
         prior: typeof model.prior === "string" ? model.prior : model.prior.kind,
         priorClasses: model.priorClasses,
         bytes: { ...model.bytes },
-        ortVersion: ort.env.versions?.web ?? "",
-        threads: ort.env.wasm.numThreads,
+        ortVersion: api.ort?.env.versions?.web ?? "",
+        threads: api.ort?.env.wasm.numThreads,
         crossOriginIsolated: globalThis.crossOriginIsolated === true,
       };
+    },
+    /** Describe the JavaScript first-digits decoder as `info` describes a model. */
+    async describeFirst(decoder) {
+      const m = await manifest;
+      return {
+        model: m.name,
+        variant: variant,
+        path: "javascript",
+        latentDim: decoder.latentDim,
+        numClasses: decoder.numClasses,
+        prior: typeof m.prior === "string" ? m.prior : m.prior.kind,
+        priorClasses: typeof m.prior === "object" ? Number(m.prior.classes) || 0 : 0,
+        bytes: { [`first-decoder/${name}.bin`]: decoder.bytes },
+        ortVersion: "",
+        threads: undefined,
+        crossOriginIsolated: globalThis.crossOriginIsolated === true,
+      };
+    },
+    /**
+     * Draw the page's first grid: n digits through the prior from `seed` and `digit` (as
+     * `generate`), with the JavaScript decoder or else the first onnxruntime-web decoder; kept
+     * in `firstGrid`. Resolves to its images.
+     */
+    async generateFirst(n, { seed, digit = -1 } = {}) {
+      const { decoder, model } = await firstPath;
+      if (model) {
+        const { z, images, labels } = await api.generate(n, { seed, digit, variant: model.variant });
+        api.firstGrid = { path: "onnxruntime-web", digit, z, labels, images };
+        return images;
+      }
+      const m = await manifest;
+      const count = asCount(n, "n");
+      const begun = performance.now();
+      const priorClasses = typeof m.prior === "object" ? Number(m.prior.classes) || 0 : 0;
+      const prior = asPriorLabels(digit, count, priorClasses, name);
+      const random = new Random(seed);
+      const noise = random.normal(count * decoder.latentDim);
+      const uniform = random.uniform(count);
+      const z = decoder.samplePrior(noise, uniform, prior, count);
+      const labels = decoder.numClasses
+        ? Array.from(prior, (v, i) => (v < 0n ? i % decoder.numClasses : Number(v)))
+        : undefined;
+      const images = decoder.decode(z, count, labels);
+      timings.generateMs = performance.now() - begun;
+      api.firstGrid = { path: "javascript", digit, noise, uniform, labels, z, images };
+      return images;
     },
     /** Note the page's first digits on screen: the time since the page opened and the bytes fetched till then. */
     firstDigitsShown() {
@@ -196,7 +298,7 @@ export function createApi(name, variant = "fp32") {
      * (Float32Array n) replace the page's random draws: numpy's default_rng(seed) draws (first
      * standard_normal((n, D), float32), then random(n, float32)) give Python's digits for that seed.
      * A conditional model's decoder gets the same classes (any class: digit i % classes).
-     * `variant` decodes with that variant's decoder instead of the page's (the first digits: int8).
+     * `variant` decodes with that variant's decoder instead of the page's.
      */
     async generate(n, { seed, digit = -1, noise, uniform, variant: which } = {}) {
       const model = await forCall(which);

@@ -14,6 +14,7 @@ function showTimings(api) {
     ["prior and decoder load (sessions)", ms(t.sessionsMs)],
     ["prior and decoder load (total)", ms(t.loadMs)],
     ["page open to first digits", ms(t.firstDigitsMs)],
+    ["first digits drawn with", t.firstPath ?? "-"],
     ["bytes fetched before the first digits", t.bytesBeforeFirstDigits === undefined ? "-" : kb(t.bytesBeforeFirstDigits)],
     ["encoder and prior density load (on the pad's first use)", ms(t.encoderLoadMs)],
     ["detector load (reference model)", ms(t.detectorLoadMs)],
@@ -39,14 +40,24 @@ function seedValue() {
   return Number.isInteger(value) ? value : undefined;
 }
 
-async function generate(api, info, variant) {
+async function generate(api, info) {
   const digit = Number($("digit").value);
   const n = 40;
-  const { images } = await api.generate(n, { seed: seedValue(), digit, variant });
+  const { images } = await api.generate(n, { seed: seedValue(), digit });
   drawDigits($("grid"), images, n, 10);
   const what = digit < 0 ? "any digit" : `the digit ${digit}`;
   $("grid-caption").textContent = `${n} digits (${what}) from ${info.model}'s prior in ${ms(api.timings.generateMs)}`;
   showTimings(api);
+}
+
+/** Draw the first grid (`api.generateFirst`: in JavaScript where the page can). */
+async function generateFirst(api, info) {
+  const digit = Number($("digit").value);
+  const n = 40;
+  const images = await api.generateFirst(n, { seed: seedValue(), digit });
+  drawDigits($("grid"), images, n, 10);
+  const how = info.path === "javascript" ? "in JavaScript" : `with the ${info.variant} decoder`;
+  $("grid-caption").textContent = `${n} digits from ${info.model}'s prior, ${how}, in ${ms(api.timings.generateMs)}`;
 }
 
 async function generateEach(api, info) {
@@ -202,6 +213,10 @@ async function keepOffline() {
 }
 
 function showStatus(info, note = "") {
+  if (info.path === "javascript") {
+    $("status").textContent = `${info.model}: ${info.latentDim} latents, prior ${info.prior}; first digits in JavaScript${note}`;
+    return;
+  }
   $("status").textContent =
     `${info.model}${info.variant === "fp32" ? "" : ` (${info.variant})`}: ${info.latentDim} latents, prior ${info.prior}; onnxruntime-web ${info.ortVersion} ` +
     `(wasm, ${info.threads} thread${info.threads === 1 ? "" : "s"})${note}`;
@@ -223,20 +238,21 @@ async function main() {
     $("status").textContent = `Cannot load ${name}: ${err.message}`;
     $("status").className = "bad";
   };
-  // The first digits come from the first decoder loaded (int8 on an fp32 page: a quarter of the
-  // bytes, and digits within 0.002 of fp32's per pixel on average: docs/web.md); the page's own
-  // decoder follows, draws them again and everything after.
+  // The first digits come from the JavaScript decoder (no onnxruntime-web to fetch, compile and
+  // set up first), or where it cannot, from the first decoder loaded (int8 on an fp32 page); the
+  // page's own decoder in onnxruntime-web follows, draws them again and everything after.
   let info;
   try {
     info = await api.first;
   } catch (err) {
     return failed(err);
   }
-  const interim = info.variant !== variant;
-  showStatus(info, interim ? `; loading the ${variant} decoder` : "");
+  const interim = info.path === "javascript" || info.variant !== variant;
+  const loading = info.path === "javascript" ? "onnxruntime-web" : `the ${variant} decoder`;
+  showStatus(info, interim ? `; loading ${loading}` : "");
   const select = $("digit");
   select.disabled = !info.priorClasses && !info.numClasses;
-  await generate(api, info, info.variant);
+  await generateFirst(api, info);
   api.firstDigitsShown();
   showTimings(api);
   try {

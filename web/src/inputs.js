@@ -65,3 +65,16 @@ export function asLabels(labels, n, low, high, name = "labels") {
   }
   return out;
 }
+
+/**
+ * Return the prior's `label` rows (BigInt64Array) for n draws from `digit`: -1 (any class) or a
+ * class below `classes` (the prior's), one or one per draw; else throw InputError.
+ */
+export function asPriorLabels(digit, n, classes, model) {
+  try {
+    return asLabels(digit ?? -1, n, -1, Math.max(classes - 1, -1), "digit");
+  } catch (err) {
+    if (classes || !(err instanceof InputError)) throw err;
+    throw new InputError(`model ${model}'s prior has no classes; it cannot be asked for a digit (only -1, any)`);
+  }
+}

@@ -5,12 +5,11 @@
 import * as ort from "onnxruntime-web";
 
 import { InputError, ModelError } from "./errors.js";
-import { asCount, asImages, asLabels, asLatents } from "./inputs.js";
+import { asCount, asImages, asLabels, asLatents, asPriorLabels } from "./inputs.js";
+import { fetchManifest, fetchOk, readManifest } from "./manifest.js";
 import { compileRuntime } from "./runtime.js";
 
-const FORMAT = "digitvae-model";
-const FORMAT_VERSION = 1;
-const ANY_CLASS = -1;
+export { ort };
 
 // onnxruntime-web starts its wasm runtime at its first session: it fetches and compiles the
 // 14 MB binary then, and sets itself up (a few hundred ms on one core), after the model files
@@ -54,23 +53,6 @@ async function sha256(buffer) {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-async function fetchOk(url, what) {
-  const response = await fetch(url);
-  if (!response.ok) throw new ModelError(`cannot read ${what} at ${url}: HTTP ${response.status}`);
-  return response;
-}
-
-function readManifest(manifest, url) {
-  if (manifest?.format !== FORMAT || manifest?.format_version !== FORMAT_VERSION) {
-    throw new ModelError(`${url} is not a ${FORMAT} manifest of format_version ${FORMAT_VERSION}`);
-  }
-  const { latent_dim: latentDim, num_classes: numClasses } = manifest;
-  if (!Number.isInteger(latentDim) || latentDim < 1 || !Number.isInteger(numClasses) || numClasses < 0) {
-    throw new ModelError(`${url}: latent_dim and num_classes must be non-negative integers`);
-  }
-  return { latentDim, numClasses };
-}
-
 export class Model {
   /** Use Model.load(baseUrl). */
   constructor(base, manifest, variant) {
@@ -109,9 +91,7 @@ export class Model {
 
   /** Fetch and check the model.json of the folder served at `base`. */
   static async manifest(base) {
-    const manifest = await (await fetchOk(new URL("model.json", base), "model.json")).json();
-    readManifest(manifest, base);
-    return manifest;
+    return fetchManifest(base);
   }
 
   /**
@@ -216,12 +196,7 @@ export class Model {
 
   /** Return the prior's `label` rows for n draws from `digit`: -1 (any class) or a class, one or one per draw. */
   priorLabels(digit, n) {
-    try {
-      return asLabels(digit ?? ANY_CLASS, n, ANY_CLASS, Math.max(this.priorClasses - 1, ANY_CLASS), "digit");
-    } catch (err) {
-      if (this.priorClasses || !(err instanceof InputError)) throw err;
-      throw new InputError(`model ${this.name}'s prior has no classes; it cannot be asked for a digit (only -1, any)`);
-    }
+    return asPriorLabels(digit, n, this.priorClasses, this.name);
   }
 
   /** Return codes z (n x D) from the prior for the given random inputs (noise n x D, uniform n). */

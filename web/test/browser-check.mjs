@@ -7,23 +7,10 @@
 // mnist-cvae}.
 // OUT_DIR receives result.json (decoded pixels, codes, scores, the drawn digit, timings, the
 // errors bad arguments raise) and page.png. Uses the system's Chromium; downloads no browser.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-import { chromium } from "playwright-core";
-
-const EXECUTABLE = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const FLAGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
+import { firstPage, withBrowser } from "./browser.mjs";
 
 const [url, inputPath, outDir] = process.argv.slice(2);
 if (!url || !inputPath || !outDir) {
@@ -31,18 +18,8 @@ if (!url || !inputPath || !outDir) {
   process.exit(2);
 }
 const input = JSON.parse(readFileSync(inputPath, "utf8"));
-const profile = mkdtempSync(join(tmpdir(), "digitvae-chromium-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: EXECUTABLE,
-  headless: true,
-  args: FLAGS,
-  viewport: { width: 1000, height: 1100 },
-});
-const console_ = [];
-try {
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.on("console", (msg) => console_.push(`${msg.type()}: ${msg.text()}`));
-  page.on("pageerror", (err) => console_.push(`pageerror: ${err.message}`));
+await withBrowser({ viewport: { width: 1000, height: 1100 } }, async (context, log) => {
+  const page = await firstPage(context);
   const started = Date.now();
   await page.goto(url);
   const info = await page.evaluate(() => window.digitvae.ready);
@@ -124,7 +101,7 @@ try {
   const resources = await page.evaluate(() =>
     performance.getEntriesByType("resource").map((e) => ({ url: e.name, bytes: e.decodedBodySize })),
   );
-  const out = { info, readyMs, isolated, resources, ...result, console: console_ };
+  const out = { info, readyMs, isolated, resources, ...result, console: log };
   writeFileSync(join(outDir, "result.json"), JSON.stringify(out));
 
   // Strokes drawn on the pad with synthesised pointer events (mouse down, moves, up).
@@ -208,10 +185,4 @@ try {
     return { info, z: Array.from(asked.z), images: Array.from(asked.images), missingLabels };
   }, input);
   writeFileSync(join(outDir, "result.json"), JSON.stringify(out));
-} catch (err) {
-  console.error(console_.join("\n"));
-  throw err;
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+});

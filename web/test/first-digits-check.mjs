@@ -1,7 +1,9 @@
 // Open the default page and write which decoder drew its first digits and what its calls return.
 //
-//   node test/first-digits-check.mjs URL INPUT.json OUT_DIR
+//   node test/first-digits-check.mjs URL INPUT.json OUT_DIR [stale]
 //
+// With `stale`, the browser gets the model's first-digits file with another decoder sha256 in
+// its header (as a file made from an older decoder.onnx would have), which the page refuses.
 // INPUT.json: {z: [...n*D], n, noise: [...m*D], uniform: [...m]}. OUT_DIR receives
 // first-digits.json: the URLs requested in order, the files fetched before the first digits,
 // the first and the page's model descriptions, `decode(z)` asked for as soon as the page's API
@@ -13,17 +15,27 @@ import { join } from "node:path";
 
 import { firstPage, withBrowser } from "./browser.mjs";
 
-const [url, inputPath, outDir] = process.argv.slice(2);
-if (!url || !inputPath || !outDir) {
-  console.error("usage: node test/first-digits-check.mjs URL INPUT.json OUT_DIR");
+const [url, inputPath, outDir, mode] = process.argv.slice(2);
+if (!url || !inputPath || !outDir || (mode !== undefined && mode !== "stale")) {
+  console.error("usage: node test/first-digits-check.mjs URL INPUT.json OUT_DIR [stale]");
   process.exit(2);
 }
 const input = JSON.parse(readFileSync(inputPath, "utf8"));
+
+/** Answer with the first-digits file, its decoder sha256 changed in the header (the same length). */
+async function staleFile(route) {
+  const response = await route.fetch();
+  const body = Buffer.from(await response.body());
+  const at = body.indexOf('"sha256":"') + '"sha256":"'.length; // the decoder's, first in the header
+  body[at] = body[at] === 0x30 ? 0x31 : 0x30;
+  await route.fulfill({ response, body });
+}
 
 const result = await withBrowser({ viewport: { width: 1280, height: 800 } }, async (context, log) => {
   const page = await firstPage(context);
   const requested = [];
   page.on("request", (request) => requested.push(new URL(request.url()).pathname));
+  if (mode === "stale") await page.route("**/first-decoder/*.bin", staleFile);
   await page.goto(url);
   await page.waitForFunction(() => window.digitvae !== undefined, null, { timeout: 120_000 });
   const early = await page.evaluate(async (input) => {
@@ -70,6 +82,7 @@ const result = await withBrowser({ viewport: { width: 1280, height: 800 } }, asy
       gridIsInt8s: same(shown, int8Grid),
       int8GridDiffers: !same(fp32Grid, int8Grid),
       timings: { ...window.digitvae.timings },
+      firstGrid: api.firstGrid && Object.fromEntries(Object.entries(api.firstGrid).map(([k, v]) => [k, ArrayBuffer.isView(v) ? Array.from(v) : v])),
       wasmPaths: api.ort.env.wasm.wasmPaths,
     };
   }, input);

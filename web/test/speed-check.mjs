@@ -3,7 +3,8 @@
 //   node test/speed-check.mjs URL OUT_DIR [INPUT.json]
 //
 // OUT_DIR receives speed.json: the page's timings (open to first digits, bytes over the wire
-// before them), the files fetched before them, the files fetched once a digit is drawn, and
+// before them), the files fetched before them, the files fetched once a digit is drawn (with
+// their bytes over the wire and decoded), and
 // with INPUT.json ({noise, uniform} for n digits) the digits generate() makes from those draws.
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -40,7 +41,10 @@ const result = await withBrowser({ viewport: { width: 1280, height: 800 } }, asy
   await stroke(page, "#pad", SEVEN);
   await scored(page, 1);
   const after = await page.evaluate(() => performance.getEntriesByType("resource").map((e) => e.name));
+  const afterFiles = await page.evaluate(() =>
+    performance.getEntriesByType("resource").map((e) => ({ url: e.name, bytes: e.transferSize, size: e.decodedBodySize })),
+  );
   const info = await page.evaluate(() => window.digitvae.ready);
-  return { timings: first, generated, info, after, responses, console: log };
+  return { timings: first, generated, info, after, afterFiles, responses, console: log };
 });
 writeFileSync(join(outDir, "speed.json"), JSON.stringify(result));
