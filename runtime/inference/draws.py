@@ -47,6 +47,17 @@ class Draws:
         for noise, uniform, label, labels in self.input_blocks(n, seed, digit, block):
             yield self.prior.sample(noise, uniform, label), labels
 
+    def one_block(self, n: int, seed: int | None, digit: Any) -> Inputs:
+        """Return `input_blocks(n, seed, digit, n)`'s one block; any class of a model that is not conditional goes direct."""
+        if digit is None and not self.num_classes:  # the numbers input_blocks draws, without its generators
+            if seed is None:
+                noise, uniform = self.unseeded.inputs(n)
+            else:
+                noise, uniform = self.prior.draw(np.random.default_rng(as_seed(seed)), n)
+            return noise, uniform, any_class_rows(n), None
+        ((noise, uniform, label, labels),) = self.input_blocks(n, seed, digit, n)
+        return noise, uniform, label, labels
+
     def input_blocks(self, n: int, seed: int | None, digit: Any, block: int) -> Iterator[Inputs]:
         """Yield the random inputs of `iter_generate` and the labels of the prior and decoder, block by block."""
         rows: np.ndarray | None = None

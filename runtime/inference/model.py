@@ -167,7 +167,7 @@ class DigitVAE:
         if self._draws.pooled(n, seed, digit):
             return self._decode(self._draws.pooled_codes(n, digit), None)
         if n <= CHUNK:  # one block: decoded where it is made, with no copy into a result
-            ((noise, uniform, label, labels),) = self._draws.input_blocks(n, seed, digit, CHUNK)
+            noise, uniform, label, labels = self._draws.one_block(n, seed, digit)
             image = self._composed.images(noise, uniform, label) if self._composed and n <= SMALL_BATCH else None
             if image is not None:
                 return image.reshape(n, IMAGE_SIDE, IMAGE_SIDE)
