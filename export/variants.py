@@ -6,7 +6,8 @@ conditional model), so the runtime treats every variant alike.
 - `int8`: dynamic quantization of every MatMul/Gemm (onnxruntime.quantization), int8 weights per
   output channel in 7 bits (`reduce_range`). Activations are quantized per batch at run time,
   so no calibration data is needed. 7-bit weights avoid the saturation of AVX2's u8 x s8
-  multiply-add (VPMADDUBSW), which costs accuracy on CPUs without VNNI.
+  multiply-add (VPMADDUBSW), which costs accuracy on CPUs without VNNI. Its ELUs are written
+  as Min/Exp/Sub/Max (`elu_as_min_exp_max`), which onnxruntime runs faster than its Elu.
 - `fp16`: every float tensor in float16 (onnxruntime's float16 converter, keep_io_types), for
   GPU and NPU providers; on CPU, onnxruntime runs it but gains nothing.
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, shape_inference
+from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from digitvae.runtime.errors import ExportError, InputError
 from digitvae.runtime.folders.manifest import ROLES, Manifest, ModelFile
@@ -180,7 +181,39 @@ def quantize_int8(blob: bytes) -> bytes:
         finally:
             logging.disable(previous)
         model = onnx.load(dst)
+    elu_as_min_exp_max(model.graph)
     return _finish(model, blob)
+
+
+def elu_as_min_exp_max(graph: onnx.GraphProto) -> int:
+    """Rewrite each Elu of alpha 1 as Max(x, Exp(Min(x, 0)) - 1) in place; return how many.
+
+    The same function (e^x - 1 >= x, so Max picks x above 0 and e^x - 1 below), but four
+    vectorised elementwise kernels where onnxruntime's Elu is a slow one of its own: at batch
+    1,024 on one thread, the int8 decoder's two Elu nodes took 2.05 of its 6.4 ms. In fp32 the
+    Elu is fused into the Gemm before it, and the rewrite would move results by up to 3e-7.
+    """
+    nodes, count = [], 0
+    for node in graph.node:
+        alpha = next((a.f for a in node.attribute if a.name == "alpha"), 1.0)
+        if node.op_type != "Elu" or node.domain not in ("", "ai.onnx") or alpha != 1.0:
+            nodes.append(node)
+            continue
+        x, y, count = node.input[0], node.output[0], count + 1
+        part = f"{node.name or y}/elu"
+        nodes += [
+            helper.make_node("Min", [x, "elu_zero"], [f"{part}_negative"], name=f"{part}_min"),
+            helper.make_node("Exp", [f"{part}_negative"], [f"{part}_exp"], name=f"{part}_exp"),
+            helper.make_node("Sub", [f"{part}_exp", "elu_one"], [f"{part}_expm1"], name=f"{part}_sub"),
+            helper.make_node("Max", [x, f"{part}_expm1"], [y], name=f"{part}_max"),
+        ]
+    if count:
+        graph.initializer.extend(
+            [numpy_helper.from_array(np.float32(0), "elu_zero"), numpy_helper.from_array(np.float32(1), "elu_one")]
+        )
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return count
 
 
 def convert_fp16(blob: bytes) -> bytes:
