@@ -111,7 +111,8 @@ def _target_lines(report: dict[str, Any]) -> list[str]:
     lines = ["", "targets, each a ratio measured in this run" + " " * 44 + "ratio   target"]
     for row in targets.values():
         mark = "met" if row["met"] else "MISSED"
-        figures = f" ({row['ours_us']:,.1f} us vs {row['plain_us']:,.1f} us)" if "ours_us" in row else ""
+        unit = row.get("unit", "us")
+        figures = f" ({row['ours_us']:,.1f} {unit} vs {row['plain_us']:,.1f} {unit})" if "ours_us" in row else ""
         label = f"{row['ours']} / {row['plain']}{figures}"
         lines.append(f"  {label:<84}{row['ratio']:6.2f}   {row['target']} {row['limit']:g}: {mark}")
     return lines
