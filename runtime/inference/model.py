@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 _ENCODED = ["mean", "logvar"]
 _DECODED = ["logits", "image"]
+_IMAGE = ["image"]
 
 
 class DigitVAE:
@@ -198,10 +199,14 @@ class DigitVAE:
 
     def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
         """Decode checked codes into [N, 28, 28]; every image output's shape and finiteness checked."""
-        if len(z) <= SMALL_BATCH:
-            return self._run_decoder("image", z, y).reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
-        out = np.empty((len(z), 1, IMAGE_SIDE, IMAGE_SIDE), np.float32)
         small = self._small["decoder"]
+        if (
+            len(z) <= SMALL_BATCH
+        ):  # through the bound buffers; where that is not possible, or not finite, run_checked says why
+            found = small.run(_IMAGE, {"z": z} if y is None else {"z": z, "label": y})
+            image = found[0] if found is not None and all_finite(found[0]) else self._run_decoder("image", z, y)
+            return image.reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
+        out = np.empty((len(z), 1, IMAGE_SIDE, IMAGE_SIDE), np.float32)
         for i in range(0, len(z), CHUNK):
             part, labels, into = z[i : i + CHUNK], _rows(y, i), out[i : i + CHUNK]
             feeds = {"z": part} if labels is None else {"z": part, "label": labels}

@@ -179,16 +179,27 @@ class BlockPool:
 
     def take(self, n: int) -> tuple[Any, ...]:
         """Return the next n rows of each array of the block (None stays None)."""
+        block, start, end = self._rows(n)
+        return tuple([None if a is None else a[start:end] for a in block])
+
+    def take_one(self, n: int) -> np.ndarray:
+        """Return the next n rows of a pool of one array (the same rows `take(n)[0]` would)."""
+        block, start, end = self._rows(n)
+        rows: np.ndarray = block[0][start:end]
+        return rows
+
+    def _rows(self, n: int) -> tuple[tuple[Any, ...], int, int]:
+        """Reserve the next n rows: return the block they are in and their span."""
         with self._lock:
             start = self._next
             end = start + n
             if end > self.BLOCK:
                 if n > self.BLOCK // 4:
-                    return self._make(n)
+                    return self._make(n), 0, n
                 self._block = self._make(self.BLOCK)
                 start, end = 0, n
             self._next = end
-            return tuple([None if a is None else a[start:end] for a in self._block])
+            return self._block, start, end
 
 
 def draw_pool(prior: Prior, rng: np.random.Generator) -> BlockPool:
@@ -227,8 +238,7 @@ class UnseededDraws:
         pool = self._codes.get(label)
         if pool is None:
             pool = self._codes[label] = code_pool(self.prior, self._rng(), label)
-        codes: np.ndarray = pool.take(n)[0]
-        return codes
+        return pool.take_one(n)
 
     def _rng(self) -> np.random.Generator:
         # Seeding a generator from the OS costs as much as decoding one digit: do it once.
