@@ -63,9 +63,9 @@ class ComposedGenerator:
 
     def _open(self) -> SmallBatchRunner | None:
         with self._lock:
-            if self._runner is None and self._reference is not None and self._graphs is not None:
-                # One attempt, whatever its outcome.
-                (reference, self._reference), (graphs, self._graphs) = (self._reference, None), (self._graphs, None)
+            reference, graphs = self._reference, self._graphs
+            if self._runner is None and reference is not None and graphs is not None:
+                self._reference = self._graphs = None  # one attempt, whatever its outcome
                 session = self._compose(*graphs)
                 if session is not None and _matches(session, reference):
                     self._runner = SmallBatchRunner(session)
