@@ -22,11 +22,12 @@ import json
 import struct
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
+
+if TYPE_CHECKING:
+    import onnx
 
 from digitvae.runtime.atomic import atomic_write
 from digitvae.runtime.errors import DigitVAEError, IntegrityError, ModelError
@@ -54,11 +55,16 @@ def _sha256(path: Path) -> str:
 
 
 def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def decoder_layers(path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
     """Return the decoder's layers [(weight [out, in], bias [out])] and its label classes (0: none)."""
+    import onnx  # building the file needs onnx (the [train] extra); reading and decoding it do not
+    from onnx import numpy_helper
+
     graph = onnx.load(str(path)).graph
     weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     ops = [node.op_type for node in graph.node]
@@ -95,6 +101,9 @@ def decoder_layers(path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], int
 
 def prior_mixture(path: Path) -> dict[str, np.ndarray]:
     """Return prior.onnx's mixture: cumulative_weights [rows, K], means [K, D], cholesky [K, D, D]."""
+    import onnx  # building the file needs onnx (the [train] extra); reading and decoding it do not
+    from onnx import numpy_helper
+
     graph = onnx.load(str(path)).graph
     ops = {node.op_type for node in graph.node}
     if not ops <= PRIOR_OPS:

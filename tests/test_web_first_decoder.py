@@ -30,6 +30,9 @@ from web_page import ROOT, WEB, missing, run_script, served
 
 from digitvae.runtime import DigitVAE
 
+#: Building a first-digits file reads the ONNX graphs with onnx; reading and decoding one need only numpy.
+needs_onnx = pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="needs the [train] extra (onnx)")
+
 pytestmark = pytest.mark.heavy  # starts node and a headless browser
 
 MODELS = ("mnist-vae", "mnist-cvae")
@@ -148,6 +151,7 @@ def test_a_file_made_from_another_decoder_prior_or_model_is_refused(in_node: dic
     assert f"is {in_node['model']}'s, not mnist-vae-other's" in refusals["model"]["message"]
 
 
+@needs_onnx
 @pytest.mark.parametrize("model", MODELS)
 def test_the_files_are_what_the_script_makes_now(model: str) -> None:
     made = _script().first_decoder(model)
@@ -160,6 +164,7 @@ def test_the_files_are_what_the_script_makes_now(model: str) -> None:
     assert header["prior"]["sha256"] == manifest["variants"]["fp32"]["prior"]["sha256"]
 
 
+@needs_onnx
 def test_the_script_refuses_graphs_it_cannot_draw() -> None:
     script = _script()
     with pytest.raises(script.UnsupportedGraph, match="not an MLP"):
@@ -168,6 +173,7 @@ def test_the_script_refuses_graphs_it_cannot_draw() -> None:
         script.prior_mixture(ROOT / "models" / "mnist-vae" / "prior_density.onnx")
 
 
+@needs_onnx
 def test_the_script_writes_whole_files_and_refuses_an_unknown_model_in_one_line(tmp_path: Path) -> None:
     script = [sys.executable, str(ROOT / "scripts" / "web_first_decoder.py"), "--out", str(tmp_path)]
     run = subprocess.run([*script, "mnist-vae"], capture_output=True, text=True, timeout=120)
