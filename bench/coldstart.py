@@ -40,13 +40,7 @@ def cold_start(options: LoadOptions, runs: int = 7) -> dict[str, Any]:
     args = generate_args(options)
     ours = [sys.executable, "-c", _CHILD, options.to_json()]
     base = [sys.executable, "-c", "import onnxruntime"]
-    samples: dict[str, list[tuple[float, float | None]]] = {"digitvae": [], BASELINE: []}
-    with tempfile.TemporaryDirectory(prefix="digitvae-bench-") as tmp:
-        for i in range(runs + 1):  # the first pair warms the file cache
-            for name, command in (("digitvae", ours), (BASELINE, base)):
-                wall, rss = _run_process(command, Path(tmp))
-                if i:
-                    samples[name].append((wall, rss))
+    samples = in_turns({"digitvae": ours, BASELINE: base}, runs)
     result: dict[str, Any] = {
         "command": "digitvae " + " ".join(args),
         "baseline": 'python -c "import onnxruntime"',
@@ -62,6 +56,21 @@ def cold_start(options: LoadOptions, runs: int = 7) -> dict[str, Any]:
         }
     result["wall_ratio"] = statistics.median(a[0] / b[0] for a, b in zip(samples["digitvae"], samples[BASELINE]))
     return result
+
+
+def in_turns(commands: dict[str, list[str]], runs: int) -> dict[str, list[tuple[float, float | None]]]:
+    """Run each command `runs` times, in turns, after one uncounted round that warms the file cache.
+
+    Returns each command's (wall seconds, peak resident MiB or None) per run.
+    """
+    samples: dict[str, list[tuple[float, float | None]]] = {name: [] for name in commands}
+    with tempfile.TemporaryDirectory(prefix="digitvae-bench-") as tmp:
+        for i in range(runs + 1):
+            for name, command in commands.items():
+                wall, rss = _run_process(command, Path(tmp))
+                if i:
+                    samples[name].append((wall, rss))
+    return samples
 
 
 def _run_process(command: list[str], cwd: Path) -> tuple[float, float | None]:

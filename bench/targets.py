@@ -20,10 +20,8 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +34,7 @@ from digitvae.runtime.inference.sessions import open_session
 from digitvae.runtime.options import LoadOptions
 
 from .bounds import decoder_cost
-from .coldstart import _run_process
+from .coldstart import in_turns
 
 #: Each row's target: (at most, at least).
 TARGETS: dict[str, tuple[str, float]] = {
@@ -57,16 +55,9 @@ def measure_targets(
     Every row is measured in processes of its own: the report's other contenders, loaded in
     this one, keep thread pools whose spinning would take cores from the pairs.
     """
-    found = subprocess.run(
-        [sys.executable, "-c", _PAIRS_CHILD, options.to_json(), str(repeats), str(calls)],
-        capture_output=True,
-        text=True,
-        check=False,
+    rows: dict[str, dict[str, Any]] = json.loads(
+        _child([_PAIRS_CHILD, options.to_json(), str(repeats), str(calls)], "latency")
     )
-    if found.returncode:
-        last = (found.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DigitVAEError(f"the latency child failed with exit status {found.returncode}: {last}")
-    rows: dict[str, dict[str, Any]] = json.loads(found.stdout)
     rows.update(_bulk_rows(vae, options, repeats, gemm_size))
     if cold_runs:
         rows["load"] = _cold(options, cold_runs)
@@ -178,10 +169,10 @@ def _bulk_rows(vae: DigitVAE, options: LoadOptions, repeats: int, gemm_size: int
     for r in range(repeats):
         for kind in variants[r % 2 :] + variants[: r % 2] + ["gemm"]:
             if kind == "gemm":
-                peaks.append(_child([_GEMM_CHILD, str(gemm_size)], "GEMM"))
+                peaks.append(float(_child([_GEMM_CHILD, str(gemm_size)], "GEMM")))
                 continue
             child = LoadOptions(options.model, kind, options.providers, threads=options.threads)
-            seconds[kind].append(_child([_DECODE_CHILD, child.to_json(), "15"], f"{kind} decode"))
+            seconds[kind].append(float(_child([_DECODE_CHILD, child.to_json(), "15"], f"{kind} decode")))
     rows: dict[str, dict[str, Any]] = {}
     flops = decoder_cost(vae, "flops_per_digit")
     if flops is not None:
@@ -205,13 +196,13 @@ def _bulk_rows(vae: DigitVAE, options: LoadOptions, repeats: int, gemm_size: int
     return rows
 
 
-def _child(args: list[str], what: str) -> float:
-    """Run `python -c ARGS...` and return the number it prints."""
+def _child(args: list[str], what: str) -> str:
+    """Run `python -c ARGS...` and return what it prints; a failure is a DigitVAEError naming `what`."""
     found = subprocess.run([sys.executable, "-c", *args], capture_output=True, text=True, check=False)
     if found.returncode:
         last = (found.stderr.strip().splitlines() or ["no output"])[-1]
         raise DigitVAEError(f"the {what} child failed with exit status {found.returncode}: {last}")
-    return float(found.stdout)
+    return found.stdout
 
 
 def load_code(options: LoadOptions) -> str:
@@ -229,17 +220,12 @@ def _cold(options: LoadOptions, runs: int) -> dict[str, Any]:
     code = load_code(options)
     ours = [sys.executable, "-c", code, options.to_json()]
     plain = [sys.executable, "-c", _PLAIN_IMPORT]
-    walls: dict[int, list[float]] = {0: [], 1: []}
-    with tempfile.TemporaryDirectory(prefix="digitvae-bench-") as tmp:
-        for i in range(runs + 1):  # the first pair warms the file cache
-            for side in (0, 1) if i % 2 == 0 else (1, 0):
-                wall, _ = _run_process((ours, plain)[side], Path(tmp))
-                if i:
-                    walls[side].append(wall)
+    samples = in_turns({"ours": ours, "plain": plain}, runs)
+    walls = {name: [wall for wall, _ in values] for name, values in samples.items()}
     return {
         "ours": f'python -c "{code}"',
         "plain": f'python -c "{_PLAIN_IMPORT}"',
-        "ours_us": statistics.median(walls[0]) * 1e6,
-        "plain_us": statistics.median(walls[1]) * 1e6,
-        "ratio": statistics.median(a / b for a, b in zip(walls[0], walls[1])),
+        "ours_us": statistics.median(walls["ours"]) * 1e6,
+        "plain_us": statistics.median(walls["plain"]) * 1e6,
+        "ratio": statistics.median(a / b for a, b in zip(walls["ours"], walls["plain"])),
     }
