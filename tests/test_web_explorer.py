@@ -8,7 +8,6 @@ be what scripts/web_latent_codes.py makes from the shipped model.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from web_page import ROOT, WEB, missing, run_script, served
+from web_page import ROOT, WEB, load_script, missing, run_script, served
 
 from digitvae.runtime import DigitVAE
 
@@ -33,11 +32,7 @@ COLOURS = ["4e79a7", "f28e2b", "e15759", "76b7b2", "59a14f", "edc948", "b07aa1",
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("web_latent_codes", ROOT / "scripts" / "web_latent_codes.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("web_latent_codes")
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from digit_mlp import classify
-from web_page import ROOT, WEB, missing, run_script, served
+from web_page import ROOT, WEB, load_script, missing, run_script, served
 
 from digitvae.runtime import DigitVAE
 
@@ -57,11 +57,7 @@ SEEDS, N = 25, 40
 
 @cache
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("web_first_decoder", ROOT / "scripts" / "web_first_decoder.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("web_first_decoder")
 
 
 def _prior(model: str, noise: np.ndarray, uniform: np.ndarray, labels: np.ndarray) -> np.ndarray:
