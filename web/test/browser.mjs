@@ -45,6 +45,26 @@ function watch(page, log) {
   page.on("pageerror", (err) => log.push(`pageerror: ${err.message}`));
 }
 
+/**
+ * Give the page `window.gridProbe`: `shown()`, the pixels of the digit grid on screen; `redraw(images)`,
+ * the pixels the page's own drawDigits makes of 40 images, 10 a row; `same(a, b)`, whether two are equal.
+ */
+export async function installGridProbe(page) {
+  await page.evaluate(async () => {
+    const { drawDigits } = await import("/src/digits.js");
+    const pixels = (canvas) => canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    window.gridProbe = {
+      shown: () => pixels(document.getElementById("grid")),
+      redraw: (images) => {
+        const canvas = document.createElement("canvas");
+        drawDigits(canvas, images, 40, 10);
+        return pixels(canvas);
+      },
+      same: (a, b) => a.length === b.length && a.every((v, i) => v === b[i]),
+    };
+  });
+}
+
 /** Return the context's first page (a persistent context opens with one). */
 export async function firstPage(context) {
   return context.pages()[0] ?? (await context.newPage());

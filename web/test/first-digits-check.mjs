@@ -13,7 +13,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-import { firstPage, withBrowser } from "./browser.mjs";
+import { firstPage, installGridProbe, withBrowser } from "./browser.mjs";
 
 const [url, inputPath, outDir, mode] = process.argv.slice(2);
 if (!url || !inputPath || !outDir || (mode !== undefined && mode !== "stale")) {
@@ -46,6 +46,7 @@ const result = await withBrowser({ viewport: { width: 1280, height: 800 } }, asy
   }, input);
   await page.waitForFunction(() => window.digitvae.timings.firstDigitsMs !== undefined, null, { timeout: 120_000 });
   await page.waitForSelector("body[data-ready=true]");
+  await installGridProbe(page);
   const out = await page.evaluate(async (input) => {
     const api = window.digitvae;
     const z = new Float32Array(input.z);
@@ -58,15 +59,8 @@ const result = await withBrowser({ viewport: { width: 1280, height: 800 } }, asy
       unknown = { name: err.name, message: err.message };
     }
     // The grid on screen against the page's decoder's digits for its seed, drawn the same way.
-    const { drawDigits } = await import("/src/digits.js");
-    const grid = document.getElementById("grid");
-    const redraw = (images) => {
-      const canvas = document.createElement("canvas");
-      drawDigits(canvas, images, 40, 10);
-      return canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-    };
-    const shown = grid.getContext("2d").getImageData(0, 0, grid.width, grid.height).data;
-    const same = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
+    const { redraw, same } = window.gridProbe;
+    const shown = window.gridProbe.shown();
     const seed = Number(document.getElementById("seed").value);
     const fp32Grid = redraw((await api.generate(40, { seed })).images);
     const int8Grid = redraw((await api.generate(40, { seed, variant: "int8" })).images);

@@ -11,7 +11,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-import { firstPage, withBrowser } from "./browser.mjs";
+import { firstPage, installGridProbe, withBrowser } from "./browser.mjs";
 
 const [url, outDir, inputPath] = process.argv.slice(2);
 if (!url || !outDir) {
@@ -36,17 +36,11 @@ const result = await withBrowser({ viewport: { width: 1280, height: 800 } }, asy
   await page.waitForFunction(() => window.digitvae.timings.firstDigitsMs !== undefined, null, { timeout: 120_000 });
   const atFirst = await page.evaluate(() => ({ ...window.digitvae.timings }));
   await page.waitForSelector("body[data-ready=true]");
+  await installGridProbe(page);
   const out = await page.evaluate(async () => {
     const api = window.digitvae;
-    const { drawDigits } = await import("/src/digits.js");
-    const grid = document.getElementById("grid");
-    const redraw = (images) => {
-      const canvas = document.createElement("canvas");
-      drawDigits(canvas, images, 40, 10);
-      return canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-    };
-    const shown = grid.getContext("2d").getImageData(0, 0, grid.width, grid.height).data;
-    const same = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
+    const { redraw, same } = window.gridProbe;
+    const shown = window.gridProbe.shown();
     const seed = Number(document.getElementById("seed").value);
     return {
       first: await api.first,
