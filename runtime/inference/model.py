@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 _ENCODED = ["mean", "logvar"]
 _DECODED = ["logits", "image"]
-_IMAGE = ["image"]
 
 
 class DigitVAE:
@@ -62,10 +61,12 @@ class DigitVAE:
         self._small = Runners(lambda: self._encoder, SmallBatchRunner(decoder))
         self._draws = Draws(manifest.name, self.prior, manifest.num_classes, self._labels)
         self._composed: ComposedGenerator | None = None  # see from_options
-        both = [self._encoder, decoder] if self._encoder_slot.is_open else [decoder]
+        running = [active_providers(decoder)]
+        if self._encoder_slot.is_open:
+            running.append(active_providers(self._encoder))
         #: The providers that really run both halves, in order of preference (an encoder not yet
         #: opened will run on the CPU provider alone, as the decoder then does).
-        self.providers = [p for p in active_providers(decoder) if all(p in active_providers(s) for s in both)]
+        self.providers = [p for p in running[0] if all(p in active for active in running)]
 
     @property
     def _encoder(self) -> ort.InferenceSession:
@@ -73,7 +74,8 @@ class DigitVAE:
 
     @_encoder.setter
     def _encoder(self, session: ort.InferenceSession) -> None:
-        self._encoder_slot, _ = LazySession.opened(session), self._small.pop("encoder", None)
+        self._encoder_slot = LazySession.opened(session)
+        self._small.pop("encoder", None)  # the next small batch makes a runner for this session
 
     @classmethod
     def load(
@@ -199,14 +201,10 @@ class DigitVAE:
 
     def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
         """Decode checked codes into [N, 28, 28]; every image output's shape and finiteness checked."""
-        small = self._small["decoder"]
-        if (
-            len(z) <= SMALL_BATCH
-        ):  # through the bound buffers; where that is not possible, or not finite, run_checked says why
-            found = small.run(_IMAGE, {"z": z} if y is None else {"z": z, "label": y})
-            image = found[0] if found is not None and all_finite(found[0]) else self._run_decoder("image", z, y)
-            return image.reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
+        if len(z) <= SMALL_BATCH:  # the bound buffers of the small-batch runner, through run_checked
+            return self._run_decoder("image", z, y).reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
         out = np.empty((len(z), 1, IMAGE_SIDE, IMAGE_SIDE), np.float32)
+        small = self._small["decoder"]
         for i in range(0, len(z), CHUNK):
             part, labels, into = z[i : i + CHUNK], _rows(y, i), out[i : i + CHUNK]
             feeds = {"z": part} if labels is None else {"z": part, "label": labels}
