@@ -160,11 +160,22 @@ class SmallBatchRunner:
         self._run = getattr(getattr(session, "_sess", None), "run_with_ortvaluevector", session.run_with_ortvaluevector)
 
     def _plan(self, n: int) -> _Plan:
+        inputs = {name: np.zeros([n, *shape], dtype) for name, (dtype, shape) in self._inputs.items()}
+        outputs = {name: np.zeros([n, *shape], dtype) for name, (dtype, shape) in self._outputs.items()}
+        call, keep = self._binding(inputs, outputs)
+        return _Plan(inputs, list(inputs.items()), outputs, call, keep)
+
+    def _binding(
+        self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
+    ) -> tuple[tuple[Any, ...], list[Any]]:
+        """Return the arguments of a run that reads `inputs` and writes `outputs` in place, and what they hold.
+
+        The second value (the OrtValues wrapping the arrays, and their vectors) must outlive every
+        run of the first.
+        """
         import onnxruntime as ort
         from onnxruntime.capi import _pybind_state as C
 
-        inputs = {name: np.zeros([n, *shape], dtype) for name, (dtype, shape) in self._inputs.items()}
-        outputs = {name: np.zeros([n, *shape], dtype) for name, (dtype, shape) in self._outputs.items()}
         values = {name: ort.OrtValue.ortvalue_from_numpy(a) for name, a in [*inputs.items(), *outputs.items()]}
         feeds, fetches = C.OrtValueVector(), C.OrtValueVector()
         for name in inputs:
@@ -172,7 +183,7 @@ class SmallBatchRunner:
         for name in outputs:
             fetches.push_back(values[name]._get_c_value())
         call = (self._options, list(inputs), feeds, list(outputs), fetches, [self._cpu] * len(outputs))
-        return _Plan(inputs, list(inputs.items()), outputs, call, [values, feeds, fetches])
+        return call, [values, feeds, fetches]
 
     def run(self, outputs: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray] | None:
         """Return copies of these outputs for these feeds, or None to ask for the ordinary path."""
@@ -210,18 +221,10 @@ class SmallBatchRunner:
         ):
             return False
         try:
-            import onnxruntime as ort
-            from onnxruntime.capi import _pybind_state as C
-
-            values = [ort.OrtValue.ortvalue_from_numpy(feeds[name]) for name in self._inputs]
-            result = ort.OrtValue.ortvalue_from_numpy(out)
-            inputs, fetches = C.OrtValueVector(), C.OrtValueVector()
-            for value in values:
-                inputs.push_back(value._get_c_value())
-            fetches.push_back(result._get_c_value())
+            call, _keep = self._binding({name: feeds[name] for name in self._inputs}, {output: out})
             if self._bound is None:
                 out.fill(np.nan)
-            self._run(self._options, list(self._inputs), inputs, [output], fetches, [self._cpu])
+            self._run(*call)
         except Exception:  # onnxruntime raises several unrelated types: the ordinary path says what failed
             return False
         if self._bound is None:
