@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +53,30 @@ def handle_sigterm() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver the first that came.
+
+    For imports of extension modules: one whose initialisation calls back into Python (onnx's
+    nanobind enums) cannot pass an exception out, so a Ctrl-C raised there aborts the process
+    with a C++ message and a traceback in place of the one-line report.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can set handlers, and only it runs them
+        return
+    held: list[int] = []
+    names = [name for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)]
+    before = {name: signal.signal(getattr(signal, name), lambda signum, frame: held.append(signum)) for name in names}
+    try:
+        yield
+    finally:
+        for name, handler in before.items():
+            signal.signal(getattr(signal, name), handler)
+        if held:
+            # Sent again to whatever handles it now: our handlers raise, an ignored signal stays ignored.
+            signal.raise_signal(held[0])
 
 
 def ignore_signals() -> None:

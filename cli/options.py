@@ -237,16 +237,26 @@ def read_one_digit(source: str, prepare: bool = False, warn: bool = True) -> np.
 
 
 def require(*modules: str, extra: str = "train") -> None:
-    """Refuse to run a command whose optional dependencies are not installed, naming the extra to install."""
+    """Import a command's optional dependencies, or refuse to run it, naming the extra to install.
+
+    They are imported here, with signals held, so that a Ctrl-C cannot land inside an extension
+    module's initialisation (see console.signals_held).
+    """
+    import importlib
     import importlib.util
 
     from digitvae.runtime.extras import install_command
+
+    from .console import signals_held
 
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         verb = "is" if len(missing) == 1 else "are"
         command = install_command(extra, need_torch="torch" in missing)
         raise MissingDependencyError(f"this command needs {', '.join(missing)}, which {verb} not installed: {command}")
+    with signals_held():
+        for module in modules:
+            importlib.import_module(module)
 
 
 @contextlib.contextmanager
