@@ -18,7 +18,6 @@ from .options import (
     provider_option,
     require,
     strict_option,
-    threads_option,
     variant_option,
 )
 
@@ -60,7 +59,14 @@ class ByteSize(click.ParamType):  # type: ignore[type-arg]
 @variant_option
 @provider_option
 @strict_option
-@threads_option
+@click.option(
+    "--threads",
+    type=click.IntRange(0, 1024),
+    default=1,
+    show_default=True,
+    help="onnxruntime intra-op threads per inference process (0: one per physical core). One leaves the "
+    "cores to the requests: more speed up large requests but spin beside small ones; scale with --replicas.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=_PORT, default=8000, show_default=True, help="HTTP port (REST, v2 JSON).")
 @click.option("--grpc-port", type=_PORT, default=8001, show_default=True, help="gRPC port (v2 gRPC).")
@@ -107,7 +113,7 @@ def serve(
     variant: str,
     provider: str | None,
     strict: bool,
-    threads: int | None,
+    threads: int,
     host: str,
     port: int,
     grpc_port: int,
@@ -152,13 +158,13 @@ def serve(
     run(served, server, checked=lambda: click.echo(announcement, err=True))
 
 
-def _batching_threads(threads: int | None) -> int:
+def _batching_threads(threads: int) -> int:
     """Return the onnxruntime threads a batching server runs with: one, so that batched rows equal rows alone.
 
     With several threads onnxruntime splits a call's work at places that depend on the batch's
     size, and a digit's last bit could then differ between a batch and its request alone.
     """
-    if threads not in (None, 1):
+    if threads != 1:
         raise InputError(
             f"--threads {threads} cannot be used with batching: batched requests run with one onnxruntime "
             "thread so that each gets exactly the digits it would get alone; pass --batch-size 1 to use "
