@@ -108,6 +108,11 @@ class ByteSize(click.ParamType):  # type: ignore[type-arg]
     show_default=True,
     help="Most microseconds a request waits for others to join its batch.",
 )
+@click.option(
+    "--plain-rest",
+    is_flag=True,
+    help="Answer REST infer requests through MLServer's FastAPI route too, as before (slower; the same answers).",
+)
 def serve(
     models: tuple[str, ...],
     variant: str,
@@ -123,6 +128,7 @@ def serve(
     max_body: int | None,
     batch_size: int,
     batch_delay: int,
+    plain_rest: bool,
 ) -> None:
     """Serve models over the Open Inference Protocol (KServe v2 REST and gRPC), as Triton does.
 
@@ -152,7 +158,16 @@ def serve(
         "Ctrl-C stops"
     )
     server = ServerOptions(
-        host, port, grpc_port, metrics_port, replicas, max_batch, max_body, batch_size, batch_delay / 1e6
+        host,
+        port,
+        grpc_port,
+        metrics_port,
+        replicas,
+        max_batch,
+        max_body,
+        batch_size,
+        batch_delay / 1e6,
+        plain_rest=plain_rest,
     )
     # Announced once the ports are known to be free: a taken port is the only line printed.
     run(served, server, checked=lambda: click.echo(announcement, err=True))

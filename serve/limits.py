@@ -95,7 +95,7 @@ class BodyLimit:
                 return
             # The body is plain now: MLServer must not decompress it again.
             scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"content-encoding"]}
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay(body, receive), send)
 
     async def _refuse(self, send: Send, status: int, how: str = "") -> None:
         if status == 413:
@@ -130,7 +130,7 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     return out
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     """Return a receive callable that gives the app the body read already, then passes on to the connection."""
     sent = False
 

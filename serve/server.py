@@ -62,6 +62,8 @@ class ServerOptions:
     batch_size: int = 1
     #: Most seconds a request waits for others to join its batch.
     batch_delay: float = 0.0
+    #: Answer every REST request through MLServer's FastAPI routes (else infer requests skip them).
+    plain_rest: bool = False
 
 
 def model_settings(
@@ -139,6 +141,8 @@ async def _run(models: Sequence[ServedModel], options: ServerOptions, workdir: s
     _raw_contents_as_bytes()
     server = MLServer(settings)
     quiet_client_errors()  # after MLServer sets its loggers up
+    if not options.plain_rest:
+        _fast_infer(server, settings)
     _cap_requests(server, options.max_body or default_max_body(options.max_batch))
     stopped_by: list[tuple[int, asyncio.Future[None]]] = []
     loop = asyncio.get_running_loop()
@@ -256,6 +260,24 @@ def _cap_requests(server: Any, max_body: int) -> None:
     grpc_server = server._grpc_server
     options = grpc_server._get_options
     grpc_server._get_options = lambda: grpc_options(options(), max_body)
+
+
+def _fast_infer(server: Any, settings: Any) -> None:
+    """Answer REST infer requests through MLServer's data plane, skipping FastAPI's route.
+
+    Added before the body limit, so that it runs just inside it: outside MLServer's gzip
+    middleware, whose work it then does itself. With HTTP metrics or CORS on it runs innermost,
+    inside their middlewares, which then see every request as before.
+    """
+    from starlette.middleware import Middleware
+
+    from .fastrest import FastInfer
+
+    app = server._rest_server._app
+    if settings.metrics_endpoint or settings.cors_settings is not None:
+        app.user_middleware.append(Middleware(FastInfer, plane=server._data_plane))
+    else:
+        app.add_middleware(FastInfer, plane=server._data_plane, gzip=settings.gzip_enabled)
 
 
 def _stopper(server: Any, sig: int, stopped_by: list[tuple[int, asyncio.Future[None]]]) -> Any:
