@@ -34,6 +34,22 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("kind, n, digit", [*CASES, ("conditional", CHUNK, None), ("per-class prior", CHUNK, 4)])
+@pytest.mark.parametrize("seed", [0, 5, 123456])
+def test_one_block_draws_the_codes_the_block_generator_draws(
+    models: dict[str, DigitVAE], kind: str, n: int, digit: Any, seed: int
+) -> None:
+    """Up to one chunk the codes are drawn as one block (generate's path): the same as block by block."""
+    vae = models[kind]
+    z, labels = vae.sample_codes(n, seed=seed, digit=digit)
+    blocks = list(vae._draws.code_blocks(n, seed, digit, CHUNK))
+    np.testing.assert_array_equal(z, np.concatenate([b for b, _ in blocks]))
+    if vae.num_classes:
+        np.testing.assert_array_equal(labels, np.concatenate([y for _, y in blocks]))
+    else:
+        assert labels is None
+
+
 @pytest.mark.parametrize("kind, n, digit", CASES)
 def test_the_codes_decode_to_what_generate_draws(models: dict[str, DigitVAE], kind: str, n: int, digit: Any) -> None:
     vae = models[kind]

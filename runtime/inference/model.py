@@ -155,9 +155,12 @@ class DigitVAE:
         n = as_count(n)
         if self._draws.pooled(n, seed, digit):
             return self._draws.pooled_codes(n, digit), None
+        if n <= CHUNK:  # one block, drawn as generate draws it (a served `generate` request's path)
+            noise, uniform, label, labels = self._draws.one_block(n, seed, digit)
+            return self.prior.sample(noise, uniform, label), labels
         blocks = list(self._draws.code_blocks(n, seed, digit, CHUNK))
-        labels = [y for _, y in blocks if y is not None]
-        return np.concatenate([z for z, _ in blocks]), np.concatenate(labels) if labels else None
+        parts = [y for _, y in blocks if y is not None]
+        return np.concatenate([z for z, _ in blocks]), np.concatenate(parts) if parts else None
 
     def generate(self, n: int, seed: int | None = None, digit: npt.ArrayLike | None = None) -> np.ndarray:
         """Generate n new digits from the model's prior as float32 [n, 28, 28] in [0, 1].
