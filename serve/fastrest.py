@@ -2,10 +2,11 @@
 
 MLServer's REST infer endpoint is a FastAPI route: routing, dependency solving, validation of the
 request and of the response, and serialization cost as much of the event loop's time as the model
-call for a one-digit request (docs/serve.md, "Many small requests"). `FastInfer` sits innermost
-among the app's middlewares (inside the body limit, gzip, CORS and metrics, which still see every
-request) and answers `POST /v2/models/{name}[/versions/{version}]/infer` itself, doing what the
-route does, in the same order and with MLServer's own functions:
+call for a one-digit request (docs/serve.md, "Many small requests"). `FastInfer` runs just inside
+the body limit (and then wraps its answers in MLServer's gzip middleware itself), or innermost,
+inside CORS and the HTTP metrics, where those are on, so that they still see every request. It
+answers `POST /v2/models/{name}[/versions/{version}]/infer` itself, doing what the route does,
+in the same order and with MLServer's own functions:
 
 - the body is parsed with orjson, as MLServer's `Request.json` does, and validated as an
   `InferenceRequest`; a body that fails either goes on to FastAPI unchanged, so every malformed
@@ -24,6 +25,14 @@ from __future__ import annotations
 
 import re
 from typing import Any
+
+import orjson
+from mlserver.errors import MLServerError
+from mlserver.rest.responses import Response
+from mlserver.types import InferenceRequest
+from mlserver.utils import extract_headers, insert_headers
+from pydantic import ValidationError
+from starlette.middleware.gzip import GZipMiddleware
 
 from .limits import App, Message, Receive, Scope, Send, replay
 
@@ -55,17 +64,11 @@ class FastInfer:
             return
         response = await self._infer(scope, payload, route["name"], route["version"])
         if self.gzip:
-            from starlette.middleware.gzip import GZipMiddleware
-
             # As MLServer adds it (starlette's defaults): it compresses, or only adds Vary, as it would.
             response = GZipMiddleware(response)
         await response(scope, receive, send)
 
     async def _infer(self, scope: Scope, payload: Any, name: str, version: str | None) -> Any:
-        from mlserver.errors import MLServerError
-        from mlserver.rest.responses import Response
-        from mlserver.utils import extract_headers, insert_headers
-
         insert_headers(payload, _headers(scope))
         try:
             result = await self.plane.infer(payload, name, version)
@@ -83,10 +86,6 @@ class FastInfer:
 
 def _parsed(body: bytes) -> Any:
     """Return the body as an InferenceRequest, or None where it is not valid JSON or not a valid request."""
-    import orjson
-    from mlserver.types import InferenceRequest
-    from pydantic import ValidationError
-
     try:
         return InferenceRequest.model_validate(orjson.loads(body))
     except (orjson.JSONDecodeError, ValidationError):
