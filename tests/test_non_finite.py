@@ -6,12 +6,14 @@ A sound model overflows float32 only on inputs far beyond any code or noise it w
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 import pytest
 
 from digitvae.runtime import DigitVAE, InputError, ModelError
+from digitvae.runtime.arrays import all_finite
 from digitvae.runtime.inference.contract import ORDINARY, run_checked
 
 MODELS = ("mnist-vae", "mnist-cvae")
@@ -137,3 +139,28 @@ def test_run_checked_passes_finite_outputs_through() -> None:
     feeds = {"x": np.full((2, 2), HUGE, np.float32)}
     (out,) = run_checked(_Constant(0.25), ["y"], feeds, "thing", ((2, 3),))  # type: ignore[arg-type]
     assert out.shape == (2, 3) and (out == 0.25).all()
+
+
+@pytest.mark.parametrize("shape", [(3, 784), (1024, 1, 28, 28), (100, 784), (5000, 32), (17, 4096)])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, 1, -1, "middle"])
+def test_all_finite_finds_one_bad_value_anywhere_in_any_batch(
+    shape: tuple[int, ...], bad: float, where: object
+) -> None:
+    array = np.random.default_rng(0).random(shape, dtype=np.float32)
+    assert all_finite(array)
+    flat = array.reshape(-1)
+    flat[flat.size // 2 if where == "middle" else where] = bad
+    assert not all_finite(array)
+    assert not all_finite(array.astype(np.float64)) and not all_finite(array[::-1])
+
+
+def test_all_finite_tells_overflowing_sums_from_infinities() -> None:
+    """Rows of huge finite values sum to infinity: still finite; +inf and -inf in one row sum to NaN."""
+    huge = np.full((1024, 784), 3e38, np.float32)
+    huge[::2] *= -1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert all_finite(huge)
+        huge[7, 3], huge[7, 4] = np.inf, -np.inf
+        assert not all_finite(huge)

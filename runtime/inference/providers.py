@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -37,6 +41,15 @@ ALIASES: dict[str, str] = {
 }
 
 ProviderSpec = str | tuple[str, dict[str, Any]]
+
+#: Built-in providers that need CUDA's libraries (and cuDNN's) when their first session starts.
+CUDA_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
+
+#: The CUDA provider's options that digitvae sets unless the caller does. `use_tf32` (onnxruntime
+#: 1.18 and later) is on by default: from Ampere on, float32 GEMMs then round their operands to
+#: 10-bit mantissas, and a float32 model's pixels move by 1e-3 from the CPU's (measured on an
+#: H200; docs/edge.md, "CUDA"). Off, they agree within 1e-6; the model is too small to gain speed.
+CUDA_DEFAULTS = {"use_tf32": "0"}
 
 
 def all_provider_names() -> list[str]:
@@ -127,6 +140,8 @@ def plan(requested: list[tuple[str, dict[str, Any]]], *, strict: bool) -> Plan:
         # with the options the plugin would get (OpenVINO's float32).
         if name in available and (plugin is None or not plugins.installed(plugin)):
             result.names.append(name)
+            if name == "CUDAExecutionProvider" and _has_use_tf32():
+                opts = {**CUDA_DEFAULTS, **opts}
             result.options.append(opts if plugin is None else plugins.built_in_options(plugin, opts))
             result.record_assignment = result.record_assignment or plugin is not None
             continue
@@ -140,11 +155,53 @@ def plan(requested: list[tuple[str, dict[str, Any]]], *, strict: bool) -> Plan:
             if strict:
                 raise
             logger.warning("%s; skipping it", exc)
+    if CUDA_PROVIDERS.intersection(result.names):
+        preload_cuda_libraries()
     # CPU always backs the others: onnxruntime needs it for nodes they cannot run.
     if "CPUExecutionProvider" not in result.names:
         result.names.append("CPUExecutionProvider")
         result.options.append({})
     return result
+
+
+def _has_use_tf32() -> bool:
+    """Return whether this onnxruntime's CUDA provider takes `use_tf32` (older ones refuse it)."""
+    import onnxruntime as ort
+
+    try:
+        major, minor = (int(part) for part in ort.__version__.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (1, 18)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@functools.cache
+def preload_cuda_libraries() -> None:
+    """Load CUDA's and cuDNN's libraries from NVIDIA's pip packages, once, where onnxruntime can.
+
+    onnxruntime-gpu's CUDA provider looks for libcublas and the rest on the loader's search path
+    only, which the nvidia-* packages of `pip install onnxruntime-gpu[cuda,cudnn]` are not on:
+    without this its sessions quietly start on the CPU. `onnxruntime.preload_dlls` (1.21 and
+    later) loads them from those packages, else by name from the system's CUDA. It prints what it
+    could not load; that goes to the log instead of standard output, which may carry a PNG.
+    """
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            preload()
+    except Exception as exc:  # noqa: BLE001 - a failed preload leaves the provider to fail visibly
+        logger.warning("could not preload CUDA's libraries: %s", exc)
+    for line in _ANSI.sub("", printed.getvalue()).splitlines():
+        if line.strip():
+            logger.warning("onnxruntime: %s", line.strip())
 
 
 def check_active(started: Sequence[str], active: Sequence[str], *, strict: bool) -> None:

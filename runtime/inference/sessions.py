@@ -127,6 +127,12 @@ class _Plan:
     keep: list[Any]  # the OrtValues that wrap the buffers must live as long as the plan
 
 
+#: The providers whose sessions decode large batches in place (run_into): the CPU's, and CUDA's,
+#: which copies the outputs from the GPU straight into the bound arrays (1,024 digits on an H200:
+#: 1.25-1.32x faster than a copy after InferenceSession.run). Others, untried, run the ordinary way.
+IN_PLACE_PROVIDERS = frozenset({"CPUExecutionProvider", "CUDAExecutionProvider"})
+
+
 class SmallBatchRunner:
     """Run a CPU session on small batches through preallocated, bound inputs and outputs.
 
@@ -149,14 +155,21 @@ class SmallBatchRunner:
             dtype is not None and all(isinstance(d, int) for d in shape)
             for dtype, shape in [*self._inputs.values(), *self._outputs.values()]
         )
-        self.enabled = static and session.get_providers() == ["CPUExecutionProvider"]
+        providers = session.get_providers()
+        # A captured CUDA graph replays the buffers of its capture: fresh bound arrays would be ignored.
+        captured = session.get_provider_options().get("CUDAExecutionProvider", {}).get("enable_cuda_graph") == "1"
+        #: Whether the bound paths may run at all: False sends every batch the ordinary way.
+        self.enabled = static and set(providers) <= IN_PLACE_PROVIDERS and not captured
+        # CUDA gains nothing on small batches: its bound buffers cost more than the conversions they
+        # save (one digit on an H200: 89.5 us against 82.8 us). It decodes large ones in place.
+        self._small_batches = providers == ["CPUExecutionProvider"]
         self._bound: bool | None = None  # whether run_into's bound output is filled: None until tried
         self._options: Any = None
         self._cpu: Any = None
         if self.enabled:
             self._options, self._cpu = _run_settings()
         # The binding's own method: the Python wrapper's graph-capture check (1 us of a 30 us
-        # decode) concerns captured graphs, which a CPU session never has.
+        # decode) concerns captured graphs, which these sessions never have (see `captured`).
         self._run = getattr(getattr(session, "_sess", None), "run_with_ortvaluevector", session.run_with_ortvaluevector)
 
     def _plan(self, n: int) -> _Plan:
@@ -188,7 +201,7 @@ class SmallBatchRunner:
     def run(self, outputs: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray] | None:
         """Return copies of these outputs for these feeds, or None to ask for the ordinary path."""
         n = len(feeds[self._first])
-        if n > self._max_rows or not self.enabled or not self._lock.acquire(blocking=False):
+        if n > self._max_rows or not (self.enabled and self._small_batches) or not self._lock.acquire(blocking=False):
             return None
         try:
             plan = self._plans.get(n)
