@@ -76,6 +76,9 @@ class _Group(click.Group):
         verbose = [a for a in args if a in VERBOSE_FLAGS]
         return super().parse_args(ctx, [*verbose, *(a for a in args if a not in VERBOSE_FLAGS)])
 
+    #: Set by main(), the program itself (not by in-process callers such as click's CliRunner).
+    ignore_signals_when_done = False
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands and name in _LAZY_COMMANDS:
             module_name, attribute = _LAZY_COMMANDS[name]
@@ -90,7 +93,13 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         with handled_errors(verbose=bool(ctx.params.get("verbose"))):
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            if self.ignore_signals_when_done:
+                # The command has finished and said how. A signal from here on would reach click's
+                # own handler, which prints "Aborted!" and exits 1 after a complete run; one that
+                # comes before this line is reported here as "interrupted after writing ...".
+                ignore_signals()
+            return result
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -333,6 +342,7 @@ def main() -> None:
     """Run the command line."""
     try:
         handle_sigterm()  # inside: a signal the moment the handler is set is reported like any other
+        cli.ignore_signals_when_done = True
         cli(prog_name="digitvae")
     except (KeyboardInterrupt, Terminated) as exc:  # between two of click's steps, outside the command's handling
         fail_stopped(exc)

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: Run before the command in the child: `STEP` (a test's choice) sends the child `SIGNAL` at one
-#: step of runtime.atomic's folder swap, through stand-ins for the os and shutil it calls.
+#: step of runtime.atomic's folder swap, through stand-ins for the os and shutil it calls, or
+#: ("closing") as click closes the command's context, once the command has finished.
 _AT_STEP = """
 import os, shutil, signal, sys
+import click
 from digitvae.runtime import atomic
 try:  # the folder writers need onnx; a file write (generate, evaluate --write) does not
     from digitvae.export import folder, triton
@@ -56,6 +58,14 @@ def checked(real):
         return real(*args, **kwargs)
     return check
 
+def closing(real):
+    def close(self):
+        if step == "closing" and self.parent is None:
+            hit()
+        return real(self)
+    return close
+
+click.Context.close = closing(click.Context.close)
 atomic.os = Stand(os, replace=replace)
 atomic.shutil = Stand(shutil, rmtree=rmtree)
 if folder is not None:

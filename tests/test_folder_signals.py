@@ -138,6 +138,19 @@ def assert_one_state(name: str, out: Path, ended: Ended, signum: int, want: Expe
     return written
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_after_the_command_has_finished_changes_nothing(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, signum: int
+) -> None:
+    """Once the command has written and said so, a signal is ignored: not click's "Aborted!" and exit 1."""
+    name = "export-triton"
+    want = expected(name, tmp_path_factory.mktemp("expected"))
+    out = prepared(name, tmp_path, want)
+    ended = run([*at_step_command("closing", signum), *WRITERS[name].args], out)
+    assert (ended.code, ended.stderr) == (0, ""), ended
+    assert ended.stdout.strip() and snapshot(out / WRITERS[name].target) == want.after
+
+
 def _fast(name: str, step: str, signum: int) -> bool:
     """Say whether a case is in the fast subset (-m 'not slow'): each step of export-triton, one rename of variants.
 
