@@ -84,6 +84,7 @@ def test_an_onnxruntime_without_preload_or_with_a_failing_one_still_plans(
 def test_cuda_computes_float32_in_float32_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(providers, "available_providers", lambda: [CUDA, "CPUExecutionProvider"])
     monkeypatch.setattr(providers, "preload_cuda_libraries", lambda: None)
+    monkeypatch.setattr(ort, "__version__", "1.18.0")
     plain = providers.plan(providers.normalize("cuda"), strict=True)
     assert plain.options[0] == {"use_tf32": "0"}
     asked = providers.plan(providers.normalize([("cuda", {"use_tf32": "1", "device_id": "1"})]), strict=True)
