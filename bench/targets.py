@@ -155,7 +155,7 @@ _GEMM_CHILD = "import sys; from digitvae.bench.bounds import gemm_peak; print(ge
 
 
 def _bulk_rows(vae: DigitVAE, options: LoadOptions, repeats: int, gemm_size: int) -> dict[str, dict[str, Any]]:
-    """Time fp32 and int8 decode of 1,024 codes and numpy's GEMM, each alone in a process of its own, in turns.
+    """Time fp32 and int8 decode of 1,024 codes in turns, then numpy's GEMM, each alone in a process of its own.
 
     Alone, because each loaded model keeps a thread pool whose threads spin for a while after
     every call (and OpenBLAS's after every product): with the variants in one process, one's
@@ -165,14 +165,13 @@ def _bulk_rows(vae: DigitVAE, options: LoadOptions, repeats: int, gemm_size: int
     """
     variants = ["fp32", *(["int8"] if "int8" in vae.manifest.variants else [])]
     seconds: dict[str, list[float]] = {v: [] for v in variants}
-    peaks: list[float] = []
     for r in range(repeats):
-        for kind in variants[r % 2 :] + variants[: r % 2] + ["gemm"]:
-            if kind == "gemm":
-                peaks.append(float(_child([_GEMM_CHILD, str(gemm_size)], "GEMM")))
-                continue
+        for kind in variants[r % 2 :] + variants[: r % 2]:
             child = LoadOptions(options.model, kind, options.providers, threads=options.threads)
             seconds[kind].append(float(_child([_DECODE_CHILD, child.to_json(), "15"], f"{kind} decode")))
+    # The GEMMs after all the decodes, not between them: on a 2-core VM, decodes right after numpy's
+    # 2048^3 GEMM ran slower for a minute or more (int8 4.8 ms against 2.6, fp32 9.3 against 7.6).
+    peaks = [float(_child([_GEMM_CHILD, str(gemm_size)], "GEMM")) for _ in range(repeats)]
     rows: dict[str, dict[str, Any]] = {}
     flops = decoder_cost(vae, "flops_per_digit")
     if flops is not None:

@@ -155,8 +155,8 @@ def test_all_finite_finds_one_bad_value_anywhere_in_any_batch(
     assert not all_finite(array.astype(np.float64)) and not all_finite(array[::-1])
 
 
-def test_all_finite_tells_overflowing_sums_from_infinities() -> None:
-    """Rows of huge finite values sum to infinity: still finite; +inf and -inf in one row sum to NaN."""
+def test_all_finite_tells_huge_values_from_infinities() -> None:
+    """Huge finite values of both signs are finite; +inf beside -inf is not (nor would their sum be)."""
     huge = np.full((1024, 784), 3e38, np.float32)
     huge[::2] *= -1
     with warnings.catch_warnings():

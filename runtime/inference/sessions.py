@@ -129,7 +129,7 @@ class _Plan:
 
 #: The providers whose sessions decode large batches in place (run_into): the CPU's, and CUDA's,
 #: which copies the outputs from the GPU straight into the bound arrays (1,024 digits on an H200:
-#: 1.25-1.32x faster than a copy after InferenceSession.run). Others, untried, run the ordinary way.
+#: 1.23-1.32x faster than a copy after InferenceSession.run). Others, untried, run the ordinary way.
 IN_PLACE_PROVIDERS = frozenset({"CPUExecutionProvider", "CUDAExecutionProvider"})
 
 
