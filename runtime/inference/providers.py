@@ -48,7 +48,7 @@ CUDA_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"
 #: The CUDA provider's options that digitvae sets unless the caller does. `use_tf32` (onnxruntime
 #: 1.18 and later) is on by default: from Ampere on, float32 GEMMs then round their operands to
 #: 10-bit mantissas, and a float32 model's pixels move by 1e-3 from the CPU's (measured on an
-#: H200; docs/edge.md, "CUDA"). Off, they agree within 1e-6; the model is too small to gain speed.
+#: H200; docs/edge.md, "CUDA"). Off, they agree within 4e-6; the model is too small to gain speed.
 CUDA_DEFAULTS = {"use_tf32": "0"}
 
 
