@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import re
 import secrets
@@ -23,8 +22,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import OutputError
+from .logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["atomic_write", "remove_quietly", "signals_held", "swapped_in", "write_outcomes"]
 

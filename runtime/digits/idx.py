@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import logging
 import math
 import os
 import stat
@@ -18,9 +17,10 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import DataFormatError, InputError
+from ..logs import get_logger
 from .datadir import download_hint
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = [
     "looks_like_idx",

@@ -6,7 +6,6 @@ ones; IDX files hold digits, each prepared like a picture.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataFormatError, InputError
+from ..logs import get_logger
 from .prepare import prepare_digit
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Largest picture read, in pixels (a 48-megapixel photo is 8000x6000).
 MAX_PICTURE_PIXELS = 50_000_000

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import DigitVAEError, ModelError, OutputError
+from ..logs import get_logger
 from .manifest import MANIFEST_NAME, Manifest, parse_manifest
 from .reading import DuplicateKeyError, read_json, read_manifest, refuse_constant, unique_keys
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def update_metrics(model_dir: Path, entries: Mapping[str, Any], merge: str | None = None) -> Manifest:

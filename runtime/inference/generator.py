@@ -9,7 +9,6 @@ the two sessions.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,12 +19,13 @@ import numpy as np
 from ..arrays import all_finite
 from ..errors import DigitVAEError
 from ..folders.compose import compose_generator
+from ..logs import get_logger
 from .sessions import SMALL_BATCH, SmallBatchRunner, open_session, session_options
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: (noise [n, D], uniform [n], label [n]) -> image [n, 1, 28, 28], through the two sessions.
 Reference = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]

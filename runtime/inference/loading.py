@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +10,7 @@ from ..errors import ModelError, ProviderError
 from ..folders.manifest import PRIOR_ROLES, Manifest, ModelFile
 from ..folders.onnxscan import declared_graph
 from ..folders.reading import checked_graph
+from ..logs import get_logger
 from .contract import check_signatures, trial_run
 from .sessions import LazySession, open_session, session_options
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from .providers import Plan
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 #: The roles a CPU-only load opens on first use: generating needs neither.

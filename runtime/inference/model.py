@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from ..errors import InputError
 from ..folders.locate import DEFAULT_MODEL, resolve_model_dir
 from ..folders.manifest import PRIOR_ROLES, ROLES, Manifest
 from ..folders.reading import read_manifest
+from ..logs import get_logger
 from ..options import LoadOptions, as_provider_specs
 from . import likelihood
 from .contract import run_checked
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import onnxruntime as ort
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 _ENCODED = ["mean", "logvar"]
 _DECODED = ["logits", "image"]

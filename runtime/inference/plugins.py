@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -19,11 +18,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProviderError
+from ..logs import get_logger
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: The first onnxruntime with the plugin EP API.
 PLUGIN_API_VERSION = "1.23"

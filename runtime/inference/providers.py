@@ -5,16 +5,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from ..errors import ProviderError
+from ..logs import get_logger
 from . import plugins
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Short names accepted wherever a provider is asked for, mapped to onnxruntime's names.
 ALIASES: dict[str, str] = {

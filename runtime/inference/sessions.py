@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..logs import get_logger
 from . import plugins
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from .providers import Plan
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Largest batch served from preallocated buffers; larger batches use InferenceSession.run,
 #: where the model's own work dwarfs the per-call overhead.

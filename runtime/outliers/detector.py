@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -18,10 +17,11 @@ from ..folders.locate import DEFAULT_MODEL, shipped_models_dir
 from ..folders.manifest import ROLES, Manifest
 from ..inference.model import DigitVAE
 from ..inference.providers import ProviderSpec
+from ..logs import get_logger
 from ..options import LoadOptions, as_provider_specs
 from .scoring import Calibration, check_scores
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def fp32_hashes(manifest: Manifest) -> dict[str, str]:
