@@ -192,8 +192,8 @@ class GenerateModel(_Served):
         if form == 0:
             return {"z": feeds["z"], "image": self.vae.decode(feeds["z"], feeds.get("labels"))}
         z = self.vae.prior.sample(feeds["noise"], feeds["uniform"], feeds["label"])
-        _, image = self.vae.decoder_outputs(z, feeds["label"] if self.vae.num_classes else None)
-        return {"z": z, "image": image}
+        image = self.vae.decode(z, feeds["label"] if self.vae.num_classes else None)
+        return {"z": z, "image": image.reshape(len(z), 1, 28, 28)}
 
     def _codes(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Draw a count-form request's codes (and the digits they are for): its feeds, drawn alone whatever the batch."""

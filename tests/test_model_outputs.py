@@ -12,6 +12,7 @@ from helpers import copy_2d_model as _model_copy
 from helpers import run_cli_process as _cli
 
 from digitvae.runtime import DigitVAE, ModelError
+from digitvae.runtime.inference.sessions import LazySession
 
 
 class _Sliced:
@@ -37,8 +38,10 @@ class _Sliced:
 def _broken(part: str, **kwargs: Any) -> DigitVAE:
     """Load the default model and replace one of its sessions by a _Sliced one (small-batch path off)."""
     vae = DigitVAE.load()
-    if part in ("encoder", "decoder"):
-        setattr(vae, f"_{part}", _Sliced(getattr(vae, f"_{part}"), **kwargs))
+    if part == "decoder":
+        _replace_decoder(vae, lambda session: _Sliced(session, **kwargs))
+    elif part == "encoder":
+        vae._encoder = _Sliced(vae._encoder, **kwargs)
         vae._small[part].enabled = False
     else:
         prior: Any = vae.prior
@@ -101,6 +104,15 @@ def test_an_onnxruntime_failure_at_run_time_is_a_model_error(digits: np.ndarray,
             vae.iw_nll(digits[:3], k=2)
 
 
+def _replace_decoder(vae: DigitVAE, wrap: Any) -> None:
+    """Wrap both of the decoder's sessions (images, and the whole graph for logits), small-batch paths off."""
+    whole = vae._whole_decoder()
+    vae._decoder = wrap(vae._decoder)
+    vae._whole_slot = LazySession.opened(wrap(whole))
+    vae._small["decoder"].enabled = False
+    vae._small["whole"].enabled = False
+
+
 class _Poisoned(_Sliced):
     """A session that returns NaN in its first output."""
 
@@ -117,8 +129,7 @@ def test_nan_from_the_encoder_or_the_logits_is_a_model_error(digits: np.ndarray)
     with pytest.raises(ModelError, match="encoder returned NaN"):
         vae.encode(digits[:2])
     vae = DigitVAE.load()
-    vae._decoder = _Poisoned(vae._decoder)
-    vae._small["decoder"].enabled = False
+    _replace_decoder(vae, _Poisoned)
     with pytest.raises(ModelError, match="NaN or infinite logits"):
         vae.iw_nll(digits[:2], k=2)
 

@@ -15,6 +15,7 @@ import pytest
 from digitvae.runtime import DigitVAE, InputError, ModelError
 from digitvae.runtime.arrays import all_finite
 from digitvae.runtime.inference.contract import ORDINARY, run_checked
+from digitvae.runtime.inference.sessions import LazySession
 
 MODELS = ("mnist-vae", "mnist-cvae")
 HUGE = 3e38  # finite in float32, and overflows any layer
@@ -97,8 +98,8 @@ def test_nan_from_ordinary_noise_is_the_models_error(model: DigitVAE) -> None:
 
 def test_a_broken_row_among_extreme_ones_is_still_the_models_error() -> None:
     vae = DigitVAE.load()
-    vae._decoder = _Poisoned(vae._decoder, rows=(0,))
-    vae._small["decoder"].enabled = False
+    vae._whole_slot = LazySession.opened(_Poisoned(vae._whole_decoder(), rows=(0,)))
+    vae._small["whole"].enabled = False
     z = np.zeros((2, vae.latent_dim), np.float32)
     z[1] = HUGE  # row 1 is the caller's doing, row 0 (NaN from zeros) is not
     with pytest.raises(ModelError, match=r"decoder returned NaN or infinite logits for ordinary inputs \(row 0 of 2"):

@@ -233,7 +233,8 @@ def test_iw_nll_uses_the_prior_density(vae: DigitVAE, digits: np.ndarray) -> Non
     log_pz = density.run(None, {"z": z.reshape(-1, vae.latent_dim), "label": np.full(180, -1, np.int64)})[0].reshape(
         6, 30
     )
-    logits = vae._decoder.run(["logits"], {"z": z.reshape(-1, vae.latent_dim)})[0].reshape(6, 30, -1)
+    decoder = ort.InferenceSession(str(vae.model_dir / "decoder.onnx"))
+    logits = decoder.run(["logits"], {"z": z.reshape(-1, vae.latent_dim)})[0].reshape(6, 30, -1)
     flat = (x.reshape(6, 1, -1) / np.float32(255)).astype(np.float32)
     log_w = lk.bernoulli_log_prob(logits, flat) + log_pz - lk.gaussian_log_prob_of_noise(eps, logvar[:, None, :])
     np.testing.assert_allclose(vae.iw_nll(x, k=30, seed=0), -lk.log_mean_exp(log_w, axis=1), rtol=1e-5)

@@ -1,4 +1,7 @@
-"""Compose a prior's sampler with its decoder into one ONNX graph, from their bytes, without the onnx package.
+"""Derive graphs from a model's verified ONNX bytes, without the onnx package.
+
+`compose_generator` joins a prior's sampler and its decoder into one graph; `images_only` keeps
+a decoder's `image` as its one graph output.
 
 The sampler maps (noise, uniform, label) to z and the decoder maps z to (logits, image); the
 composed graph maps (noise, uniform, label) to (logits, image) with the same nodes and weights.
@@ -20,6 +23,8 @@ _NODE, _NAME, _INITIALIZER, _SPARSE, _INPUT, _OUTPUT, _VALUE_INFO = 1, 2, 5, 15,
 _NODE_OUTPUT, _NODE_NAME, _TENSOR_NAME, _VALUE_NAME = 2, 3, 8, 1
 #: The value that joins the two graphs.
 _JOIN = "z"
+#: The decoder output that images-only graphs keep.
+_IMAGE = "image"
 
 
 def compose_generator(sampler: bytes, decoder: bytes) -> bytes | None:
@@ -61,6 +66,45 @@ def _compose(sampler: memoryview, decoder: memoryview) -> bytes | None:
     for number, start, end in d_model[2]:  # the decoder's own fields, in order, its graph replaced
         model += _field(_GRAPH, graph) if number == _GRAPH else decoder[start:end]
     return bytes(model)
+
+
+def images_only(decoder: bytes) -> bytes | None:
+    """Return the decoder's bytes with `image` its only graph output, or None where it has no such output.
+
+    The nodes stay as they are, so the images are the same to the bit. Only which values leave
+    the graph changes: `logits`, no longer an output, need not be copied out of the last
+    product (onnxruntime's Reshape works in place on an inner value), which saves a copy of
+    every logit (4% of a 1,024-code decode on a 2-core AMD EPYC).
+    """
+    try:
+        return _keep_output(memoryview(decoder), _IMAGE)
+    except _Malformed:
+        return None
+
+
+def _keep_output(buf: memoryview, keep: str) -> bytes | None:
+    top = _top(buf)
+    if top is None:
+        return None
+    _, (start, end), spans = top
+    graph: list[memoryview] = []  # slices of buf, joined once below: the weights are copied once
+    kept = 0
+    for number, wire, a, b in _fields(buf, start, end):
+        if number == _OUTPUT and wire == _LEN and _name(buf, (a, b)) != keep:
+            start = b
+            continue
+        kept += number == _OUTPUT
+        graph.append(buf[start:b])  # the whole field, its tag and length included, as it stands
+        start = b
+    if kept != 1:
+        return None
+    parts: list[bytes | memoryview] = []
+    for number, first, last in spans:
+        if number == _GRAPH:
+            parts += [_varint((_GRAPH << 3) | _LEN), _varint(sum(len(part) for part in graph)), *graph]
+        else:
+            parts.append(buf[first:last])
+    return b"".join(parts)
 
 
 _Top = tuple[tuple[int, frozenset[bytes]], tuple[int, int], list[tuple[int, int, int]]]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError, ProviderError
+from ..folders.compose import images_only
 from ..folders.manifest import PRIOR_ROLES, Manifest, ModelFile
 from ..folders.onnxscan import declared_graph
 from ..folders.reading import checked_graph
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 
-#: The roles a CPU-only load opens on first use: generating needs neither.
-LAZY_ROLES = ("encoder", "prior_density")
+#: The roles a CPU-only load opens on first use: generating needs none of them. The decoder's
+#: images come from its images-only graph, opened at load (see open_model).
+LAZY_ROLES = ("encoder", "prior_density", "decoder")
 
 
 def open_model(
@@ -39,7 +41,11 @@ def open_model(
     """Open a model's files for these roles, each checked; on the CPU alone, LAZY_ROLES open on first use.
 
     Other providers open everything at load, so that the providers a model reports and `strict`
-    speak for every file then. Returns the sessions and the verified bytes of those opened now.
+    speak for every file then. Returns the sessions by role, with "images" for the session that
+    makes the decoder's images, and the verified bytes of every file. On the CPU alone that is
+    the decoder's graph with `image` its only output (folders.compose.images_only: the same
+    nodes, no logits copied out), opened now, while the whole decoder, needed for its logits,
+    opens on first use; elsewhere it is the decoder itself.
     """
     files = manifest.files(variant)
     # The prior's graphs are small: a thread pool of their own would only spin beside the
@@ -47,10 +53,19 @@ def open_model(
     role_threads = {role: 1 if role in PRIOR_ROLES else threads for role in roles}
     cpu_only = plan.names == ["CPUExecutionProvider"] and not plan.plugins and not plan.record_assignment
     lazy = [role for role in roles if cpu_only and role in LAZY_ROLES]
-    sessions = {role: open_lazily(model_dir, manifest, role, files[role], role_threads[role]) for role in lazy}
+    sessions: dict[str, LazySession] = {}
+    blobs: dict[str, bytes] = {}
+    for role in lazy:
+        sessions[role], blobs[role] = open_lazily(model_dir, manifest, role, files[role], role_threads[role])
     eager = {role: files[role] for role in roles if role not in lazy}
-    opened, blobs = open_checked(model_dir, manifest, eager, role_threads, plan, strict=strict)
+    opened, eager_blobs = open_checked(model_dir, manifest, eager, role_threads, plan, strict=strict)
     sessions.update((role, LazySession.opened(session)) for role, session in opened.items())
+    blobs.update(eager_blobs)
+    if "decoder" in lazy:
+        images = open_images(model_dir, manifest, files["decoder"], blobs["decoder"], role_threads["decoder"])
+        sessions["images"] = LazySession.opened(images) if images is not None else sessions["decoder"]
+    elif "decoder" in sessions:
+        sessions["images"] = sessions["decoder"]
     return sessions, blobs
 
 
@@ -93,12 +108,14 @@ def open_checked(
     return sessions, blobs
 
 
-def open_lazily(model_dir: Path, manifest: Manifest, role: str, entry: ModelFile, threads: int | None) -> LazySession:
+def open_lazily(
+    model_dir: Path, manifest: Manifest, role: str, entry: ModelFile, threads: int | None
+) -> tuple[LazySession, bytes]:
     """Check one role's file now as `open_checked` does, and open it as a CPU session on first use.
 
     The sha256, the scan for external data and the declared signature are checked here, from
     the file's bytes; the session and its trial run wait for the first call, whose ModelError
-    then says what onnxruntime found.
+    then says what onnxruntime found. Returns the session to be and the file's verified bytes.
     """
     data = checked_graph(model_dir, entry)
     check_signatures(model_dir, manifest, {role: declared_graph(data, model_dir / entry.path)})
@@ -113,7 +130,26 @@ def open_lazily(model_dir: Path, manifest: Manifest, role: str, entry: ModelFile
         logger.debug("opened %s", model_dir / entry.path)
         return session
 
-    return LazySession(opener)
+    return LazySession(opener), data
+
+
+def open_images(
+    model_dir: Path, manifest: Manifest, entry: ModelFile, data: bytes, threads: int | None
+) -> ort.InferenceSession | None:
+    """Open the decoder's images-only graph as a CPU session and run it once; None where it cannot be derived.
+
+    `data` are the decoder's verified bytes, its declared signature already checked.
+    """
+    derived = images_only(data)
+    if derived is None:
+        logger.debug("%s: no images-only graph; images come from the whole decoder", model_dir / entry.path)
+        return None
+    try:
+        session = open_session(derived, session_options(threads))
+    except Exception as exc:  # onnxruntime raises several unrelated types for bad models
+        raise ModelError(f"{model_dir / entry.path}: onnxruntime cannot load it: {exc}") from None
+    trial_run(model_dir, manifest, {"decoder": session})
+    return session
 
 
 def _cpu_session(data: bytes, threads: int | None) -> ort.InferenceSession | None:

@@ -49,16 +49,19 @@ class DigitVAE:
         encoder: ort.InferenceSession | LazySession,
         decoder: ort.InferenceSession,
         prior: Prior | None = None,
+        whole_decoder: LazySession | None = None,
     ) -> None:
+        """`decoder` makes the images; `whole_decoder`, where given, gives the logits too (see loading.open_model)."""
         self.manifest = manifest
         self.model_dir = model_dir
         self._encoder_slot = encoder if isinstance(encoder, LazySession) else LazySession.opened(encoder)
         self._decoder = decoder
+        self._whole_slot = whole_decoder or LazySession.opened(decoder)
         #: The latent prior p(z): N(0, I), or the model's learned prior.
         self.prior = prior or Prior(manifest.latent_dim)
         # Small batches skip InferenceSession.run's per-call conversions (CPU only), large ones are
         # decoded in place (CPU and CUDA); the encoder's runner is made with its session, on first use.
-        self._small = Runners(lambda: self._encoder, SmallBatchRunner(decoder))
+        self._small = Runners(SmallBatchRunner(decoder), encoder=lambda: self._encoder, whole=self._whole_decoder)
         self._draws = Draws(manifest.name, self.prior, manifest.num_classes, self._labels)
         self._composed: ComposedGenerator | None = None  # see from_options
         running = [active_providers(decoder)]
@@ -76,6 +79,10 @@ class DigitVAE:
     def _encoder(self, session: ort.InferenceSession) -> None:
         self._encoder_slot = LazySession.opened(session)
         self._small.pop("encoder", None)  # the next small batch makes a runner for this session
+
+    def _whole_decoder(self) -> ort.InferenceSession:
+        """Return the decoder session that gives logits as well as images, opening it on first use."""
+        return self._whole_slot.get()
 
     @classmethod
     def load(
@@ -117,7 +124,9 @@ class DigitVAE:
             learned_prior = LearnedPrior(
                 manifest.latent_dim, description, sessions["prior"].get(), sessions["prior_density"]
             )
-        vae = cls(manifest, model_dir, sessions["encoder"], sessions["decoder"].get(), learned_prior)
+        vae = cls(
+            manifest, model_dir, sessions["encoder"], sessions["images"].get(), learned_prior, sessions["decoder"]
+        )
         if learned and not vae.num_classes and vae.providers == ["CPUExecutionProvider"]:
             vae._composed = ComposedGenerator(blobs["prior"], blobs["decoder"], options.threads, vae._images, model_dir)
         check_active(chosen.started, vae.providers, strict=strict)
@@ -205,7 +214,7 @@ class DigitVAE:
     def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
         """Decode checked codes into [N, 28, 28]; every image output's shape and finiteness checked."""
         if len(z) <= SMALL_BATCH:  # the bound buffers of the small-batch runner, through run_checked
-            return self._run_decoder("image", z, y).reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
+            return self._run_images(z, y).reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
         out = np.empty((len(z), 1, IMAGE_SIDE, IMAGE_SIDE), np.float32)
         small = self._small["decoder"]
         for i in range(0, len(z), CHUNK):
@@ -213,7 +222,7 @@ class DigitVAE:
             feeds = {"z": part} if labels is None else {"z": part, "label": labels}
             # Decoded in place; where that is not possible, or the images are not finite, run_checked says why.
             if not (small.run_into("image", feeds, into) and all_finite(into)):
-                into[...] = self._run_decoder("image", part, labels)
+                into[...] = self._run_images(part, labels)
         return out.reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
 
     def decoder_outputs(self, z: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -226,7 +235,7 @@ class DigitVAE:
             part = z[i : i + CHUNK]
             feeds = {"z": part} if y is None else {"z": part, "label": y[i : i + CHUNK]}
             shape = (len(part), 1, IMAGE_SIDE, IMAGE_SIDE)
-            out = run_checked(self._decoder, _DECODED, feeds, "decoder", (shape, shape), self._small["decoder"])
+            out = run_checked(self._whole_decoder(), _DECODED, feeds, "decoder", (shape, shape), self._whole_runner())
             logits[i : i + len(part)], image[i : i + len(part)] = out
         return logits, image
 
@@ -305,16 +314,21 @@ class DigitVAE:
 
     def _images(self, noise: np.ndarray, uniform: np.ndarray, label: np.ndarray) -> np.ndarray:
         """Return the images [n, 1, 28, 28] the sampler and the decoder make of these draws, one session each."""
-        return self._run_decoder("image", self.prior.sample(noise, uniform, label), None)
+        return self._run_images(self.prior.sample(noise, uniform, label), None)
 
     def logits_chunk(self, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         """Return the decoder's logits [m, 1, 28, 28] for at most CHUNK codes already checked (see `decode`)."""
-        return self._run_decoder("logits", z, labels)
-
-    def _run_decoder(self, output: str, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         feeds = {"z": z} if labels is None else {"z": z, "label": labels}
         shape = (len(z), 1, IMAGE_SIDE, IMAGE_SIDE)
-        return run_checked(self._decoder, [output], feeds, "decoder", (shape,), self._small["decoder"])[0]
+        return run_checked(self._whole_decoder(), ["logits"], feeds, "decoder", (shape,), self._whole_runner())[0]
+
+    def _whole_runner(self) -> SmallBatchRunner:
+        return self._small["decoder"] if self._whole_slot.get() is self._decoder else self._small["whole"]
+
+    def _run_images(self, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        feeds = {"z": z} if labels is None else {"z": z, "label": labels}
+        shape = (len(z), 1, IMAGE_SIDE, IMAGE_SIDE)
+        return run_checked(self._decoder, ["image"], feeds, "decoder", (shape,), self._small["decoder"])[0]
 
     def __repr__(self) -> str:
         return f"DigitVAE(name={self.name!r}, latent_dim={self.latent_dim}, providers={self.providers})"

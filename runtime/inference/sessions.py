@@ -302,14 +302,12 @@ def _fill(plan: _Plan, feeds: Mapping[str, np.ndarray]) -> bool:
 
 
 class Runners(dict[str, SmallBatchRunner]):
-    """A model's small-batch runners by role: the decoder's made now, the encoder's when first asked for."""
+    """A model's small-batch runners by role: the decoder's made now, the others' when first asked for."""
 
-    def __init__(self, encoder: Callable[[], ort.InferenceSession], decoder: SmallBatchRunner) -> None:
+    def __init__(self, decoder: SmallBatchRunner, **sessions: Callable[[], ort.InferenceSession]) -> None:
         super().__init__(decoder=decoder)
-        self._encoder = encoder
+        self._sessions = sessions
 
     def __missing__(self, role: str) -> SmallBatchRunner:
-        if role != "encoder":
-            raise KeyError(role)
-        runner = self[role] = SmallBatchRunner(self._encoder())
+        runner = self[role] = SmallBatchRunner(self._sessions[role]())
         return runner
