@@ -87,6 +87,20 @@ def ignore_signals() -> None:
             signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
+class SignalSafeCommand(click.Command):
+    """A click command that, run as a program of its own (`main()` sets the flag), ignores signals once it has returned."""
+
+    ignore_signals_when_done = False
+
+    def invoke(self, ctx: click.Context) -> Any:
+        result = super().invoke(ctx)
+        if self.ignore_signals_when_done:
+            # Finished, and said how: a signal from here on would reach click's own handler, which
+            # prints "Aborted!" and exits 1 after a complete run.
+            ignore_signals()
+        return result
+
+
 def stopped(what: str) -> str:
     """Return the error line's text for a command stopped by a signal: what it wrote, and what it left as it was."""
     from digitvae.runtime.atomic import write_outcomes

@@ -12,7 +12,16 @@ import click
 
 from digitvae.runtime.errors import DigitVAEError, InputError
 
-from .console import VERBOSE_FLAGS, Terminated, fail, handle_sigterm, handled_errors, setup_logging
+from .console import (
+    VERBOSE_FLAGS,
+    SignalSafeCommand,
+    Terminated,
+    fail,
+    handle_sigterm,
+    handled_errors,
+    ignore_signals,
+    setup_logging,
+)
 from .options import require
 
 if TYPE_CHECKING:
@@ -20,7 +29,7 @@ if TYPE_CHECKING:
     from digitvae.train.loop import EpochStats
 
 
-@click.command()
+@click.command(cls=SignalSafeCommand)
 @click.option(
     "--preset",
     default="iwae-mix",
@@ -268,5 +277,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     handle_sigterm()
     setup_logging(sum(VERBOSE_FLAGS.get(a, 0) for a in args))
-    with handled_errors():
-        train.main([a for a in args if a not in VERBOSE_FLAGS], prog_name="python -m digitvae.train")
+    train.ignore_signals_when_done = True
+    try:
+        with handled_errors():
+            train.main([a for a in args if a not in VERBOSE_FLAGS], prog_name="python -m digitvae.train")
+    finally:
+        ignore_signals()  # finished and said how, as `digitvae`'s main does

@@ -24,7 +24,7 @@ try:  # the folder writers need onnx; a file write (generate, evaluate --write) 
 except ImportError:
     folder = triton = None
 
-step, sig = sys.argv.pop(1), getattr(signal, sys.argv.pop(1))
+step, sig, entry = sys.argv.pop(1), getattr(signal, sys.argv.pop(1)), sys.argv.pop(1)
 replaced = []
 
 def hit():
@@ -71,7 +71,10 @@ atomic.shutil = Stand(shutil, rmtree=rmtree)
 if folder is not None:
     folder.check_loadable = checked(folder.check_loadable)
     triton.check_repository = checked(triton.check_repository)
-from digitvae.cli.main import main
+if entry == "train":  # python -m digitvae.train, which runs the train command without the group
+    from digitvae.cli.train import main
+else:
+    from digitvae.cli.main import main
 sys.argv[0] = "digitvae"
 main()
 """
@@ -89,9 +92,12 @@ def command() -> list[str]:
     return [sys.executable, "-c", "from digitvae.cli.main import main; main()"]
 
 
-def at_step_command(step: str, signum: int) -> list[str]:
-    """Return a command line that runs `digitvae` and sends itself `signum` at `step` of a folder swap."""
-    return [sys.executable, "-c", _AT_STEP, step, signal.Signals(signum).name]
+def at_step_command(step: str, signum: int, entry: str = "digitvae") -> list[str]:
+    """Return a command line that runs `digitvae` and sends itself `signum` at `step` of a folder swap.
+
+    entry "train" runs `python -m digitvae.train`'s main instead: the arguments then are train's.
+    """
+    return [sys.executable, "-c", _AT_STEP, step, signal.Signals(signum).name, entry]
 
 
 def child_env() -> dict[str, str]:

@@ -151,6 +151,16 @@ def test_a_signal_after_the_command_has_finished_changes_nothing(
     assert ended.stdout.strip() and snapshot(out / WRITERS[name].target) == want.after
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_after_python_m_digitvae_train_has_finished_changes_nothing(tmp_path: Path, signum: int) -> None:
+    """`python -m digitvae.train` runs its command without the group: once it has finished, a signal is ignored too."""
+    pytest.importorskip("torch")
+    args = ["--preset", "vae-2d", "--train", str(TRAIN_IMAGES), "--valid", str(VALID_IMAGES), "--epochs", "1"]
+    ended = run([*at_step_command("closing", signum, entry="train"), *args, "-o", "run"], tmp_path)
+    assert (ended.code, ended.stderr) == (0, ""), ended
+    assert (tmp_path / "run" / "last.pt").is_file() and (tmp_path / "run" / "best.pt").is_file()
+
+
 def _fast(name: str, step: str, signum: int) -> bool:
     """Say whether a case is in the fast subset (-m 'not slow'): each step of export-triton, one rename of variants.
 
