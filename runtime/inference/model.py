@@ -60,7 +60,8 @@ class DigitVAE:
         #: The latent prior p(z): N(0, I), or the model's learned prior.
         self.prior = prior or Prior(manifest.latent_dim)
         # Small batches skip InferenceSession.run's per-call conversions (CPU only), large ones are
-        # decoded in place (CPU and CUDA); the encoder's runner is made with its session, on first use.
+        # decoded in place (CPU and CUDA); the encoder's and the whole decoder's runners are made
+        # with their sessions, on first use.
         self._small = Runners(SmallBatchRunner(decoder), encoder=lambda: self._encoder, whole=self._whole_decoder)
         self._draws = Draws(manifest.name, self.prior, manifest.num_classes, self._labels)
         self._composed: ComposedGenerator | None = None  # see from_options
