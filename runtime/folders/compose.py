@@ -74,7 +74,7 @@ def images_only(decoder: bytes) -> bytes | None:
     The nodes stay as they are, so the images are the same to the bit. Only which values leave
     the graph changes: `logits`, no longer an output, need not be copied out of the last
     product (onnxruntime's Reshape works in place on an inner value), which saves a copy of
-    every logit (3-4% of a 1,024-code fp32 decode on a 2-core AMD EPYC, 4-8% in int8).
+    every logit (1-4% of a 1,024-code fp32 decode on a 2-core AMD EPYC, 4-9% in int8).
     """
     try:
         return _keep_output(memoryview(decoder), _IMAGE)
