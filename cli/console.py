@@ -88,8 +88,14 @@ def ignore_signals() -> None:
 
 
 class SignalSafeCommand(click.Command):
-    """A click command that, run as a program of its own (`main()` sets the flag), ignores signals once it has returned."""
+    """A click command (or, ahead of click.Group in its bases, a group) that ignores signals once it has returned.
 
+    Only when run as a program of its own: its `main()` sets the flag, in-process callers such
+    as click's CliRunner do not. A group must list this class first, so that the whole of
+    click.Group.invoke, its subcommand included, comes before the signals are ignored.
+    """
+
+    #: Set by the program's main().
     ignore_signals_when_done = False
 
     def invoke(self, ctx: click.Context) -> Any:

@@ -17,6 +17,7 @@ from digitvae.runtime.options import LoadOptions
 
 from .console import (
     VERBOSE_FLAGS,
+    SignalSafeCommand,
     Terminated,
     fail_stopped,
     handle_sigterm,
@@ -65,7 +66,7 @@ _LAZY_COMMANDS = {
 }
 
 
-class _Group(click.Group):
+class _Group(SignalSafeCommand, click.Group):
     """A click group that turns our errors into one clean line and a non-zero exit."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -75,9 +76,6 @@ class _Group(click.Group):
         # -v/--verbose belongs to the group, but is welcome after the command too: move it in front.
         verbose = [a for a in args if a in VERBOSE_FLAGS]
         return super().parse_args(ctx, [*verbose, *(a for a in args if a not in VERBOSE_FLAGS)])
-
-    #: Set by main(), the program itself (not by in-process callers such as click's CliRunner).
-    ignore_signals_when_done = False
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands and name in _LAZY_COMMANDS:
@@ -92,14 +90,10 @@ class _Group(click.Group):
             return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
+        # Inside: once the command has returned, SignalSafeCommand ignores signals (when main() set
+        # the flag); one that comes before that is reported here as "interrupted after writing ...".
         with handled_errors(verbose=bool(ctx.params.get("verbose"))):
-            result = super().invoke(ctx)
-            if self.ignore_signals_when_done:
-                # The command has finished and said how. A signal from here on would reach click's
-                # own handler, which prints "Aborted!" and exits 1 after a complete run; one that
-                # comes before this line is reported here as "interrupted after writing ...".
-                ignore_signals()
-            return result
+            return super().invoke(ctx)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -63,6 +63,8 @@ class DigitVAE:
         # decoded in place (CPU and CUDA); the encoder's and the whole decoder's runners are made
         # with their sessions, on first use.
         self._small = Runners(SmallBatchRunner(decoder), encoder=lambda: self._encoder, whole=self._whole_decoder)
+        if self._whole_slot.is_open and self._whole_slot.get() is decoder:
+            self._small["whole"] = self._small["decoder"]  # one session: one set of buffers
         self._draws = Draws(manifest.name, self.prior, manifest.num_classes, self._labels)
         self._composed: ComposedGenerator | None = None  # see from_options
         running = [active_providers(decoder)]
@@ -215,7 +217,7 @@ class DigitVAE:
     def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
         """Decode checked codes into [N, 28, 28]; every image output's shape and finiteness checked."""
         if len(z) <= SMALL_BATCH:  # the bound buffers of the small-batch runner, through run_checked
-            return self._run_images(z, y).reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
+            return self._run_decoder("image", z, y).reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
         out = np.empty((len(z), 1, IMAGE_SIDE, IMAGE_SIDE), np.float32)
         small = self._small["decoder"]
         for i in range(0, len(z), CHUNK):
@@ -223,7 +225,7 @@ class DigitVAE:
             feeds = {"z": part} if labels is None else {"z": part, "label": labels}
             # Decoded in place; where that is not possible, or the images are not finite, run_checked says why.
             if not (small.run_into("image", feeds, into) and all_finite(into)):
-                into[...] = self._run_images(part, labels)
+                into[...] = self._run_decoder("image", part, labels)
         return out.reshape(len(z), IMAGE_SIDE, IMAGE_SIDE)
 
     def decoder_outputs(self, z: npt.ArrayLike, labels: npt.ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -236,7 +238,7 @@ class DigitVAE:
             part = z[i : i + CHUNK]
             feeds = {"z": part} if y is None else {"z": part, "label": y[i : i + CHUNK]}
             shape = (len(part), 1, IMAGE_SIDE, IMAGE_SIDE)
-            out = run_checked(self._whole_decoder(), _DECODED, feeds, "decoder", (shape, shape), self._whole_runner())
+            out = run_checked(self._whole_decoder(), _DECODED, feeds, "decoder", (shape, shape), self._small["whole"])
             logits[i : i + len(part)], image[i : i + len(part)] = out
         return logits, image
 
@@ -315,21 +317,19 @@ class DigitVAE:
 
     def _images(self, noise: np.ndarray, uniform: np.ndarray, label: np.ndarray) -> np.ndarray:
         """Return the images [n, 1, 28, 28] the sampler and the decoder make of these draws, one session each."""
-        return self._run_images(self.prior.sample(noise, uniform, label), None)
+        return self._run_decoder("image", self.prior.sample(noise, uniform, label), None)
 
     def logits_chunk(self, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         """Return the decoder's logits [m, 1, 28, 28] for at most CHUNK codes already checked (see `decode`)."""
+        return self._run_decoder("logits", z, labels)
+
+    def _run_decoder(self, output: str, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        """Run one decoder output: images from the images session, logits from the whole decoder."""
         feeds = {"z": z} if labels is None else {"z": z, "label": labels}
         shape = (len(z), 1, IMAGE_SIDE, IMAGE_SIDE)
-        return run_checked(self._whole_decoder(), ["logits"], feeds, "decoder", (shape,), self._whole_runner())[0]
-
-    def _whole_runner(self) -> SmallBatchRunner:
-        return self._small["decoder"] if self._whole_slot.get() is self._decoder else self._small["whole"]
-
-    def _run_images(self, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-        feeds = {"z": z} if labels is None else {"z": z, "label": labels}
-        shape = (len(z), 1, IMAGE_SIDE, IMAGE_SIDE)
-        return run_checked(self._decoder, ["image"], feeds, "decoder", (shape,), self._small["decoder"])[0]
+        if output == "image":
+            return run_checked(self._decoder, [output], feeds, "decoder", (shape,), self._small["decoder"])[0]
+        return run_checked(self._whole_decoder(), [output], feeds, "decoder", (shape,), self._small["whole"])[0]
 
     def __repr__(self) -> str:
         return f"DigitVAE(name={self.name!r}, latent_dim={self.latent_dim}, providers={self.providers})"
