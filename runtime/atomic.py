@@ -145,19 +145,21 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", *, encoding: st
     target = Path(path)
     _check_destination(target)
     written = False
-    with signals_held():  # a signal between creating the file and owning it would leave it behind
-        temp_path, fd = _create_temp(target)
-        try:
-            if "b" in mode:
-                handle: IO[Any] = os.fdopen(fd, "wb")
-            else:
-                handle = os.fdopen(fd, "w", encoding=encoding)
-        except BaseException:
-            os.close(fd)
-            remove_quietly(temp_path)
-            raise
+    temp_path: Path | None = None
     try:
         try:
+            # A signal held back here is acted on as the block ends: inside this try, with
+            # temp_path set, so the file is removed.
+            with signals_held():
+                temp_path, fd = _create_temp(target)
+                try:
+                    if "b" in mode:
+                        handle: IO[Any] = os.fdopen(fd, "wb")
+                    else:
+                        handle = os.fdopen(fd, "w", encoding=encoding)
+                except BaseException:
+                    os.close(fd)
+                    raise
             with handle:
                 yield handle
                 handle.flush()
@@ -171,7 +173,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", *, encoding: st
     except BaseException:
         if not written:  # a signal held back during the rename is raised after it: the file is in place
             with signals_held():
-                remove_quietly(temp_path)
+                if temp_path is not None:
+                    remove_quietly(temp_path)
                 _outcomes[target] = False
         raise
     _fsync_directory(target.parent)
@@ -245,13 +248,12 @@ def swapped_in(out_dir: Path, move_aside: Callable[[Path], bool], failed: Callab
     parent = out_dir.absolute().parent
     prefix = f".{out_dir.name}.{os.getpid()}."
     written = False
+    staging: Path | None = None
     recover_leftovers(out_dir)
-    with signals_held():
-        try:
-            staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-        except OSError as exc:
-            raise OutputError(failed(exc)) from None
     try:
+        # A signal held back here is acted on as the block ends, inside this try: staging is removed.
+        with signals_held():
+            staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
         yield staging
         with signals_held():
             old: Path | None = None
@@ -274,7 +276,8 @@ def swapped_in(out_dir: Path, move_aside: Callable[[Path], bool], failed: Callab
     except BaseException as exc:
         if not written:
             with signals_held():
-                shutil.rmtree(staging, ignore_errors=True)
+                if staging is not None:
+                    shutil.rmtree(staging, ignore_errors=True)
                 _outcomes[out_dir] = False
         if isinstance(exc, OSError):
             raise OutputError(failed(exc)) from None

@@ -16,7 +16,7 @@ from pathlib import Path
 #: step of runtime.atomic's folder swap, through stand-ins for the os and shutil it calls, or
 #: ("closing") as click closes the command's context, once the command has finished.
 _AT_STEP = """
-import os, shutil, signal, sys
+import os, shutil, signal, sys, tempfile
 import click
 from digitvae.runtime import atomic
 try:  # the folder writers need onnx; a file write (generate, evaluate --write) does not
@@ -51,6 +51,12 @@ def rmtree(path, *args, **kwargs):
         hit()
     return shutil.rmtree(path, *args, **kwargs)
 
+def mkdtemp(*args, **kwargs):
+    made = tempfile.mkdtemp(*args, **kwargs)
+    if step == "create" and ".old." not in os.path.basename(made):
+        hit()
+    return made
+
 def checked(real):
     def check(*args, **kwargs):
         if step == "check":
@@ -68,6 +74,7 @@ def closing(real):
 click.Context.close = closing(click.Context.close)
 atomic.os = Stand(os, replace=replace)
 atomic.shutil = Stand(shutil, rmtree=rmtree)
+atomic.tempfile = Stand(tempfile, mkdtemp=mkdtemp)
 if folder is not None:
     folder.check_loadable = checked(folder.check_loadable)
     triton.check_repository = checked(triton.check_repository)
@@ -79,9 +86,10 @@ sys.argv[0] = "digitvae"
 main()
 """
 
-#: Steps of a swap where a signal can be sent: in the body, while the new folder is checked; as the
-#: old folder is moved aside; as the new one is renamed into place; while the old one is removed.
-STEPS = ("check", "replace1", "replace2", "after-replace2", "remove-old")
+#: Steps of a swap where a signal can be sent: as the new folder is made; in the body, while it is
+#: checked; as the old folder is moved aside; as the new one is renamed into place; while the old
+#: one is removed.
+STEPS = ("create", "check", "replace1", "replace2", "after-replace2", "remove-old")
 
 
 def command() -> list[str]:

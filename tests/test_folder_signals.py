@@ -17,9 +17,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from mnist_files import TRAIN_IMAGES, VALID_IMAGES
@@ -193,9 +196,9 @@ def test_a_signal_at_each_step_of_the_swap_leaves_one_state_and_says_which(
     out = prepared(name, tmp_path, want)
     ended = run([*at_step_command(step, signum), *WRITERS[name].args], out)
     written = assert_one_state(name, out, ended, signum, want)
-    # Checking the new folder comes before the swap: a signal there leaves the old one. From the
-    # first rename on, the swap is finished before the signal is acted on.
-    assert written == (step != "check"), ended.stderr
+    # Making and checking the new folder come before the swap: a signal there leaves the old one.
+    # From the first rename on, the swap is finished before the signal is acted on.
+    assert written == (step not in ("create", "check")), ended.stderr
     assert ended.code == CODES[signal.Signals(signum)][0]
 
 
@@ -287,6 +290,48 @@ def test_signals_are_acted_on_after_a_held_block() -> None:
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted_on_return(real: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a function so that it sends this process SIGINT once it has made what it makes."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        made = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return made
+
+    return wrapped
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_signal_as_the_temporary_is_made_leaves_nothing_beside_the_output(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str
+) -> None:
+    """The signal held back while the temporary file or folder is made is acted on where it is cleaned up."""
+    from digitvae.runtime import atomic
+
+    if kind == "file":
+        monkeypatch.setattr(atomic, "_create_temp", _interrupted_on_return(atomic._create_temp))
+        out = tmp_path / "out.txt"
+        out.write_text("old")
+        writing = atomic.atomic_write(out, "w")
+    else:
+        monkeypatch.setattr(atomic, "tempfile", SimpleNamespace(mkdtemp=_interrupted_on_return(tempfile.mkdtemp)))
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / "old.txt").write_text("old")
+        writing = atomic.swapped_in(out, lambda existing: existing.exists(), str)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        entered = []
+        with pytest.raises(KeyboardInterrupt), writing:
+            entered.append(True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert entered == [], "the body ran after the signal"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name], "a temporary was left"
+    assert (out.read_text() if kind == "file" else (out / "old.txt").read_text()) == "old"
+    assert atomic.write_outcomes()[out] is False
 
 
 def test_a_file_write_records_what_it_wrote_and_what_it_left(tmp_path: Path) -> None:
