@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from digitvae.runtime._version import __version__
-from digitvae.runtime.atomic import remove_quietly
+from digitvae.runtime.atomic import remove_quietly, signals_held
 from digitvae.runtime.digits.datadir import default_data_dir
 from digitvae.runtime.errors import DownloadError, OutputError
 
@@ -219,9 +219,12 @@ def download_mnist(
     if timeout <= 0 or backoff < 0:
         raise ValueError(f"timeout must be > 0 and backoff >= 0, got timeout={timeout}, backoff={backoff}")
     target = Path(directory)
-    created = _make_folders(target)
+    created: list[Path] = []
     paths: list[Path] = []
     try:
+        # A signal held back while the folders are made is acted on here, where they are removed.
+        with signals_held():
+            created = _make_folders(target)
         for remote in files:
             dest = target / remote.name
             if dest.is_file():
