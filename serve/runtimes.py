@@ -80,11 +80,14 @@ def batch_metrics() -> tuple[Any, Any]:
 
 
 class _QuietClientErrors(logging.Filter):
-    """Drop MLServer's traceback for a request refused with a 4xx: the client gets the reason."""
+    """Drop MLServer's traceback for a request refused with a 4xx, or a 503 while a worker restarts.
+
+    The client gets the reason; a worker's stop is logged once, by MLServer's pool.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (isinstance(exc, MLServerError) and 400 <= exc.status_code < 500)
+        return not (isinstance(exc, MLServerError) and (400 <= exc.status_code < 500 or exc.status_code == 503))
 
 
 @functools.cache

@@ -136,9 +136,11 @@ async def _run(models: Sequence[ServedModel], options: ServerOptions, workdir: s
         load_models_at_startup=False,
     )
     from .runtimes import quiet_client_errors
+    from .workers import unavailable_while_restarting
 
     _quiet_uvicorn()
     _raw_contents_as_bytes()
+    unavailable_while_restarting()
     server = MLServer(settings)
     quiet_client_errors()  # after MLServer sets its loggers up
     if not options.plain_rest:
