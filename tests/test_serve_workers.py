@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -63,19 +65,31 @@ def test_requests_get_503_while_a_killed_worker_restarts_then_200(tmp_path: Path
     assert log.count("stopped unexpectedly with exit code 9") == 1, log[-3000:]
 
 
+#: Run in a process of its own: tritonclient.grpc and MLServer's gRPC module register the same
+#: protobuf names, and this test process may have imported the other.
+_PATCHED = """
+import grpc
+from mlserver.grpc import utils as grpc_utils
+from mlserver.parallel import dispatcher
+
+from digitvae.serve.workers import WorkerStopped, WorkerUnavailable, unavailable_while_restarting
+
+unavailable_while_restarting()
+empty = dispatcher.Dispatcher({}, responses=None)
+try:
+    empty._get_worker()
+except WorkerUnavailable as refused:
+    assert refused.status_code == 503, refused.status_code
+else:
+    raise AssertionError("a dispatcher without workers handed one out")
+assert dispatcher.WorkerStop is WorkerStopped and WorkerStopped(9).status_code == 503
+assert "exit code 9" in str(WorkerStopped(9))
+assert grpc_utils.STATUS_CODE_MAPPING[503] == grpc.StatusCode.UNAVAILABLE
+print("checked")
+"""
+
+
 @pytest.mark.skipif(not HAVE_MLSERVER, reason="needs the [serve] extra (MLServer)")
 def test_no_worker_to_send_to_is_a_503_and_grpc_unavailable() -> None:
-    import grpc
-    from mlserver.grpc import utils as grpc_utils
-    from mlserver.parallel import dispatcher
-
-    from digitvae.serve.workers import WorkerStopped, WorkerUnavailable, unavailable_while_restarting
-
-    unavailable_while_restarting()
-    empty = dispatcher.Dispatcher({}, responses=None)  # type: ignore[arg-type]
-    with pytest.raises(WorkerUnavailable) as refused:
-        empty._get_worker()
-    assert refused.value.status_code == 503
-    assert dispatcher.WorkerStop is WorkerStopped and WorkerStopped(9).status_code == 503
-    assert "exit code 9" in str(WorkerStopped(9))
-    assert grpc_utils.STATUS_CODE_MAPPING[503] == grpc.StatusCode.UNAVAILABLE
+    done = subprocess.run([sys.executable, "-c", _PATCHED], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, "checked\n"), done.stderr[-3000:]
