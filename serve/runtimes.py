@@ -27,6 +27,7 @@ from digitvae.runtime.options import LoadOptions
 from .batching import Batcher
 from .signatures import ModelDims, input_forms
 from .tensors import output, read_inputs, requested
+from .workers import UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class _QuietClientErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (isinstance(exc, MLServerError) and (400 <= exc.status_code < 500 or exc.status_code == 503))
+        return not (isinstance(exc, MLServerError) and (400 <= exc.status_code < 500 or exc.status_code == UNAVAILABLE))
 
 
 @functools.cache

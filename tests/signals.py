@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -9,8 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: Run before the command in the child: `STEP` (a test's choice) sends the child `SIGNAL` at one
 #: step of runtime.atomic's folder swap, through stand-ins for the os and shutil it calls, or
@@ -179,3 +182,24 @@ def snapshot(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
     }
+
+
+@contextlib.contextmanager
+def python_sigint() -> Iterator[None]:
+    """Give SIGINT Python's usual handler (KeyboardInterrupt) for the block: a test run in the background starts with it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def interrupted_on_return(real: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a function so that it sends this process SIGINT once it has made what it makes."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        made = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return made
+
+    return wrapped

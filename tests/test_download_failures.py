@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from signals import interrupted_on_return, python_sigint
 
 from digitvae.runtime import (
     DownloadError,
@@ -138,19 +138,7 @@ def test_download_into_a_file_path_is_an_output_error(tmp_path: Path) -> None:
 
 def test_a_signal_as_the_folders_are_made_leaves_none_of_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The signal held back while the data folders are made is acted on where they are removed again."""
-    make = download._make_folders
-
-    def interrupted(target: Path) -> list[Path]:
-        made = make(target)
-        os.kill(os.getpid(), signal.SIGINT)
-        return made
-
-    monkeypatch.setattr(download, "_make_folders", interrupted)
-    # A test run in the background starts with SIGINT ignored: give it Python's usual handler.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            download_mnist(tmp_path / "new" / "data", mirrors=["http://127.0.0.1:9/"], files=REMOTE)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    monkeypatch.setattr(download, "_make_folders", interrupted_on_return(download._make_folders))
+    with python_sigint(), pytest.raises(KeyboardInterrupt):
+        download_mnist(tmp_path / "new" / "data", mirrors=["http://127.0.0.1:9/"], files=REMOTE)
     assert os.listdir(tmp_path) == []

@@ -22,11 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from mnist_files import TRAIN_IMAGES, VALID_IMAGES
-from signals import STEPS, Ended, at_step_command, command, run, snapshot
+from signals import STEPS, Ended, at_step_command, command, interrupted_on_return, python_sigint, run, snapshot
 
 from digitvae.runtime.folders.locate import shipped_models_dir
 
@@ -278,9 +277,7 @@ def test_a_signal_at_the_rename_of_a_file_writes_it_and_says_so(
 def test_signals_are_acted_on_after_a_held_block() -> None:
     from digitvae.runtime.atomic import signals_held
 
-    # A test run in the background starts with SIGINT ignored: give it Python's usual handler.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
+    with python_sigint():
         done = []
         with pytest.raises(KeyboardInterrupt):
             with signals_held():
@@ -288,19 +285,6 @@ def test_signals_are_acted_on_after_a_held_block() -> None:
                 done.append("after the signal")
         assert done == ["after the signal"]
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _interrupted_on_return(real: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a function so that it sends this process SIGINT once it has made what it makes."""
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        made = real(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGINT)
-        return made
-
-    return wrapped
 
 
 @pytest.mark.parametrize("kind", ["file", "folder"])
@@ -311,23 +295,19 @@ def test_a_signal_as_the_temporary_is_made_leaves_nothing_beside_the_output(
     from digitvae.runtime import atomic
 
     if kind == "file":
-        monkeypatch.setattr(atomic, "_create_temp", _interrupted_on_return(atomic._create_temp))
+        monkeypatch.setattr(atomic, "_create_temp", interrupted_on_return(atomic._create_temp))
         out = tmp_path / "out.txt"
         out.write_text("old")
         writing = atomic.atomic_write(out, "w")
     else:
-        monkeypatch.setattr(atomic, "tempfile", SimpleNamespace(mkdtemp=_interrupted_on_return(tempfile.mkdtemp)))
+        monkeypatch.setattr(atomic, "tempfile", SimpleNamespace(mkdtemp=interrupted_on_return(tempfile.mkdtemp)))
         out = tmp_path / "out"
         out.mkdir()
         (out / "old.txt").write_text("old")
         writing = atomic.swapped_in(out, lambda existing: existing.exists(), str)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        entered = []
-        with pytest.raises(KeyboardInterrupt), writing:
-            entered.append(True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    entered = []
+    with python_sigint(), pytest.raises(KeyboardInterrupt), writing:
+        entered.append(True)
     assert entered == [], "the body ran after the signal"
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name], "a temporary was left"
     assert (out.read_text() if kind == "file" else (out / "old.txt").read_text()) == "old"

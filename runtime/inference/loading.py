@@ -121,10 +121,7 @@ def open_lazily(
     check_signatures(model_dir, manifest, {role: declared_graph(data, model_dir / entry.path)})
 
     def opener() -> ort.InferenceSession:
-        try:
-            session = open_session(data, session_options(threads))
-        except Exception as exc:  # onnxruntime raises several unrelated types for bad models
-            raise ModelError(f"{model_dir / entry.path}: onnxruntime cannot load it: {exc}") from None
+        session = _cpu_session_or_error(data, threads, model_dir / entry.path)
         check_signatures(model_dir, manifest, {role: session})
         trial_run(model_dir, manifest, {role: session})
         logger.debug("opened %s", model_dir / entry.path)
@@ -144,12 +141,17 @@ def open_images(
     if derived is None:
         logger.debug("%s: no images-only graph; images come from the whole decoder", model_dir / entry.path)
         return None
-    try:
-        session = open_session(derived, session_options(threads))
-    except Exception as exc:  # onnxruntime raises several unrelated types for bad models
-        raise ModelError(f"{model_dir / entry.path}: onnxruntime cannot load it: {exc}") from None
+    session = _cpu_session_or_error(derived, threads, model_dir / entry.path)
     trial_run(model_dir, manifest, {"decoder": session})
     return session
+
+
+def _cpu_session_or_error(data: bytes, threads: int | None, path: Path) -> ort.InferenceSession:
+    """Return a CPU session on a graph; ModelError saying what onnxruntime found where it cannot load it."""
+    try:
+        return open_session(data, session_options(threads))
+    except Exception as exc:  # onnxruntime raises several unrelated types for bad models
+        raise ModelError(f"{path}: onnxruntime cannot load it: {exc}") from None
 
 
 def _cpu_session(data: bytes, threads: int | None) -> ort.InferenceSession | None:

@@ -328,8 +328,10 @@ class DigitVAE:
         feeds = {"z": z} if labels is None else {"z": z, "label": labels}
         shape = (len(z), 1, IMAGE_SIDE, IMAGE_SIDE)
         if output == "image":
-            return run_checked(self._decoder, [output], feeds, "decoder", (shape,), self._small["decoder"])[0]
-        return run_checked(self._whole_decoder(), [output], feeds, "decoder", (shape,), self._small["whole"])[0]
+            session, runner = self._decoder, self._small["decoder"]
+        else:
+            session, runner = self._whole_decoder(), self._small["whole"]
+        return run_checked(session, [output], feeds, "decoder", (shape,), runner)[0]
 
     def __repr__(self) -> str:
         return f"DigitVAE(name={self.name!r}, latent_dim={self.latent_dim}, providers={self.providers})"
