@@ -121,7 +121,7 @@ def main() -> None:
     rewrite = {"elu": _elu, "sigmoid-first": _sigmoid_first, "nbits8": _nbits8}[args.form]
     blobs = {
         "images-only": _images_only(source).SerializeToString(),
-        args.form: _images_only(rewrite(_images_only(source))).SerializeToString(),
+        args.form: rewrite(_images_only(source)).SerializeToString(),  # a fresh copy: the rewrite edits it
     }
     if args.form == "nbits8":
         blobs["shipped int8"] = _images_only(onnx.load(folder / "decoder.int8.onnx")).SerializeToString()
